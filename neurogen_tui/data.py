@@ -1,0 +1,298 @@
+"""Text sources (hub stream, local shards, bundled sample), packing into blocks, resumable position.
+
+Every source goes through `datasets` with `streaming=True`, so a 100 GB directory of shards or the
+627B-token SlimPajama starts at once. The position we save is (epoch, documents consumed) plus the
+packer's leftover tokens: resuming skips exactly the documents already trained on.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .config import SAMPLE_DATASET, ConfigError, TrainingConfig, expand_files
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).parent / "assets"
+SAMPLE_TRAIN = ASSETS / "sample_train.jsonl.zst"
+SAMPLE_VAL = ASSETS / "sample_val.jsonl.zst"
+
+# File endings to the `datasets` builder that reads them (compression is inferred by fsspec).
+_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".csv": "csv"}
+_COMPRESSION = (".zst", ".gz", ".bz2", ".xz", ".lz4", ".zip")
+
+
+class DataError(RuntimeError):
+    """The data cannot be read; the message is one line meant for the user."""
+
+
+def builder_for(path: str) -> str:
+    name = Path(path).name.lower()
+    for ext in _COMPRESSION:
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    suffix = Path(name).suffix
+    if suffix not in _BUILDERS:
+        raise ConfigError(f"cannot read {path}: expected .jsonl[.zst|.gz], .json, .parquet or .txt")
+    return _BUILDERS[suffix]
+
+
+def open_local(files: list[str]):
+    builders = {builder_for(f) for f in files}
+    if len(builders) > 1:
+        raise ConfigError(f"mixed file types in one data set: {', '.join(sorted(builders))}")
+    import datasets
+
+    builder = builders.pop()
+    kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
+    return datasets.load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
+
+
+def open_hub(name: str, split: str):
+    import datasets
+
+    try:
+        return datasets.load_dataset(name, split=split, streaming=True)
+    except ValueError:
+        raise  # a missing split is the caller's business
+    except Exception as exc:  # network, auth, missing repo: all end the same way for the user
+        raise DataError(
+            f"cannot open dataset {name!r} from the Hugging Face hub ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); check the network, "
+            f"or train offline with --dataset sample or --data-files PATH") from exc
+
+
+@dataclass
+class DataStats:
+    documents: int = 0
+    skipped: int = 0
+    retries: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+class DocumentStream:
+    """Yields document texts from one source, counting position, skipping bad records, retrying
+    transient read errors with exponential backoff."""
+
+    def __init__(self, opener: Callable[[], object], *, start: int = 0, epochs: int = 1, epoch: int = 0,
+                 first: int = 0, retries: int = 5, backoff: float = 1.0, remote: bool = False,
+                 stop_event: threading.Event | None = None, on_warning: Callable[[str], None] | None = None):
+        self._opener = opener
+        self.first = first  # documents held out at the start of every epoch (validation slice)
+        self.index = max(start, first)  # documents consumed in the current epoch
+        self.epoch = epoch
+        self.epochs = epochs
+        self.retries = retries
+        self.backoff = backoff
+        self.remote = remote
+        self.stats = DataStats()
+        self._stop = stop_event or threading.Event()
+        self._warn = on_warning or (lambda msg: log.warning(msg))
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def _open_at(self, index: int) -> Iterator:
+        ds = self._opener()
+        return iter(ds.skip(index) if index else ds)
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            yield from self._one_epoch()
+            if self._stop.is_set():
+                return
+            if self.epochs and self.epoch + 1 >= self.epochs:
+                return
+            self.epoch += 1
+            self.index = self.first
+            self._warn(f"data: starting epoch {self.epoch + 1}")
+
+    def _one_epoch(self) -> Iterator[str]:
+        failures = 0
+        it = self._open_at(self.index)
+        while True:
+            try:
+                record = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:
+                if not self.remote or failures >= self.retries:
+                    raise DataError(f"reading data failed at document {self.index}: "
+                                    f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+                delay = self.backoff * 2 ** failures
+                failures += 1
+                self.stats.retries += 1
+                self._warn(f"data: read error ({type(exc).__name__}), retry {failures}/{self.retries} in {delay:.0f}s")
+                if self._stop.wait(delay):
+                    return
+                it = self._open_at(self.index)
+                continue
+            failures = 0
+            self.index += 1
+            text = record.get("text") if isinstance(record, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                self.stats.skipped += 1
+                if self.stats.skipped in (1, 10, 100, 1000) or self.stats.skipped % 10000 == 0:
+                    self._warn(f"data: skipped {self.stats.skipped} empty or non-text document(s)")
+                continue
+            self.stats.documents += 1
+            yield text
+
+
+class Packer:
+    """Concatenates token arrays with an end-of-text separator and cuts blocks of seq_len + 1.
+
+    Consecutive blocks overlap by one token, so every token (but the very first) is a target once;
+    only the final partial block is ever dropped.
+    """
+
+    def __init__(self, seq_len: int, eot_id: int, leftover: np.ndarray | None = None):
+        self.seq_len = seq_len
+        self._eot = np.asarray([eot_id], dtype=np.int32)
+        self._pieces: deque[np.ndarray] = deque()
+        self._size = 0
+        if leftover is not None and len(leftover):
+            self._push(np.asarray(leftover))
+
+    def _push(self, arr: np.ndarray) -> None:
+        if len(arr):
+            self._pieces.append(arr)
+            self._size += len(arr)
+
+    def add(self, ids: np.ndarray) -> None:
+        self._push(ids)
+        self._push(self._eot)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def take(self) -> np.ndarray | None:
+        """One block of seq_len + 1 tokens (int64), or None when fewer are buffered."""
+        need = self.seq_len + 1
+        if self._size < need:
+            return None
+        out = np.empty(need, dtype=np.int64)
+        filled, consumed = 0, 0
+        for piece in self._pieces:
+            n = min(len(piece), need - filled)
+            out[filled:filled + n] = piece[:n]
+            filled += n
+            if filled == need:
+                break
+        # consume seq_len tokens: the last token of this block starts the next one
+        while consumed < self.seq_len:
+            piece = self._pieces[0]
+            n = min(len(piece), self.seq_len - consumed)
+            if n == len(piece):
+                self._pieces.popleft()
+            else:
+                self._pieces[0] = piece[n:]
+            consumed += n
+        self._size -= self.seq_len
+        return out
+
+    def leftover(self) -> np.ndarray:
+        if not self._pieces:
+            return np.empty(0, dtype=np.int32)
+        return np.concatenate([p.astype(np.int32) for p in self._pieces])
+
+
+class BatchStream:
+    """Micro-batches (x, y) of shape (batch_size, seq_len) from a DocumentStream through a Packer."""
+
+    def __init__(self, docs: DocumentStream, tokenizer, seq_len: int, batch_size: int,
+                 leftover: np.ndarray | None = None):
+        self.docs = docs
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.packer = Packer(seq_len, tokenizer.eot_id, leftover)
+        self._texts = iter(docs)
+        self.exhausted = False
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        blocks = []
+        while len(blocks) < self.batch_size:
+            block = self.packer.take()
+            if block is not None:
+                blocks.append(block)
+                continue
+            try:
+                text = next(self._texts)
+            except StopIteration:
+                self.exhausted = True
+                # hand back what we took so the saved position stays exact
+                for b in reversed(blocks):
+                    self.packer._pieces.appendleft(b[:-1].astype(np.int32))
+                    self.packer._size += len(b) - 1
+                return None
+            self.packer.add(self.tokenizer.encode(text))
+        data = torch.from_numpy(np.stack(blocks))
+        return data[:, :-1].contiguous(), data[:, 1:].contiguous()
+
+    def state(self) -> dict:
+        return {**self.docs.state(), "leftover": torch.from_numpy(self.packer.leftover())}
+
+
+# ---------------------------------------------------------------------------------------------
+# Composing sources for a run
+
+
+def train_opener(cfg: TrainingConfig) -> tuple[Callable[[], object], bool]:
+    """A function that opens the training stream, and whether it is remote (retry on errors)."""
+    if cfg.data_files:
+        files = expand_files(cfg.data_files)
+        return (lambda: open_local(files)), False
+    if cfg.dataset == SAMPLE_DATASET:
+        return (lambda: open_local([str(SAMPLE_TRAIN)])), False
+    if Path(cfg.dataset).exists():
+        files = expand_files(str(Path(cfg.dataset) / "**" / "*")) if Path(cfg.dataset).is_dir() else [cfg.dataset]
+        files = [f for f in files if _readable_ext(f)]
+        if not files:
+            raise ConfigError(f"--dataset {cfg.dataset}: no .jsonl/.parquet/.txt files found")
+        return (lambda: open_local(files)), False
+    return (lambda: open_hub(cfg.dataset, "train")), True
+
+
+def _readable_ext(path: str) -> bool:
+    try:
+        builder_for(path)
+        return True
+    except ConfigError:
+        return False
+
+
+def val_opener(cfg: TrainingConfig) -> Callable[[], object] | None:
+    """The validation source, or None when a slice of the training stream must be held out."""
+    if cfg.val_data_files:
+        files = expand_files(cfg.val_data_files)
+        return lambda: open_local(files)
+    if cfg.data_files or Path(cfg.dataset).exists():
+        return None
+    if cfg.dataset == SAMPLE_DATASET:
+        return lambda: open_local([str(SAMPLE_VAL)])
+    try:
+        ds = open_hub(cfg.dataset, "validation")
+    except ValueError:  # the dataset has no validation split
+        return None
+    return lambda: ds
+
+
+def collect_eval_batches(opener: Callable[[], object], tokenizer, cfg: TrainingConfig
+                         ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """Fixed evaluation batches (so every evaluation sees the same tokens) and the documents used."""
+    docs = DocumentStream(opener, epochs=1)
+    stream = BatchStream(docs, tokenizer, cfg.seq_len, cfg.batch_size)
+    batches = []
+    while len(batches) < cfg.eval_iters:
+        batch = stream.next_batch()
+        if batch is None:
+            break
+        batches.append(batch)
+    return batches, docs.index

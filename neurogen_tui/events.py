@@ -1,0 +1,130 @@
+"""Events the trainer publishes. Subscribers (app, files writer, headless console) never block it."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingMetrics:
+    """Real-time training metrics (the seed's fields, same names), one per optimizer step."""
+
+    step: int
+    loss: float
+    accuracy: float  # top-1 next-token accuracy over the chunk, 0..1
+    tokens_per_sec: float  # measured over this step's wall time
+    gpu_memory_mb: float  # CUDA peak allocated; 0 without CUDA
+    learning_rate: float
+    timestamp: float
+    grad_norm: float = 0.0
+    val_loss: float | None = None  # set on evaluation steps
+    tokens_seen: int = 0
+    rss_mb: float = 0.0  # process resident memory
+    step_time: float = 0.0
+    skipped: bool = False  # a non-finite loss: no optimizer update was made
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d["val_loss"] is None:
+            del d["val_loss"]
+        return d
+
+
+@dataclass
+class TextSample:
+    """Input text, the real continuation, and the model's own greedy continuation."""
+
+    step: int
+    input: str
+    target: str
+    output: str
+    accuracy: float  # fraction of continuation tokens equal to the target's, 0..1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EvalResult:
+    step: int
+    val_loss: float
+    val_accuracy: float
+
+
+@dataclass
+class RunStarted:
+    config: dict
+    device: str
+    device_name: str
+    n_params: int
+    start_step: int
+    total_steps: int | None
+    resumed_from: str | None = None
+
+
+@dataclass
+class CheckpointSaved:
+    step: int
+    path: str
+
+
+@dataclass
+class LogMessage:
+    level: str  # "info" | "warning" | "error"
+    text: str
+
+
+@dataclass
+class StateChanged:
+    state: str  # running | paused | stopping | finished | failed
+
+
+@dataclass
+class RunFinished:
+    step: int
+    reason: str  # "completed" | "stopped" | "data exhausted" | "too many bad steps"
+    tokens_seen: int = 0
+    checkpoint: str | None = None
+
+
+@dataclass
+class RunFailed:
+    step: int
+    error: str
+    traceback: str = ""
+
+
+Event = Any
+Subscriber = Callable[[Event], None]
+
+
+@dataclass
+class EventBus:
+    """Fan-out of trainer events. Subscribers run on the trainer's thread, so they must be quick:
+    put the event on a queue, append a line, or set a flag. A subscriber that raises is logged and
+    dropped rather than allowed to kill training."""
+
+    subscribers: list[Subscriber] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def subscribe(self, fn: Subscriber) -> Subscriber:
+        with self._lock:
+            self.subscribers.append(fn)
+        return fn
+
+    def unsubscribe(self, fn: Subscriber) -> None:
+        with self._lock:
+            if fn in self.subscribers:
+                self.subscribers.remove(fn)
+
+    def publish(self, event: Event) -> None:
+        for fn in list(self.subscribers):
+            try:
+                fn(event)
+            except Exception:
+                log.exception("event subscriber %r failed; unsubscribing it", fn)
+                self.unsubscribe(fn)

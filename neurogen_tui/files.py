@@ -1,0 +1,139 @@
+"""One atomic-write helper used by every writer, strict JSON, and the append-only metrics log."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Callable
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None] | bytes) -> Path:
+    """Write to a temporary file in the same directory, fsync, then rename over `path`.
+
+    A reader (or a crash at any moment) sees either the old complete file or the new complete one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are ordinary files
+        with os.fdopen(fd, "wb") as fh:
+            if isinstance(write, (bytes, bytearray)):
+                fh.write(write)
+            else:
+                write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def finite_or_none(obj):
+    """Replace NaN and infinities by None, recursively: bare NaN is not JSON for strict readers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kwargs) -> str:
+    return json.dumps(finite_or_none(obj), allow_nan=False, ensure_ascii=False, **kwargs)
+
+
+def write_json(path: str | os.PathLike, obj, indent: int | None = None) -> Path:
+    return atomic_write(path, dumps(obj, indent=indent).encode("utf-8"))
+
+
+def read_jsonl(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int]:
+    """Complete JSON lines from byte `offset`, and the offset after the last complete line.
+
+    A torn last line (a writer killed mid-append, or still writing) is left for the next read;
+    a corrupt line in the middle is skipped.
+    """
+    rows: list[dict] = []
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return rows, offset
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows, offset + end
+
+
+class JsonlWriter:
+    """Appends one JSON object per line and flushes, so a crash loses at most the line being written."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def _repair_tail(self) -> None:
+        """Drop a torn last line left by a killed writer, so appended lines start on their own."""
+        if not self.path.exists():
+            return
+        with open(self.path, "rb+") as fh:
+            data = fh.read()
+            if data and not data.endswith(b"\n"):
+                fh.truncate(data.rfind(b"\n") + 1)
+
+    def write(self, row: dict) -> None:
+        self._fh.write(dumps(row) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._fh.close()
+
+
+def trim_jsonl(path: str | os.PathLike, keep: Callable[[dict], bool]) -> int:
+    """Atomically rewrite a JSONL file keeping only rows for which keep(row) is true; rows removed."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    rows, _ = read_jsonl(path)
+    kept = [r for r in rows if keep(r)]
+    removed = len(rows) - len(kept)
+    if removed or path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+        atomic_write(path, "".join(dumps(r) + "\n" for r in kept).encode("utf-8"))
+    return removed

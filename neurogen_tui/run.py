@@ -1,0 +1,102 @@
+"""Composing a run: config from flags (and a checkpoint), logging, the writers, and the display."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from .checkpoint import CheckpointError, list_checkpoints, resolve_resume
+from .config import ConfigError, TrainingConfig, validate
+from .events import EventBus
+from .recorder import METRICS_FILE, MetricsRecorder
+from .trainer import Trainer
+
+log = logging.getLogger(__name__)
+LOG_FILE = "neurogen-tui.log"
+
+
+def prepare_run(args: argparse.Namespace) -> tuple[TrainingConfig, tuple[str, dict] | None]:
+    """Validated config and, with --resume, the checkpoint (path, state). Raises ConfigError."""
+    from .cli import config_from_args
+
+    run_dir = Path(args.run_dir or ".")
+    resume = None
+    base = None
+    if args.resume:
+        try:
+            path, state, warnings = resolve_resume(args.resume, run_dir / "checkpoints")
+        except CheckpointError as exc:
+            raise ConfigError(str(exc)) from None
+        for w in warnings:
+            log.warning(w)
+            print(f"neurogen-tui: warning: {w}")
+        base = TrainingConfig.from_dict(state.get("config", {}))
+        base.run_dir = str(run_dir)
+        resume = (str(path), state)
+    cfg = config_from_args(args, base)
+    validate(cfg)
+    if resume is None and not (args.overwrite or cfg.test):
+        existing = _existing_run(cfg)
+        if existing:
+            raise ConfigError(f"{cfg.run_dir} already holds a run ({existing}); continue it with "
+                              f"--resume latest, start over with --overwrite, or pick another --run-dir")
+    return cfg, resume
+
+
+def _existing_run(cfg: TrainingConfig) -> str:
+    ckpts = list_checkpoints(cfg.checkpoint_dir)
+    if ckpts:
+        return f"{len(ckpts)} checkpoint(s), newest {ckpts[-1].name}"
+    metrics = cfg.viz_dir / METRICS_FILE
+    if metrics.exists() and metrics.stat().st_size:
+        return f"{metrics} is not empty"
+    return ""
+
+
+def setup_logging(cfg: TrainingConfig) -> Path:
+    """Everything, tracebacks included, goes to <run-dir>/neurogen-tui.log; nothing to stdout."""
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(cfg.run_dir) / LOG_FILE
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_neurogen", False):
+            root.removeHandler(h)
+            h.close()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler._neurogen = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return path
+
+
+def build_trainer(cfg: TrainingConfig, resume: tuple[str, dict] | None) -> tuple[Trainer, EventBus, list]:
+    """The trainer with the files writers subscribed; returns the closers to call at the end."""
+    bus = EventBus()
+    recorder = MetricsRecorder(cfg.viz_dir, resume_step=int(resume[1]["step"]) if resume else None)
+    bus.subscribe(recorder)
+    closers = [recorder.close]
+    try:
+        from .viz import VisualizationManager
+    except ImportError:  # pragma: no cover - viz is part of the package
+        VisualizationManager = None
+    if VisualizationManager is not None:
+        viz = VisualizationManager.for_run(cfg, resume_step=int(resume[1]["step"]) if resume else None)
+        bus.subscribe(viz)
+        closers.insert(0, viz.close)
+    return Trainer(cfg, bus, resume), bus, closers
+
+
+def start(cfg: TrainingConfig, resume: tuple[str, dict] | None, headless: bool) -> int:
+    setup_logging(cfg)
+    log.info("starting run in %s (resume=%s)", Path(cfg.run_dir).resolve(), resume[0] if resume else None)
+    if not headless:
+        try:
+            from .tui.app import run_app
+        except ImportError:
+            run_app = None
+        if run_app is not None:
+            return run_app(cfg, resume)
+    from .headless import run_headless
+
+    return run_headless(cfg, resume)
