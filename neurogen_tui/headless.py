@@ -101,15 +101,15 @@ def install_stop_signals(request_stop, announce) -> None:
 def run_headless(cfg: TrainingConfig, resume) -> int:
     from .run import build_trainer
 
-    trainer, bus, closers = build_trainer(cfg, resume)
+    parts = build_trainer(cfg, resume)
+    trainer = parts.trainer
     display = HeadlessDisplay(cfg)
-    bus.subscribe(display)
+    parts.bus.subscribe(display)
     install_stop_signals(trainer.request_stop, lambda msg: display._line(msg, "yellow"))
     started = time.time()
     with display:
         result = trainer.run()
-        for close in closers:
-            close()
+        parts.close()
     print(f"files: {cfg.viz_dir}  checkpoints: {cfg.checkpoint_dir}  log: {cfg.run_dir}/neurogen-tui.log "
           f"({time.time() - started:.0f}s)")
     if isinstance(result, RunFailed):

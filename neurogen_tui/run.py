@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import CheckpointError, list_checkpoints, resolve_resume
@@ -70,21 +71,36 @@ def setup_logging(cfg: TrainingConfig) -> Path:
     return path
 
 
-def build_trainer(cfg: TrainingConfig, resume: tuple[str, dict] | None) -> tuple[Trainer, EventBus, list]:
-    """The trainer with the files writers subscribed; returns the closers to call at the end."""
+@dataclass
+class RunParts:
+    """A trainer and the consumers of its events, composed for one run."""
+
+    trainer: Trainer
+    bus: EventBus
+    recorder: MetricsRecorder
+    viz: object | None  # VisualizationManager
+
+    def close(self) -> None:
+        """Final dashboard and JSON exports, then close the append-only logs."""
+        if self.viz is not None:
+            self.viz.close()
+        self.recorder.close()
+
+
+def build_trainer(cfg: TrainingConfig, resume: tuple[str, dict] | None) -> RunParts:
+    """The trainer with the files writers subscribed to its events."""
     bus = EventBus()
-    recorder = MetricsRecorder(cfg.viz_dir, resume_step=int(resume[1]["step"]) if resume else None)
+    resume_step = int(resume[1]["step"]) if resume else None
+    recorder = MetricsRecorder(cfg.viz_dir, resume_step=resume_step)
     bus.subscribe(recorder)
-    closers = [recorder.close]
     try:
         from .viz import VisualizationManager
-    except ImportError:  # pragma: no cover - viz is part of the package
-        VisualizationManager = None
-    if VisualizationManager is not None:
-        viz = VisualizationManager.for_run(cfg, resume_step=int(resume[1]["step"]) if resume else None)
+    except ImportError:  # until the dashboards land
+        viz = None
+    else:
+        viz = VisualizationManager.for_run(cfg, resume_step=resume_step)
         bus.subscribe(viz)
-        closers.insert(0, viz.close)
-    return Trainer(cfg, bus, resume), bus, closers
+    return RunParts(Trainer(cfg, bus, resume), bus, recorder, viz)
 
 
 def start(cfg: TrainingConfig, resume: tuple[str, dict] | None, headless: bool) -> int:
