@@ -65,6 +65,40 @@ class MetricsHistory:
         for row in rows:
             self.append(row)
 
+    def extend_columns(self, columns: dict[str, np.ndarray]) -> None:
+        """Append many rows at once from equal-length arrays keyed by column name (missing: NaN)."""
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"columns of different lengths: {sorted(lengths)}")
+        total = lengths.pop() if lengths else 0
+        done = 0
+        with self._lock:
+            while done < total:
+                i = self._n % CHUNK
+                if i == 0:
+                    for name, dtype in COLUMNS.items():
+                        self._chunks[name].append(np.full(CHUNK, np.nan if dtype != np.int64 else 0, dtype=dtype))
+                take = min(CHUNK - i, total - done)
+                for name, values in columns.items():
+                    if name in COLUMNS:
+                        self._chunks[name][-1][i:i + take] = values[done:done + take]
+                self._n += take
+                done += take
+
+    def slice(self, start: int = 0, stop: int | None = None, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Rows [start, stop) of the named columns (default: all) as fresh arrays. Unlike column(),
+        nothing is cached, so a reader that wants a delta or a one-off snapshot costs no memory."""
+        with self._lock:
+            stop = self._n if stop is None else max(0, min(stop, self._n))
+            start = max(0, min(start, stop))
+            out = {}
+            for name in names or COLUMNS:
+                chunks = self._chunks[name]
+                parts = [chunks[c][max(start - c * CHUNK, 0):min(stop - c * CHUNK, CHUNK)]
+                         for c in range(start // CHUNK, -(-stop // CHUNK))]
+                out[name] = np.concatenate(parts) if parts else np.empty(0, dtype=COLUMNS[name])
+            return out
+
     def column(self, name: str) -> np.ndarray:
         """The whole series as one array (a cached copy, rebuilt when rows were added)."""
         with self._lock:
