@@ -27,9 +27,10 @@ def _keep(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="neurogen-tui",
+        usage="neurogen-tui [options]\n       neurogen-tui {render,compare,watch,attach,ls} ...",
         description="Train a GPT-style model on SlimPajama and watch it learn in the terminal.",
         epilog="Other commands: neurogen-tui {render,compare,watch,attach,ls} --help",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=None)
+        argument_default=None)
     p.add_argument("--version", action="version", version=f"neurogen-tui {__version__}")
     g = p.add_argument_group("run")
     g.add_argument("--test", action="store_true", default=None,
@@ -80,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep-dashboards", type=_keep, metavar="K|all", help="training_step_*.png kept (default: 20)")
     g.add_argument("--eval-interval", type=int, help="validation every N steps (default: 250)")
     g.add_argument("--eval-iters", type=int, help="validation batches per evaluation (default: 10)")
-    g.add_argument("--sample-interval", type=int, help="text sample every N steps (default: 5)")
+    g.add_argument("--sample-interval", type=int, help="text sample every N steps (default: 5; see --sample-budget)")
+    g.add_argument("--sample-budget", type=float,
+                   help="largest share of training time text samples may cost; they are spaced out to "
+                        "stay under it, 0 disables (default: 0.01)")
     g.add_argument("--sample-tokens", type=int, help="length of a sample's continuation (default: 48)")
     g.add_argument("--display-samples", type=int, help="samples in the dashboard table (default: 5)")
     return p

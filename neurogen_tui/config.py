@@ -70,6 +70,7 @@ class TrainingConfig:
     display_samples: int = 5
     sample_interval: int = 5
     sample_tokens: int = 48
+    sample_budget: float = 0.01  # samples are spaced out to cost at most this share of training time
     eval_interval: int = 250
     eval_iters: int = 10
     log_interval: int = 1
@@ -121,6 +122,7 @@ class TrainingConfig:
         self.tokens_per_chunk = 1024
         self.viz_interval = 2
         self.sample_interval = 1
+        self.sample_budget = 0.0
         self.eval_interval = 2
         self.eval_iters = 2
         self.warmup_steps = 2
@@ -141,7 +143,7 @@ def validate(cfg: TrainingConfig, *, check_paths: bool = True) -> TrainingConfig
                     "seq_len", "batch_size", "n_layer", "n_head", "n_embd", "lr",
                     "eval_interval", "eval_iters", "sample_interval", "sample_tokens",
                     "display_samples", "max_bad_steps", "log_interval", "lr_decay_steps"))
-    for name in ("warmup_steps", "keep_checkpoints", "keep_dashboards", "epochs", "grad_clip",
+    for name in ("sample_budget", "warmup_steps", "keep_checkpoints", "keep_dashboards", "epochs", "grad_clip",
                  "weight_decay", "min_lr"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must not be negative (got {getattr(cfg, name)})")

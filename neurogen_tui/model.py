@@ -28,12 +28,17 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: list | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        # SDPA picks the fused (flash / memory-efficient) kernel where the device has one
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        if kv is not None:  # generation: keys and values of earlier positions are reused, not recomputed
+            if kv:
+                k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
+            kv[:] = [k, v]
+        # SDPA picks the fused (flash / memory-efficient) kernel where the device has one.
+        # One new query attends to every cached key, so it needs no causal mask.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.resid_drop(self.proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
@@ -57,8 +62,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.n_embd)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))  # pre-norm: the residual stream stays un-normalised
+    def forward(self, x: torch.Tensor, kv: list | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), kv)  # pre-norm: the residual stream stays un-normalised
         return x + self.mlp(self.ln2(x))
 
 
@@ -91,21 +96,35 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (B, T, vocab) for token ids of shape (B, T)."""
+    def forward(self, idx: torch.Tensor, cache: list[list] | None = None, start: int = 0) -> torch.Tensor:
+        """Logits of shape (B, T, vocab) for token ids of shape (B, T). With `cache` (one list per
+        block), positions start at `start` and keys/values are kept for the next call."""
         T = idx.shape[1]
-        pos = torch.arange(T, device=idx.device)
+        pos = torch.arange(start, start + T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache[i] if cache is not None else None)
         return self.lm_head(self.ln_f(x))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Greedy continuation: the model's own most likely next tokens, one at a time."""
-        for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.cfg.block_size:])[:, -1, :]
-            idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)
+        """Greedy continuation: the model's own most likely next tokens, one at a time.
+
+        A key/value cache makes each new token cost one position, not the whole context: a sample
+        every few steps then costs about 1% of training instead of a large fraction of a step."""
+        idx = idx[:, -self.cfg.block_size:]
+        if idx.shape[1] + max_new_tokens - 1 > self.cfg.block_size:  # no room to cache: slide the window
+            for _ in range(max_new_tokens):
+                logits = self(idx[:, -self.cfg.block_size:])[:, -1, :]
+                idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)
+            return idx
+        cache: list[list] = [[] for _ in self.blocks]
+        logits = self(idx, cache)[:, -1, :]
+        for i in range(max_new_tokens):
+            nxt = logits.argmax(dim=-1, keepdim=True)
+            idx = torch.cat([idx, nxt], dim=1)
+            if i + 1 < max_new_tokens:
+                logits = self(nxt, cache, start=idx.shape[1] - 1)[:, -1, :]
         return idx
 
     def configure_optimizer(self, lr: float, weight_decay: float, device_type: str) -> torch.optim.AdamW:

@@ -36,12 +36,30 @@ def prepare_run(args: argparse.Namespace) -> tuple[TrainingConfig, tuple[str, di
         resume = (str(path), state)
     cfg = config_from_args(args, base)
     validate(cfg)
-    if resume is None and not (args.overwrite or cfg.test):
-        existing = _existing_run(cfg)
-        if existing:
+    existing = _existing_run(cfg) if resume is None else ""
+    if existing:
+        if not (args.overwrite or cfg.test):
             raise ConfigError(f"{cfg.run_dir} already holds a run ({existing}); continue it with "
                               f"--resume latest, start over with --overwrite, or pick another --run-dir")
+        moved = archive_previous_run(cfg)
+        print(f"neurogen-tui: the previous run's files were moved to {moved}")
     return cfg, resume
+
+
+def archive_previous_run(cfg: TrainingConfig) -> Path:
+    """--overwrite never deletes: the old training_viz/, checkpoints/ and log move aside."""
+    import time
+
+    dest = Path(cfg.run_dir) / "previous_runs" / time.strftime("%Y%m%d-%H%M%S")
+    n = 0
+    while dest.exists():
+        n += 1
+        dest = dest.with_name(f"{dest.name.split('.')[0]}.{n}")
+    dest.mkdir(parents=True)
+    for path in (cfg.viz_dir, cfg.checkpoint_dir, Path(cfg.run_dir) / LOG_FILE):
+        if path.exists():
+            path.rename(dest / path.name)
+    return dest
 
 
 def _existing_run(cfg: TrainingConfig) -> str:
@@ -68,7 +86,29 @@ def setup_logging(cfg: TrainingConfig) -> Path:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    quiet_third_party()
     return path
+
+
+def quiet_third_party() -> None:
+    """datasets and huggingface_hub print retries and progress bars to stderr, which would tear
+    the app's screen: send their records to our log file instead."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("datasets", "huggingface_hub", "fsspec", "urllib3", "filelock"):
+        lib_log = logging.getLogger(name)
+        for h in list(lib_log.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                lib_log.removeHandler(h)
+        lib_log.propagate = True
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_warning()
+    except Exception:  # pragma: no cover - older datasets
+        pass
 
 
 @dataclass

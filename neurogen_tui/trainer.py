@@ -90,6 +90,8 @@ class Trainer:
         self._running = threading.Event()
         self._running.set()
         self._checkpoint_now = threading.Event()
+        self._sample_cost = 0.0
+        self._train_time_since_sample = 0.0
 
     # ---- control, safe from any thread ------------------------------------------------------
     def pause(self) -> None:
@@ -258,14 +260,27 @@ class Trainer:
                     metrics.val_loss = result.val_loss
                     self.bus.publish(result)
             self.bus.publish(metrics)
-            if step % cfg.sample_interval == 0 or step == 1:
+            if self._sample_due(step):
+                started = time.perf_counter()
                 self.bus.publish(self.text_sample())
+                self._sample_cost = time.perf_counter() - started
+                self._train_time_since_sample = 0.0
             if step % cfg.checkpoint_interval == 0 or self._checkpoint_now.is_set():
                 self._checkpoint_now.clear()
                 self.save_checkpoint()
             if self.bad_steps >= cfg.max_bad_steps:
                 self._say(f"stopping: {self.bad_steps} steps in a row had a non-finite loss", "error")
                 return "too many bad steps"
+
+    def _sample_due(self, step: int) -> bool:
+        """Every sample_interval steps, but never so often that greedy generation costs more than
+        sample_budget of the training time (it is latency-bound: many tiny forward passes)."""
+        if step == 1:
+            return True
+        if step % self.cfg.sample_interval:
+            return False
+        budget = self.cfg.sample_budget
+        return not budget or self._train_time_since_sample * budget >= self._sample_cost
 
     def _wait_if_paused(self) -> None:
         if self._running.is_set():
@@ -323,6 +338,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
+        self._train_time_since_sample += dt
         gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else 0.0
         return TrainingMetrics(step=self.step, loss=loss_value, accuracy=accuracy, tokens_per_sec=tokens / dt,
                                gpu_memory_mb=gpu_mb, learning_rate=lr, timestamp=time.time(),

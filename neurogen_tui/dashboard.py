@@ -1,0 +1,193 @@
+"""The seed's training dashboard as a pure function: history arrays and samples in, PNG bytes out.
+
+Matplotlib's object API with the Agg canvas only (no pyplot, no global state), so it is safe on any
+thread or in a worker process. Every series is reduced to per-bucket min/max before drawing (spikes
+stay visible, the cost stays flat as the run grows) while moving averages use the full data.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .history import minmax_downsample, moving_average
+from .text import sanitize
+
+MA_WINDOW = 50  # the seed's 50-step moving averages
+RECENT_STEPS = 500
+TABLE_TEXT = 40  # characters of sample text per table cell
+MAX_POINTS = 2000  # ~2 points per pixel column of a panel at 150 DPI
+FIGSIZE, DPI = (20, 12), 150
+HEADER_GREEN = "#4CAF50"
+PANEL_TITLES = ("Training Loss", "Training Accuracy", "Token Throughput", "Learning Rate Schedule",
+                "Loss vs Accuracy", f"Recent Performance (last {RECENT_STEPS} steps)", "Recent Text Samples")
+DASHBOARD_COLUMNS = ("steps", "loss", "accuracy", "throughput", "learning_rate", "val_loss")
+
+# sample text may hold any character; DejaVu lacks some (CJK...) and they draw as boxes, not errors
+warnings.filterwarnings("ignore", message=r"Glyph .* missing from", category=UserWarning)
+
+
+def reduce_indices(y: np.ndarray, max_points: int) -> np.ndarray:
+    """Indices of the points min/max downsampling keeps (global min and max always included)."""
+    idx, _ = minmax_downsample(np.arange(len(y)), y, max_points)
+    return idx
+
+
+def _plot_reduced(ax, x, y, max_points, **style) -> None:
+    xs, ys = minmax_downsample(x, y, max_points)
+    ax.plot(xs, ys, **style)
+
+
+def _no_data(ax) -> None:
+    ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="gray")
+
+
+def _panel_loss(ax, c, max_points) -> None:
+    ax.set_title(PANEL_TITLES[0], fontweight="bold")
+    x, loss = c["steps"], c["loss"]
+    if not len(x):
+        return _no_data(ax)
+    _plot_reduced(ax, x, loss, max_points, color="tab:blue", lw=1, alpha=0.7, label="loss")
+    if len(x) >= MA_WINDOW:
+        _plot_reduced(ax, x, moving_average(loss, MA_WINDOW), max_points, color="red", ls="--", lw=2,
+                      label=f"{MA_WINDOW}-step moving average")
+    val = c.get("val_loss")
+    if val is not None and np.isfinite(val).any():
+        vx, vy = minmax_downsample(x, val, max_points)
+        ax.plot(vx, vy, color="tab:purple", marker="o", ms=3, lw=1.5, label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper right", fontsize=9)
+
+
+def _panel_accuracy(ax, c, max_points) -> None:
+    ax.set_title(PANEL_TITLES[1], fontweight="bold")
+    x, acc = c["steps"], c["accuracy"] * 100.0
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("step")
+    ax.set_ylabel("accuracy (%)")
+    if not len(x):
+        return _no_data(ax)
+    _plot_reduced(ax, x, acc, max_points, color="tab:green", lw=1, alpha=0.7, label="accuracy")
+    if len(x) >= MA_WINDOW:
+        _plot_reduced(ax, x, moving_average(acc, MA_WINDOW), max_points, color="orange", ls="--", lw=2,
+                      label=f"{MA_WINDOW}-step moving average")
+    ax.legend(loc="lower right", fontsize=9)
+
+
+def _panel_throughput(ax, c, max_points) -> None:
+    ax.set_title(PANEL_TITLES[2], fontweight="bold")
+    ax.set_xlabel("step")
+    ax.set_ylabel("tokens/s")
+    if not len(c["steps"]):
+        return _no_data(ax)
+    _plot_reduced(ax, c["steps"], c["throughput"], max_points, color="purple", lw=1)
+
+
+def _panel_lr(ax, c, max_points) -> None:
+    ax.set_title(PANEL_TITLES[3], fontweight="bold")
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    lr = c["learning_rate"]
+    if not len(lr):
+        return _no_data(ax)
+    _plot_reduced(ax, c["steps"], lr, max_points, color="darkorange", lw=1.5)
+    if (lr[np.isfinite(lr)] > 0).any():
+        ax.set_yscale("log")
+
+
+def _panel_scatter(fig, ax, c, max_points) -> None:
+    ax.set_title(PANEL_TITLES[4], fontweight="bold")
+    ax.set_xlabel("loss")
+    ax.set_ylabel("accuracy (%)")
+    loss, acc, steps = c["loss"], c["accuracy"], c["steps"]
+    ok = np.isfinite(loss) & np.isfinite(acc)
+    if not ok.any():
+        return _no_data(ax)
+    idx = np.flatnonzero(ok)
+    if len(idx) > max_points:  # the points that bound both series, spread over the whole run
+        keep = np.union1d(reduce_indices(loss[idx], max_points), reduce_indices(acc[idx], max_points))
+        idx = idx[keep]
+    sc = ax.scatter(loss[idx], acc[idx] * 100.0, c=steps[idx], cmap="viridis", s=8, alpha=0.7)
+    fig.colorbar(sc, ax=ax, label="step")
+
+
+def _panel_recent(ax, c) -> None:
+    ax.set_title(PANEL_TITLES[5], fontweight="bold")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="tab:blue")
+    x = c["steps"][-RECENT_STEPS:]
+    if not len(x):
+        return _no_data(ax)
+    (l1,) = ax.plot(x, c["loss"][-RECENT_STEPS:], color="tab:blue", lw=1.2, label="loss")
+    right = ax.twinx()
+    (l2,) = right.plot(x, c["accuracy"][-RECENT_STEPS:] * 100.0, color="tab:green", lw=1.2, label="accuracy")
+    right.set_ylabel("accuracy (%)", color="tab:green")
+    ax.legend(handles=[l1, l2], loc="upper left", fontsize=9)
+
+
+def _tail(text: str, limit: int) -> str:
+    """The last `limit` characters, made safe: the part of the prompt that leads into the output."""
+    safe = sanitize(text[-limit * 4:])
+    return safe if len(safe) <= limit else "…" + safe[-(limit - 1):]
+
+
+def table_rows(samples: Sequence[Mapping]) -> list[list[str]]:
+    return [[str(s["step"]), _tail(str(s["input"]), TABLE_TEXT), sanitize(s["output"], limit=TABLE_TEXT),
+             f"{float(s['accuracy']) * 100:.1f}%"] for s in samples]
+
+
+def _panel_samples(ax, samples: Sequence[Mapping]) -> None:
+    ax.set_title(PANEL_TITLES[6], fontweight="bold")
+    ax.axis("off")
+    if not samples:
+        return _no_data(ax)
+    table = ax.table(cellText=table_rows(samples), colLabels=["step", "input (end)", "model output", "accuracy"],
+                     colWidths=[0.08, 0.41, 0.41, 0.1], cellLoc="left", loc="upper center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(11)
+    table.scale(1, 2.0)
+    for (row, _col), cell in table.get_celld().items():
+        cell.get_text().set_parse_math(False)  # "$x$" in a sample is text, not mathtext
+        if row == 0:
+            cell.set_facecolor(HEADER_GREEN)
+            cell.get_text().set_color("white")
+            cell.get_text().set_fontweight("bold")
+
+
+def build_figure(columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], title: str,
+                 max_points: int = MAX_POINTS) -> Figure:
+    """The seven-panel dashboard. `columns` holds MetricsHistory arrays (accuracy as 0..1);
+    `samples` are TextSample dicts, the newest last."""
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.suptitle(sanitize(title, limit=120), fontsize=16, fontweight="bold", parse_math=False)
+    grid = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.85], hspace=0.38, wspace=0.22,
+                            left=0.05, right=0.97, top=0.92, bottom=0.03)
+    axes = [fig.add_subplot(grid[i // 3, i % 3]) for i in range(6)]
+    _panel_loss(axes[0], columns, max_points)
+    _panel_accuracy(axes[1], columns, max_points)
+    _panel_throughput(axes[2], columns, max_points)
+    _panel_lr(axes[3], columns, max_points)
+    _panel_scatter(fig, axes[4], columns, max_points)
+    _panel_recent(axes[5], columns)
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    _panel_samples(fig.add_subplot(grid[2, :]), list(samples))
+    return fig
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes, rendered once: the same bytes go to every file that shows it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    return buf.getvalue()
+
+
+def render_png(columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], title: str,
+               max_points: int = MAX_POINTS) -> bytes:
+    return figure_png(build_figure(columns, samples, title, max_points))

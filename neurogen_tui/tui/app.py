@@ -1,0 +1,218 @@
+"""The Textual app: a header, four live charts, the samples table, a log pane and the keys.
+
+The feed's producer (the trainer, or a run directory being followed) runs in a thread worker and
+never touches a widget: its events wait in the feed's queue until the drain timer (10 Hz) applies
+them as one batch, and the charts redraw on their own slower timer (about 3 Hz) from a reduced
+series. Stopping always goes through the controller and waits for the producer to finish, so the
+final checkpoint and exports are on disk before the app exits.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal
+from textual.reactive import reactive
+from textual.widgets import Footer
+from textual.worker import Worker, WorkerState
+
+from ..text import sanitize
+from .feed import Feed, FeedDone
+from .state import RunState
+from .widgets import CHARTS, ChartPanel, HelpScreen, LogPane, MetricChart, RunHeader, SamplesTable
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+class TrainingApp(App[int]):
+    CSS_PATH = "app.tcss"
+    ENABLE_COMMAND_PALETTE = False
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
+    BINDINGS = [
+        Binding("p", "pause", "pause/resume"),
+        Binding("c", "checkpoint", "checkpoint"),
+        Binding("d", "draw", "dashboard"),
+        Binding("q", "stop", "stop", priority=True),
+        Binding("ctrl+c", "stop", "stop", show=False, priority=True),
+        Binding("ctrl+q", "stop", "stop", show=False, priority=True),
+        Binding("question_mark", "help", "help"),
+    ]
+    DRAIN_INTERVAL = 0.1  # seconds between applying queued events
+    CHART_INTERVAL = 0.33  # seconds between chart redraws, at least
+    CHART_DUTY = 0.05  # longest share of the UI thread the charts may take on long runs
+
+    state: reactive[str] = reactive("starting")
+    step: reactive[int] = reactive(0)
+
+    def __init__(self, feed: Feed, controller) -> None:
+        super().__init__()
+        self.feed = feed
+        self.controller = controller
+        self.run_state = RunState(feed.title, read_only=controller.read_only)
+        self.exit_requested = False
+        self.terminal_lost = False
+        self._chart_key: tuple = ()
+        self._next_chart_at = 0.0
+        self.chart_seconds = 0.0  # the last redraw's cost (data reduction + plot build)
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="header")
+        with Grid(id="charts"):
+            for spec in CHARTS:
+                yield ChartPanel(spec, id=f"chart-{spec.column}")
+        with Horizontal(id="bottom"):
+            yield SamplesTable(id="samples")
+            yield LogPane(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"neurogen-tui: {self.feed.title}"
+        self._install_signal_handlers()
+        self.set_interval(self.DRAIN_INTERVAL, self.drain)
+        self.set_interval(self.CHART_INTERVAL / 2, self.draw_charts)
+        self.produce()
+
+    @work(thread=True, exit_on_error=False, name="feed")
+    def produce(self) -> None:
+        self.feed.produce()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.name == "feed" and event.state == WorkerState.ERROR:
+            self.run_state.log_exception("feed", event.worker.error)
+            self.feed.put(FeedDone(EXIT_FAILED))
+
+    # ---- timers ----------------------------------------------------------------------------
+    def drain(self) -> None:
+        """Apply every queued event as one batch, then update the widgets once."""
+        rs = self.run_state
+        rs.apply_all(self.feed.drain())
+        if self.terminal_lost:  # nobody sees the screen: only wait for the producer
+            rs.take_logs(), rs.take_samples()
+        else:
+            log = self.query_one(LogPane)
+            for line in rs.take_logs():
+                log.add(line)
+            self.query_one(SamplesTable).add_samples(rs.take_samples())
+            self.query_one(RunHeader).info = rs.header()
+        self.state, self.step = rs.state, rs.step
+        if rs.done is not None and self.exit_requested:
+            self.exit(rs.done.exit_code)
+
+    def draw_charts(self, force: bool = False) -> None:
+        """Redraw the charts when the history or the size changed, at most every CHART_INTERVAL and
+        never more than CHART_DUTY of the time, so a run of millions of steps stays smooth."""
+        now = time.perf_counter()
+        key = (len(self.run_state.history), self.size)
+        if self.terminal_lost or (not force and (key == self._chart_key or now < self._next_chart_at)):
+            return
+        self._chart_key = key
+        for panel in self.query(ChartPanel):
+            panel.update_from(self.run_state.history)
+        self.call_after_refresh(self._charts_drawn, now)
+
+    def _charts_drawn(self, started: float) -> None:
+        self.chart_seconds = time.perf_counter() - started
+        self._next_chart_at = started + max(self.CHART_INTERVAL, self.chart_seconds / self.CHART_DUTY)
+
+    def watch_state(self, state: str) -> None:
+        self.refresh_bindings()
+
+    # ---- keys ------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("pause", "checkpoint", "draw"):
+            return not self.controller.read_only and self.run_state.done is None
+        return True
+
+    def _say(self, text: str, level: str = "info") -> None:
+        self.run_state.log(level, text)
+        self.drain()
+
+    def action_pause(self) -> None:
+        self._say(self.controller.toggle_pause())
+
+    def action_checkpoint(self) -> None:
+        self._say(self.controller.checkpoint())
+
+    def action_draw(self) -> None:
+        self._say(self.controller.draw())
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+        else:
+            self.push_screen(HelpScreen(self.controller.read_only))
+
+    def action_stop(self) -> None:
+        """Stop the producer and exit once it has finished (at once if it already has)."""
+        self.exit_requested = True
+        if self.run_state.done is not None:
+            self.exit(self.run_state.done.exit_code)
+            return
+        if not self.controller.read_only:
+            self.run_state.set_state("stopping")
+        self._say(self.controller.stop())
+
+    # ---- signals ---------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        """SIGHUP (the SSH connection dropped), SIGTERM and SIGINT stop the run like `q`. Without
+        handlers on the loop the app dies at once with no final checkpoint."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+                pass
+
+    def on_signal(self, sig: int) -> None:
+        if sig == signal.SIGHUP and not self.is_headless:
+            self._detach_terminal()
+        self._say(f"{signal.Signals(sig).name}: stopping")
+        self.action_stop()
+
+    def _detach_terminal(self) -> None:
+        """The terminal is gone: send output to /dev/null and give input a pipe that stays quiet,
+        so the app keeps running (writes to a hung-up tty fail) until the final files are written."""
+        self.terminal_lost = True
+        null = os.open(os.devnull, os.O_WRONLY)
+        quiet, self._quiet_writer = os.pipe()
+        for fd in (1, 2):
+            os.dup2(null, fd)
+        os.dup2(quiet, 0)
+        os.close(null)
+        os.close(quiet)
+
+    def on_unmount(self) -> None:
+        # an exit by any other road (an internal error included) still stops the trainer, so the
+        # worker thread ends and the process can exit
+        if self.run_state.done is None:
+            self.controller.stop()
+
+
+def run_app(cfg, resume) -> int:
+    """Train with the app on this terminal; return 0 when finished or stopped, 1 when failed."""
+    from ..run import build_trainer
+    from .feed import LiveFeed
+
+    parts = build_trainer(cfg, resume)
+    feed = LiveFeed(parts)
+    app = TrainingApp(feed, feed.controller)
+    code = app.run()
+    if code is None:  # the app ended by an internal error (its traceback is printed)
+        code = EXIT_FAILED
+    where = (f"files: {cfg.viz_dir}  checkpoints: {cfg.checkpoint_dir}  "
+             f"log: {Path(cfg.run_dir) / 'neurogen-tui.log'}")
+    try:
+        print(f"neurogen-tui: {app.run_state.state} at step {app.run_state.step}; {where}")
+        if code and app.run_state.result is not None and hasattr(app.run_state.result, "error"):
+            print(f"neurogen-tui: error: {sanitize(app.run_state.result.error, 500)}", file=sys.stderr)
+    except OSError:  # the terminal is gone (SIGHUP): the files are what matters
+        pass
+    return int(code)

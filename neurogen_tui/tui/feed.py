@@ -1,0 +1,184 @@
+"""Where the screen's events come from, and who the keys talk to.
+
+A Feed is a thread-safe queue of events plus a blocking `produce()` that the app runs in a thread
+worker: LiveFeed trains (the events arrive from the trainer's bus), WatchFeed (watch.py) follows a
+run directory's files. The app drains the queue on a timer, so producers never touch widgets and a
+trainer doing thousands of steps a second costs the UI one batch per tick.
+
+Keys go through a Controller (pause/resume, checkpoint, draw, stop), never to the trainer directly,
+so a control socket can later drive a remote run with the same keys.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..events import LogMessage, RunFailed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeedDone:
+    """The producer has returned: nothing more will arrive. `exit_code` is what the app returns."""
+
+    exit_code: int
+
+
+@dataclass
+class MetricsRows:
+    """Many metrics rows at once (metrics.jsonl dicts), for feeds that read them in bulk."""
+
+    rows: list[dict]
+
+
+class Feed:
+    """A queue of events. `put` is safe from any thread and quick (it runs on the trainer thread)."""
+
+    read_only = True
+    title = "neurogen-tui"
+
+    def __init__(self) -> None:
+        self._queue: deque = deque()
+
+    def put(self, event) -> None:
+        self._queue.append(event)
+
+    def drain(self) -> list:
+        """Everything queued so far, oldest first."""
+        out = []
+        pop = self._queue.popleft
+        try:
+            while True:
+                out.append(pop())
+        except IndexError:
+            return out
+
+    def produce(self) -> None:
+        """Blocking body run in a thread worker; puts events, ends with FeedDone."""
+        raise NotImplementedError
+
+
+class Controller(Protocol):
+    """What the keys can ask of a run. Every method returns at once (the work happens elsewhere)
+    and returns a line for the log pane."""
+
+    read_only: bool
+
+    def toggle_pause(self) -> str: ...
+
+    def checkpoint(self) -> str: ...
+
+    def draw(self) -> str: ...
+
+    def stop(self) -> str: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+
+class ReadOnlyController:
+    """For `watch`: the run belongs to another process, so keys only explain that."""
+
+    read_only = True
+    paused = False
+
+    def __init__(self, stop=lambda: None):
+        self._stop = stop
+
+    def _refuse(self, what: str) -> str:
+        return f"read-only: {what} is for the terminal that runs the training"
+
+    def toggle_pause(self) -> str:
+        return self._refuse("pause")
+
+    def checkpoint(self) -> str:
+        return self._refuse("checkpoint")
+
+    def draw(self) -> str:
+        return self._refuse("draw")
+
+    def stop(self) -> str:
+        self._stop()
+        return "closing the viewer (the run itself goes on)"
+
+
+class LiveController:
+    """Keys to a Trainer in this process (thread-safe flags) and its VisualizationManager."""
+
+    read_only = False
+
+    def __init__(self, trainer, viz=None):
+        self.trainer = trainer
+        self.viz = viz
+
+    @property
+    def paused(self) -> bool:
+        return self.trainer.paused
+
+    def toggle_pause(self) -> str:
+        if self.trainer.stop_requested:
+            return "stopping: pause has no effect"
+        self.trainer.toggle_pause()
+        return ("pause requested: the trainer stops at the end of this step" if self.trainer.paused
+                else "resumed")
+
+    def checkpoint(self) -> str:
+        self.trainer.request_checkpoint()
+        return "checkpoint requested: written at the end of this step"
+
+    def draw(self) -> str:
+        if self.viz is None:
+            return "dashboards are unavailable in this build (no VisualizationManager)"
+        self.viz.request_draw()
+        return "dashboard requested"
+
+    def stop(self) -> str:
+        if self.trainer.stop_requested:
+            return "already stopping: waiting for the step, final checkpoint and exports"
+        self.trainer.request_stop()
+        return "stopping after this step: final checkpoint, dashboard and JSON"
+
+
+class LiveFeed(Feed):
+    """Trains in the calling thread (the app's worker) and queues the trainer's events.
+
+    After the trainer returns, the final dashboard and JSON are written (parts.close()) here, off
+    the UI thread, then FeedDone carries the exit status: 0 finished or stopped, 1 failed."""
+
+    read_only = False
+
+    def __init__(self, parts):
+        super().__init__()
+        self.parts = parts
+        self.title = parts.trainer.cfg.display_name
+        self.controller = LiveController(parts.trainer, parts.viz)
+        parts.bus.subscribe(self.put)
+        if parts.viz is not None and hasattr(parts.viz, "add_listener"):
+            parts.viz.add_listener(self._on_viz)
+
+    def _on_viz(self, kind: str, detail: str) -> None:
+        if kind == "error":
+            self.put(LogMessage("error", f"dashboard: {detail}"))
+        else:
+            self.put(LogMessage("info", f"{kind} written: {detail}"))
+
+    def produce(self) -> None:
+        code = 0
+        try:
+            result = self.parts.trainer.run()
+            code = 1 if isinstance(result, RunFailed) else 0
+        except BaseException as exc:  # run() never raises; this guards a bug in it
+            log.exception("trainer crashed outside its loop")
+            self.put(RunFailed(getattr(self.parts.trainer, "step", 0), f"{type(exc).__name__}: {exc}",
+                               traceback.format_exc()))
+            code = 1
+        try:
+            self.parts.close()
+        except Exception as exc:
+            log.exception("writing the final exports failed")
+            self.put(LogMessage("error", f"final exports failed: {type(exc).__name__}: {exc}"))
+        self.put(FeedDone(code))

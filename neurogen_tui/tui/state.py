@@ -1,0 +1,177 @@
+"""RunState: what the screen shows, built from feed events. Plain Python, no widgets, so the rules
+(ETA, memory line, which log lines appear) are tested directly and shared by live and watch."""
+from __future__ import annotations
+
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..events import (CheckpointSaved, EvalResult, LogMessage, RunFailed, RunFinished, RunStarted, StateChanged,
+                      TextSample, TrainingMetrics)
+from ..history import MetricsHistory
+from .feed import FeedDone, MetricsRows
+
+SAMPLES_KEPT = 200
+ETA_WINDOW = 100  # steps over which the step rate for the ETA is measured
+
+
+@dataclass
+class LogLine:
+    level: str  # info | warning | error
+    text: str  # untrusted parts already sanitized by whoever shows it
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class HeaderInfo:
+    """One snapshot of the header line; equal snapshots do not redraw."""
+
+    run_name: str = ""
+    device: str = ""
+    state: str = "starting"
+    step: int = 0
+    total: int | None = None
+    elapsed: float = 0.0
+    eta: float | None = None
+    tokens_seen: int = 0
+    tokens_per_sec: float = 0.0
+    memory: tuple[str, ...] = ()  # (label, value): CUDA peak where there is one, else process RSS
+    read_only: bool = False
+
+
+def last_frames(tb: str, n: int = 3) -> list[str]:
+    """The last `n` 'File ..., line ..., in ...' frames of a formatted traceback, innermost last."""
+    frames = [line.strip() for line in tb.splitlines() if line.strip().startswith("File ")]
+    return frames[-n:]
+
+
+class RunState:
+    """Applies feed events; the app reads the fields and takes the new log lines and samples."""
+
+    def __init__(self, run_name: str = "", read_only: bool = False) -> None:
+        self.history = MetricsHistory()
+        self.samples: deque[TextSample] = deque(maxlen=SAMPLES_KEPT)
+        self.run_name = run_name
+        self.read_only = read_only
+        self.device = ""
+        self.total: int | None = None
+        self.state = "starting"
+        self.step = 0
+        self.tokens_seen = 0
+        self.tokens_per_sec = 0.0
+        self.memory: tuple[str, ...] = ()  # (label, value)
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.result: RunFinished | RunFailed | None = None
+        self.done: FeedDone | None = None
+        self._new_logs: list[LogLine] = []
+        self._new_samples: list[TextSample] = []
+        self._recent: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW)  # (step, timestamp)
+
+    # ---- applying events -------------------------------------------------------------------
+    def apply_all(self, events: list) -> None:
+        for event in events:
+            self.apply(event)
+
+    def apply(self, event) -> None:
+        if isinstance(event, TrainingMetrics):
+            self._metrics(vars(event))
+        elif isinstance(event, MetricsRows):
+            for row in event.rows:
+                self._metrics(row)
+        elif isinstance(event, TextSample):
+            self.samples.append(event)
+            self._new_samples.append(event)
+        elif isinstance(event, StateChanged):
+            self.set_state(event.state)
+        elif isinstance(event, RunStarted):
+            self._started(event)
+        elif isinstance(event, EvalResult):
+            self.log("info", f"eval @ step {event.step}: val loss {event.val_loss:.4f}, "
+                             f"val accuracy {event.val_accuracy * 100:.1f}%")
+        elif isinstance(event, CheckpointSaved):
+            self.log("info", f"checkpoint @ step {event.step}: {event.path}")
+        elif isinstance(event, LogMessage):
+            self.log(event.level, event.text)
+        elif isinstance(event, RunFinished):
+            self.result, self.ended_at = event, time.time()
+            self.set_state("finished")
+            where = f"; final checkpoint {event.checkpoint}" if event.checkpoint else ""
+            self.log("info", f"finished ({event.reason}) at step {event.step}{where}")
+        elif isinstance(event, RunFailed):
+            self._failed(event)
+        elif isinstance(event, FeedDone):
+            self.done = event
+
+    def _metrics(self, row: dict) -> None:
+        self.history.append(row)
+        self.step = int(row.get("step", self.step))
+        self._recent.append((self.step, float(row.get("timestamp") or 0.0)))
+        self.tokens_seen = int(row.get("tokens_seen") or self.tokens_seen)
+        self.tokens_per_sec = float(row.get("tokens_per_sec") or 0.0)
+        gpu, rss = row.get("gpu_memory_mb") or 0.0, row.get("rss_mb") or 0.0
+        self.memory = ("GPU peak", f"{gpu:,.0f} MB") if gpu else (("RSS", f"{rss:,.0f} MB") if rss else ())
+        if self.started_at is None:
+            self.started_at = float(row.get("timestamp") or time.time()) - float(row.get("step_time") or 0.0)
+
+    def _started(self, event: RunStarted) -> None:
+        self.started_at = time.time()
+        self.total = event.total_steps
+        self.step = event.start_step
+        self.device = event.device if event.device_name in (event.device, "cpu") else (
+            f"{event.device} ({event.device_name})")
+        verb = f"resumed from {event.resumed_from} at step {event.start_step}" if event.resumed_from else "started"
+        self.log("info", f"{verb}: {event.n_params / 1e6:.2f}M parameters on {self.device}")
+
+    def _failed(self, event: RunFailed) -> None:
+        self.result, self.ended_at = event, time.time()
+        self.set_state("failed")
+        self.log("error", f"failed at step {event.step}: {event.error}")
+        for frame in last_frames(event.traceback):
+            self.log("error", "  " + frame)
+        self.log("error", "full traceback in neurogen-tui.log; the last good checkpoint and JSON are on disk")
+
+    def set_state(self, state: str) -> None:
+        # a requested stop shows at once; the trainer's own "running" must not undo it
+        if self.state == "stopping" and state in ("running", "paused"):
+            return
+        if self.state in ("finished", "failed") and state != self.state:
+            return
+        self.state = state
+
+    def log(self, level: str, text: str) -> None:
+        self._new_logs.append(LogLine(level, text))
+
+    def log_exception(self, where: str, exc: BaseException) -> None:
+        self.log("error", f"{where}: {type(exc).__name__}: {exc}")
+        for frame in last_frames("".join(traceback.format_exception(exc))):
+            self.log("error", "  " + frame)
+
+    # ---- reading ---------------------------------------------------------------------------
+    def take_logs(self) -> list[LogLine]:
+        out, self._new_logs = self._new_logs, []
+        return out
+
+    def take_samples(self) -> list[TextSample]:
+        out, self._new_samples = self._new_samples, []
+        return out
+
+    def eta(self) -> float | None:
+        """Seconds left at the recent step rate, or None (no total, paused, or too few steps)."""
+        if not self.total or self.state not in ("running", "watching") or self.step >= self.total:
+            return None
+        if len(self._recent) < 2:
+            return None
+        (s0, t0), (s1, t1) = self._recent[0], self._recent[-1]
+        if s1 <= s0 or t1 <= t0:
+            return None
+        return round((self.total - self.step) * (t1 - t0) / (s1 - s0))
+
+    def header(self, now: float | None = None) -> HeaderInfo:
+        now = time.time() if now is None else now
+        end = self.ended_at or now
+        elapsed = max(0.0, end - self.started_at) if self.started_at else 0.0
+        return HeaderInfo(run_name=self.run_name, device=self.device, state=self.state, step=self.step,
+                          total=self.total, elapsed=int(elapsed), eta=self.eta(), tokens_seen=self.tokens_seen,
+                          tokens_per_sec=self.tokens_per_sec, memory=self.memory, read_only=self.read_only)

@@ -1,0 +1,305 @@
+"""The screen's widgets: header line, metric charts, samples table, log pane and the help screen.
+
+Widgets only display what they are given (a HeaderInfo, a MetricsHistory, samples, log lines);
+they never reach for the trainer. Every piece of dataset or model text goes through sanitize()
+and into a rich Text, so markup and escape sequences in it are shown, never interpreted.
+Colours live in app.tcss (component classes); plot line colours are plotext names below.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.reactive import reactive
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import DataTable, RichLog, Static
+from textual_plotext import PlotextPlot
+
+from ..events import TextSample
+from ..headless import format_count
+from ..history import MetricsHistory, minmax_downsample, moving_average
+from ..text import sanitize
+from .state import HeaderInfo, LogLine
+
+MA_WINDOW = 50  # the seed's 50-step moving average, as on the PNG dashboards
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+# ---- header -------------------------------------------------------------------------------------
+class RunHeader(Widget):
+    """Two lines: state, run, device, step/total and a progress bar; then time, tokens, speed, memory."""
+
+    COMPONENT_CLASSES = {"run-header--label", "run-header--bar", "run-header--bar-empty",
+                         "run-header--starting", "run-header--running", "run-header--paused",
+                         "run-header--stopping", "run-header--finished", "run-header--failed",
+                         "run-header--watching", "run-header--idle"}
+    info: reactive[HeaderInfo] = reactive(HeaderInfo, layout=False)
+
+    def render(self) -> Text:
+        i, width = self.info, max(20, self.size.width)
+        style = self.get_component_rich_style
+        label = style("run-header--label")
+        state_class = f"run-header--{i.state}" if f"run-header--{i.state}" in self.COMPONENT_CLASSES else "run-header--idle"
+        top = Text(no_wrap=True, overflow="ellipsis")
+        top.append(f" {i.state.upper()} ", style(state_class))
+        if i.read_only:
+            top.append(" watch", label)
+        top.append("  ")
+        top.append(sanitize(i.run_name, 24) or "run", "bold")
+        if i.device:
+            top.append(f"  {sanitize(i.device, 40)}", label)
+        total = f"/{i.total:,}" if i.total else ""
+        top.append(f"  step {i.step:,}{total}")
+        if i.total:
+            frac = min(1.0, i.step / i.total)
+            room = width - top.cell_len - 7
+            if room >= 8:
+                filled = round(frac * room)
+                top.append("  ")
+                top.append("━" * filled, style("run-header--bar"))
+                top.append("━" * (room - filled), style("run-header--bar-empty"))
+            top.append(f" {frac * 100:3.0f}%")
+        bottom = Text(no_wrap=True, overflow="ellipsis")
+        eta = "paused" if i.state == "paused" else format_duration(i.eta)
+        parts = [("elapsed", format_duration(i.elapsed)), ("ETA", eta if i.total else "-"),
+                 ("tokens", format_count(i.tokens_seen)), ("tok/s", format_count(i.tokens_per_sec))]
+        if i.memory:
+            parts.append(i.memory)
+        for n, (name, value) in enumerate(parts):
+            bottom.append(" " if n == 0 else "  ")
+            bottom.append(f"{name} ", label)
+            bottom.append(value)
+        return Text("\n").join([top, bottom])
+
+
+# ---- charts -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChartSpec:
+    title: str
+    column: str
+    color: str  # plotext colour name for the series
+    caption_style: str  # rich style of the same colour, for the caption
+    scale: float = 1.0
+    average: bool = False
+    log_y: bool = False
+    val_column: str | None = None
+    fmt: str = "{:.4f}"
+
+
+CHARTS = (
+    ChartSpec("loss", "loss", "cyan", "cyan", average=True, val_column="val_loss"),
+    ChartSpec("accuracy %", "accuracy", "green", "green", scale=100.0, average=True, fmt="{:.1f}"),
+    ChartSpec("tokens/s", "throughput", "magenta", "magenta", fmt="{:,.0f}"),
+    ChartSpec("learning rate", "learning_rate", "yellow", "yellow", log_y=True, fmt="{:.2e}"),
+)
+AVERAGE_COLOR, AVERAGE_STYLE = "orange", "dark_orange"
+VAL_COLOR, VAL_STYLE = "red", "red"
+
+
+def reduced_series(history: MetricsHistory, spec: ChartSpec, points: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The series a chart draws, reduced to about `points` points with the dashboards' maths:
+    the moving average over the full series, then min/max downsampling of each line."""
+    x = history.column("steps")
+    y = history.column(spec.column)
+    if spec.scale != 1.0:
+        y = y * spec.scale
+    out = {"value": minmax_downsample(x, y, points)}
+    if spec.average and len(y) > 1:
+        out["average"] = minmax_downsample(x, moving_average(y, MA_WINDOW), points)
+    if spec.val_column:
+        v = history.column(spec.val_column)
+        out["val"] = minmax_downsample(x, v, points)
+    return out
+
+
+class MetricChart(PlotextPlot):
+    """One plotext chart of a history column; `update_from` replaces its data (drawn on render)."""
+
+    def __init__(self, spec: ChartSpec, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.points = 0
+
+    def update_from(self, history: MetricsHistory) -> None:
+        plt, spec = self.plt, self.spec
+        plt.clear_data()
+        plt.clear_figure()
+        width, height = self.size.width, self.size.height
+        framed = height >= 10 and width >= 40
+        plt.frame(framed)
+        if not framed:
+            plt.xticks([])
+        series = reduced_series(history, spec, max(16, 2 * width))
+        if spec.log_y and len(series["value"][0]):
+            plt.yscale("log")
+        self.points = sum(len(x) for x, _ in series.values())
+        for key, color in (("value", spec.color), ("average", AVERAGE_COLOR)):
+            if key in series and len(series[key][0]):
+                x, y = series[key]
+                if spec.log_y:
+                    keep = y > 0
+                    x, y = x[keep], y[keep]
+                plt.plot(x.tolist(), y.tolist(), marker="braille", color=color)
+        if "val" in series and len(series["val"][0]):
+            x, y = series["val"]
+            plt.scatter(x.tolist(), y.tolist(), marker="dot", color=VAL_COLOR)
+        self.refresh()
+
+    def render(self):
+        # plotext has corner cases (a log axis over one value...): a chart that cannot draw says
+        # so instead of taking the app, and the training, down with it
+        try:
+            return super().render()
+        except Exception as exc:
+            return Text(f"(chart unavailable: {type(exc).__name__})", style="dim")
+
+
+class ChartPanel(Vertical):
+    """A one-line caption with the latest values over a MetricChart."""
+
+    def __init__(self, spec: ChartSpec, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(self.spec.title), classes="chart-caption")
+        yield MetricChart(self.spec, classes="chart")
+
+    def update_from(self, history: MetricsHistory) -> None:
+        self.query_one(Static).update(self.caption(history))
+        self.query_one(MetricChart).update_from(history)
+
+    def caption(self, history: MetricsHistory) -> Text:
+        spec = self.spec
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(spec.title, "bold")
+        if not len(history):
+            return text
+        last = history.last(spec.column) * spec.scale
+        text.append(" ")
+        text.append(spec.fmt.format(last), spec.caption_style)
+        if spec.average:
+            recent = history.column(spec.column)[-MA_WINDOW:] * spec.scale
+            finite = recent[np.isfinite(recent)]
+            if len(finite):
+                text.append(f"  avg{MA_WINDOW} ", "dim")
+                text.append(spec.fmt.format(float(finite.mean())), AVERAGE_STYLE)
+        if spec.val_column:
+            vals = history.column(spec.val_column)
+            finite = vals[np.isfinite(vals)]
+            if len(finite):
+                text.append("  val ", "dim")
+                text.append(spec.fmt.format(float(finite[-1])), VAL_STYLE)
+        return text
+
+
+# ---- samples ------------------------------------------------------------------------------------
+class SamplesTable(DataTable):
+    """Text samples, newest first, one line per cell; widths follow the terminal's."""
+
+    MAX_ROWS = 100
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self._samples: list[TextSample] = []
+        self._widths: tuple[int, ...] = ()
+
+    def on_resize(self) -> None:
+        self._rebuild()
+
+    def add_samples(self, samples: list[TextSample]) -> None:
+        if not samples:
+            return
+        self._samples = (self._samples + samples)[-self.MAX_ROWS:]
+        self._rebuild()
+
+    def column_widths(self) -> tuple[int, ...]:
+        free = max(30, self.size.width - 6 - 5 - 2 * 5 - 1)  # step, acc, cell padding, scrollbar
+        inp = free * 4 // 10
+        tgt = (free - inp) // 2
+        return 6, inp, tgt, free - inp - tgt, 5
+
+    def _rebuild(self) -> None:
+        widths = self.column_widths()
+        if widths != self._widths:
+            self._widths = widths
+            self.clear(columns=True)
+            for name, w in zip(("step", "input (end)", "target", "model output", "acc"), widths):
+                self.add_column(name, width=w, key=name)
+        else:
+            self.clear()
+        _, w_in, w_tgt, w_out, _ = widths
+        for s in reversed(self._samples):
+            self.add_row(Text(f"{s.step:,}", justify="right"), tail(s.input, w_in),
+                         Text(sanitize(s.target, w_tgt), no_wrap=True), Text(sanitize(s.output, w_out), no_wrap=True),
+                         Text(f"{s.accuracy * 100:.0f}%", justify="right"))
+
+
+def tail(text: str, width: int) -> Text:
+    """The last `width` visible characters of untrusted text (an input's end leads to its target)."""
+    safe = sanitize(text[-width * 4:])
+    if len(safe) > width:
+        safe = "…" + safe[-(width - 1):]
+    return Text(safe, no_wrap=True)
+
+
+# ---- log ----------------------------------------------------------------------------------------
+class LogPane(RichLog):
+    """Checkpoints, dashboards, evaluations, warnings and errors, with the time they happened."""
+
+    COMPONENT_CLASSES = {"log-pane--time", "log-pane--info", "log-pane--warning", "log-pane--error"}
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_lines=1000, wrap=True, markup=False, highlight=False, min_width=20, **kwargs)
+        self.lines_written = 0
+
+    def add(self, line: LogLine) -> None:
+        style = self.get_component_rich_style
+        level = line.level if line.level in ("info", "warning", "error") else "info"
+        text = Text(time.strftime("%H:%M:%S ", time.localtime(line.time)), style("log-pane--time"))
+        text.append(sanitize(line.text, 2000), style(f"log-pane--{level}"))
+        self.write(text)
+        self.lines_written += 1
+
+
+# ---- help ---------------------------------------------------------------------------------------
+KEYS = (
+    ("p", "pause / resume (the trainer waits at a step boundary)"),
+    ("c", "write a checkpoint now"),
+    ("d", "draw the dashboard PNG and JSON now"),
+    ("q, Ctrl+C, Ctrl+Q", "stop: finish the step, write the final checkpoint, dashboard and JSON, exit"),
+    ("Tab / arrows", "move to the samples table or log and scroll them"),
+    ("?", "this help (Esc closes it)"),
+)
+
+
+class HelpScreen(ModalScreen):
+    BINDINGS = [Binding("escape,question_mark", "dismiss", "close")]
+
+    def __init__(self, read_only: bool = False) -> None:
+        super().__init__()
+        self.read_only = read_only
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        text.append("neurogen-tui keys\n\n", "bold")
+        for key, what in KEYS:
+            text.append(f"{key:>18}  ", "bold")
+            text.append(what + "\n")
+        if self.read_only:
+            text.append("\nwatch mode: read-only; q closes the viewer and the run goes on.\n", "italic")
+        yield Static(text, id="help-text")

@@ -1,0 +1,33 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import zstandard
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """The --test configuration (tiny model, bundled sample) in a temporary run dir."""
+    from neurogen_tui.config import TrainingConfig
+
+    cfg = TrainingConfig(run_dir=str(tmp_path / "run"))
+    cfg.apply_test_mode()
+    return cfg
+
+
+def write_jsonl_zst(path: Path, records: list) -> Path:
+    raw = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records).encode()
+    path.write_bytes(zstandard.ZstdCompressor().compress(raw))
+    return path
+
+
+@pytest.fixture
+def shard(tmp_path):
+    """A small local shard in SlimPajama's own format."""
+    docs = [{"text": f"Document number {i}: the quick brown fox jumps over the lazy dog. " * 3,
+             "meta": {"redpajama_set_name": "RedPajamaC4"}} for i in range(200)]
+    return write_jsonl_zst(tmp_path / "shard-000.jsonl.zst", docs)
