@@ -209,10 +209,12 @@ def run_app(cfg, resume) -> int:
         code = EXIT_FAILED
     where = (f"files: {cfg.viz_dir}  checkpoints: {cfg.checkpoint_dir}  "
              f"log: {Path(cfg.run_dir) / 'neurogen-tui.log'}")
+    result = app.run_state.result
+    what = getattr(result, "reason", None) or app.run_state.state
     try:
-        print(f"neurogen-tui: {app.run_state.state} at step {app.run_state.step}; {where}")
-        if code and app.run_state.result is not None and hasattr(app.run_state.result, "error"):
-            print(f"neurogen-tui: error: {sanitize(app.run_state.result.error, 500)}", file=sys.stderr)
+        print(f"neurogen-tui: {what} at step {app.run_state.step}; {where}")
+        if code and hasattr(result, "error"):
+            print(f"neurogen-tui: error: {sanitize(result.error, 500)}", file=sys.stderr)
     except OSError:  # the terminal is gone (SIGHUP): the files are what matters
         pass
     return int(code)

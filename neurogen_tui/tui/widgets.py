@@ -7,6 +7,7 @@ Colours live in app.tcss (component classes); plot line colours are plotext name
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -126,6 +127,21 @@ def reduced_series(history: MetricsHistory, spec: ChartSpec, points: int) -> dic
     return out
 
 
+def y_ticks(lo: float, hi: float, n: int, log: bool = False) -> tuple[list[float], list[str]]:
+    """`n` evenly spaced ticks (geometric on a log axis) with short labels: 35.5k, 0.42, 3.2e-04."""
+    if log and lo > 0:
+        values = np.geomspace(lo, hi, n) if hi > lo else np.array([lo])
+        return values.tolist(), [f"{v:.1e}" for v in values]
+    if hi <= lo:
+        return [lo], [f"{lo:.4g}"]
+    values = np.linspace(lo, hi, n)
+    if max(abs(lo), abs(hi)) >= 10_000:
+        return values.tolist(), [format_count(v) for v in values]
+    step = (hi - lo) / (n - 1)
+    decimals = int(min(4, max(0, 1 - math.floor(math.log10(step)))))
+    return values.tolist(), [f"{v:.{decimals}f}" for v in values]
+
+
 class MetricChart(PlotextPlot):
     """One plotext chart of a history column; `update_from` replaces its data (drawn on render)."""
 
@@ -157,6 +173,15 @@ class MetricChart(PlotextPlot):
         if "val" in series and len(series["val"][0]):
             x, y = series["val"]
             plt.scatter(x.tolist(), y.tolist(), marker="dot", color=VAL_COLOR)
+        ys = [y for key, (_, y) in series.items() if len(y)]
+        if ys:
+            values, labels = y_ticks(min(float(y.min()) for y in ys), max(float(y.max()) for y in ys),
+                                     max(2, min(5, (height + 1) // 2)), spec.log_y)
+            plt.yticks(values, labels)
+        x = series["value"][0]
+        if framed and len(x) > 1:
+            xs = np.unique(np.linspace(x[0], x[-1], max(2, min(6, width // 14))).round())
+            plt.xticks(xs.tolist(), [format_count(v) if v >= 10_000 else f"{v:.0f}" for v in xs])
         self.refresh()
 
     def render(self):
