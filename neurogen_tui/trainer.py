@@ -222,6 +222,7 @@ class Trainer:
             if self.step and (self.last_checkpoint is None or not self.last_checkpoint.endswith(f"{self.step:06d}.pt")):
                 self.save_checkpoint()
             result: RunFinished | RunFailed = RunFinished(self.step, reason, self.tokens_seen, self.last_checkpoint)
+            log.info("run finished (%s) at step %d", reason, self.step)  # `watch` reads this line
             self._set_state("finished")
         except Exception as exc:
             result = self._fail(exc)
