@@ -6,6 +6,8 @@ packer's leftover tokens: resuming skips exactly the documents already trained o
 """
 from __future__ import annotations
 
+import io
+import json
 import logging
 import threading
 from collections import deque
@@ -44,6 +46,39 @@ def builder_for(path: str) -> str:
     return _BUILDERS[suffix]
 
 
+MAX_LINE_BYTES = 64 * 2**20  # a JSON line longer than this is skipped, not loaded into memory
+
+
+def jsonl_records(files: list[str]):
+    """Records of JSON-lines files (any compression fsspec infers), one shard per file.
+
+    Unlike the `json` builder, which fails a whole file on one bad line, this yields a record with
+    no text for a malformed line, a non-object, invalid UTF-8 that is not JSON, or an oversized
+    line, so DocumentStream skips and counts it and training goes on."""
+    import fsspec
+
+    for path in files:
+        with fsspec.open(path, "rb", compression="infer") as raw:
+            fh = raw if hasattr(raw, "peek") else io.BufferedReader(raw)  # zstd readers lack readline(n)
+            while True:
+                line = fh.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    break
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    while (rest := fh.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                        pass  # drain the oversized line without holding it
+                    yield {"text": None, "error": "oversized"}
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line.decode("utf-8", errors="replace"))
+                except ValueError:
+                    yield {"text": None, "error": "malformed"}
+                    continue
+                yield record if isinstance(record, dict) else {"text": None, "error": "not an object"}
+
+
 def open_local(files: list[str]):
     builders = {builder_for(f) for f in files}
     if len(builders) > 1:
@@ -51,6 +86,10 @@ def open_local(files: list[str]):
     import datasets
 
     builder = builders.pop()
+    if builder == "json" and all(".jsonl" in Path(f).name.lower() for f in files):
+        # still a streaming datasets.IterableDataset (skip, shuffle, split_dataset_by_node work),
+        # read by our tolerant line reader, one shard per file
+        return datasets.IterableDataset.from_generator(jsonl_records, gen_kwargs={"files": list(files)})
     kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
     return datasets.load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
 
@@ -140,7 +179,9 @@ class DocumentStream:
             if not isinstance(text, str) or not text.strip():
                 self.stats.skipped += 1
                 if self.stats.skipped in (1, 10, 100, 1000) or self.stats.skipped % 10000 == 0:
-                    self._warn(f"data: skipped {self.stats.skipped} empty or non-text document(s)")
+                    why = record.get("error", "empty or no text") if isinstance(record, dict) else "not a record"
+                    self._warn(f"data: skipped {self.stats.skipped} document(s) so far "
+                               f"(empty, malformed or without text; latest: {why})")
                 continue
             self.stats.documents += 1
             yield text
