@@ -1,0 +1,416 @@
+"""VisualizationManager: the seed's PNG dashboards and JSON exports, off the training thread.
+
+On the training thread, an event costs an append to the columnar history (and, every viz_interval
+steps, setting a draw request): nothing is drawn or serialised there. A dispatcher thread takes the
+newest request (a waiting request is replaced, never queued) and hands it to the drawing side, by
+default a separate 'spawn' process, because matplotlib holds the GIL while it draws and a drawing
+thread would stall the training loop's Python code. The process gets only what is new since its
+last request: history rows as numpy arrays and sample dicts, and it keeps its own copy.
+
+Files, all under <run-dir>/training_viz/ and all written atomically (temporary file, then rename):
+  training_step_XXXXXX.png  every viz_interval steps; the newest keep_dashboards are kept (0: all)
+  training_latest.png       the newest complete dashboard
+  metrics_history.json      {"steps": [...], "loss": [...], ...}, complete at the end of the run
+  text_samples.json         the last MAX_SAMPLES samples (samples.jsonl holds all of them)
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import re
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .events import TextSample, TrainingMetrics
+from .files import atomic_write, write_json
+from .history import COLUMNS, MetricsHistory
+
+log = logging.getLogger(__name__)
+
+LATEST_FILE = "training_latest.png"
+METRICS_JSON = "metrics_history.json"
+SAMPLES_JSON = "text_samples.json"
+MAX_SAMPLES = 1000  # text_samples.json stays bounded; samples.jsonl is the full record
+STEP_FILE = re.compile(r"^training_step_(\d+)\.png$")
+# metrics_history.json keys: the seed's five first, then the extra series
+JSON_ORDER = ("steps", "loss", "accuracy", "throughput", "learning_rate") + tuple(
+    c for c in COLUMNS if c not in ("steps", "loss", "accuracy", "throughput", "learning_rate"))
+
+Listener = Callable[[str, str], None]
+
+
+def step_file(step: int) -> str:
+    return f"training_step_{step:06d}.png"
+
+
+def dashboard_files(viz_dir: Path) -> list[tuple[int, Path]]:
+    """training_step_*.png in a directory as (step, path), oldest first."""
+    with contextlib.suppress(FileNotFoundError):
+        found = [(int(m.group(1)), Path(e.path)) for e in os.scandir(viz_dir) if (m := STEP_FILE.match(e.name))]
+        return sorted(found)
+    return []
+
+
+def prune_dashboards(viz_dir: Path, keep: int, after_step: int | None = None) -> list[Path]:
+    """Delete step dashboards newer than `after_step` (a resumed run redraws them), then all but
+    the newest `keep` (0 keeps every one). Returns the deleted paths."""
+    files = dashboard_files(viz_dir)
+    doomed = [p for s, p in files if after_step is not None and s > after_step]
+    kept = [p for s, p in files if after_step is None or s <= after_step]
+    if keep > 0:
+        doomed += kept[:-keep]
+    for path in doomed:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return doomed
+
+
+def _encode_column(values: np.ndarray) -> str:
+    if values.dtype.kind in "iu":
+        return ",".join(map(str, values.tolist()))
+    # float32 holds ~7 significant digits: print those, not float64's 17 of noise
+    text = list(map("%.7g".__mod__ if values.dtype == np.float32 else repr, values.tolist()))
+    for i in np.flatnonzero(~np.isfinite(values)).tolist():
+        text[i] = "null"
+    return ",".join(text)
+
+
+def encode_metrics_history(columns: dict[str, np.ndarray]) -> bytes:
+    """metrics_history.json from history columns: strict JSON (NaN -> null), one line per series.
+    About 10x faster than json.dumps over lists, which matters at millions of steps."""
+    names = [n for n in JSON_ORDER if n in columns] + [n for n in columns if n not in JSON_ORDER]
+    body = ",\n".join(f' "{name}": [{_encode_column(np.asarray(columns[name]))}]' for name in names)
+    return ("{\n" + body + "\n}\n").encode("ascii")
+
+
+@dataclass
+class DrawRequest:
+    rows: int  # draw the history's first `rows` rows: the run up to the step that asked
+    draw: bool = True  # False: only the JSON exports are checked
+    periodic: bool = False  # also write training_step_XXXXXX.png
+    final: bool = False  # the run is over: JSON is written whatever its schedule says
+
+
+class DashboardWriter:
+    """The drawing side: renders dashboards and writes every file, reporting each through `notify`.
+
+    metrics_history.json is rewritten when at least json_interval seconds passed AND the history
+    grew by json_growth (5%) since the last write, and always at the end: the bytes written over a
+    run are then a fixed multiple (~21x) of the final file, not quadratic in the number of steps.
+    """
+
+    def __init__(self, viz_dir: str | Path, run_name: str = "run", keep_dashboards: int = 20,
+                 display_samples: int = 5, json_interval: float = 60.0, json_growth: float = 0.05,
+                 history: MetricsHistory | None = None, clock: Callable[[], float] = time.monotonic):
+        self.viz_dir = Path(viz_dir)
+        self.run_name = run_name
+        self.keep_dashboards = keep_dashboards
+        self.display_samples = display_samples
+        self.json_interval = json_interval
+        self.json_growth = json_growth
+        self.history = history if history is not None else MetricsHistory()
+        self.samples: deque[dict] = deque(maxlen=MAX_SAMPLES)
+        self.clock = clock
+        self._json_at: float | None = None
+        self._json_rows = 0
+        self._samples_at: float | None = None
+        self._samples_seen = self._samples_written = 0
+        self.json_seconds = 0.0  # total time spent on metrics_history.json (the benchmark reads it)
+        self.json_writes = 0
+
+    def add(self, columns: dict[str, np.ndarray] | None, samples: Iterable[dict]) -> None:
+        if columns is not None:
+            self.history.extend_columns(columns)
+        for s in samples:
+            self.samples.append(s)
+            self._samples_seen += 1
+
+    def handle(self, req: DrawRequest, notify: Callable[..., None]) -> None:
+        """Draw and/or export for one request. Never raises: failures are reported, the previous
+        files stay in place, and the next request tries again."""
+        try:
+            if req.draw and req.rows:
+                self.draw(req, notify)
+            self.export_json(req.rows, notify, force=req.final)
+        except Exception as exc:  # a bug here must not end training: report it, keep its traceback
+            log.exception("dashboard failed")
+            notify("error", f"dashboard failed: {type(exc).__name__}: {exc}", traceback.format_exc())
+
+    def draw(self, req: DrawRequest, notify) -> None:
+        from .dashboard import DASHBOARD_COLUMNS, render_png
+
+        columns = self.history.slice(0, req.rows, DASHBOARD_COLUMNS)
+        last = int(columns["steps"][-1])
+        shown = [s for s in self.samples if s["step"] <= last]
+        png = render_png(columns, shown, self.run_name, self.display_samples)
+        if req.periodic and self._write(self.viz_dir / step_file(last), png, "dashboard", notify):
+            prune_dashboards(self.viz_dir, self.keep_dashboards)
+        self._write(self.viz_dir / LATEST_FILE, png, "dashboard", notify)
+
+    def _write(self, path: Path, data: bytes, kind: str, notify) -> bool:
+        try:
+            atomic_write(path, data)
+        except OSError as exc:  # disk full, permissions: the previous file stays, training goes on
+            notify("error", f"cannot write {path}: {exc.strerror or exc}")
+            return False
+        notify(kind, str(path))
+        return True
+
+    def json_due(self, rows: int) -> bool:
+        if rows <= self._json_rows:
+            return False
+        if self._json_at is None:
+            return True
+        return (self.clock() - self._json_at >= self.json_interval
+                and rows >= self._json_rows * (1.0 + self.json_growth))
+
+    def export_json(self, rows: int, notify, force: bool = False) -> None:
+        if (force and rows != self._json_rows) or self.json_due(rows):
+            started = time.perf_counter()
+            data = encode_metrics_history(self.history.slice(0, rows))
+            if self._write(self.viz_dir / METRICS_JSON, data, "json", notify):
+                self._json_at, self._json_rows = self.clock(), rows
+            self.json_seconds += time.perf_counter() - started
+            self.json_writes += 1
+        fresh = self._samples_seen != self._samples_written
+        if fresh and (force or self._samples_at is None or self.clock() - self._samples_at >= self.json_interval):
+            try:
+                write_json(self.viz_dir / SAMPLES_JSON, list(self.samples), indent=1)
+            except OSError as exc:
+                notify("error", f"cannot write {self.viz_dir / SAMPLES_JSON}: {exc.strerror or exc}")
+                return
+            self._samples_at, self._samples_written = self.clock(), self._samples_seen
+            notify("json", str(self.viz_dir / SAMPLES_JSON))
+
+
+def sample_dict(s: TextSample) -> dict:
+    """text_samples.json's record: text exactly as produced."""
+    return {"step": s.step, "input": s.input, "output": s.output, "accuracy": s.accuracy, "target": s.target}
+
+
+# ---- the dashboard process -----------------------------------------------------------------------
+def _quiet_child(log_file: str | None) -> None:
+    """The process shares the terminal: send its logs, warnings and any C-level output to the run's
+    log file (or nowhere), so nothing can tear the app's screen."""
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the trainer comes first when the cores are busy
+    target = os.open(log_file or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for fd in (1, 2):
+        os.dup2(target, fd)
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s[viz]: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+    logging.captureWarnings(True)
+
+
+def serve_dashboards(conn, writer_args: dict, log_file: str | None = None) -> None:
+    """Entry point of the dashboard process: apply each update, answer with the files written."""
+    _quiet_child(log_file)
+    writer = DashboardWriter(**writer_args)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the trainer is gone
+            return
+        if message is None:
+            return
+        columns, samples, req = message
+        writer.add(columns, samples)
+        writer.handle(req, lambda *report: conn.send(report))
+        conn.send(("done",))
+
+
+class ProcessDied(RuntimeError):
+    pass
+
+
+class _ProcessBackend:
+    """Sends each request with the rows and samples the process has not seen yet."""
+
+    def __init__(self, writer_args: dict):
+        ctx = mp.get_context("spawn")  # never fork: the trainer process runs torch's threads
+        self._conn, child = ctx.Pipe()
+        log_file = next((h.baseFilename for h in logging.getLogger().handlers
+                         if isinstance(h, logging.FileHandler)), None)
+        self._proc = ctx.Process(target=serve_dashboards, args=(child, writer_args, log_file),
+                                 name="neurogen-viz", daemon=True)
+        self._proc.start()
+        child.close()
+        self._sent_rows = 0
+
+    def run(self, history: MetricsHistory, samples: list[dict], req: DrawRequest, notify) -> None:
+        columns = history.slice(self._sent_rows, req.rows) if req.rows > self._sent_rows else None
+        try:
+            self._conn.send((columns, samples, req))
+            self._sent_rows = max(self._sent_rows, req.rows)
+            while True:
+                while not self._conn.poll(0.5):
+                    if not self._proc.is_alive():
+                        raise ProcessDied(f"the dashboard process exited (code {self._proc.exitcode})")
+                report = self._conn.recv()
+                if report[0] == "done":
+                    return
+                notify(*report)
+        except (EOFError, OSError) as exc:
+            raise ProcessDied(f"the dashboard process stopped answering ({exc})") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._conn.send(None)
+        self._proc.join(timeout=10)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout=5)
+        self._conn.close()
+
+
+class _ThreadBackend:
+    """Draws on the dispatcher thread, reading the manager's own history (no copy)."""
+
+    def __init__(self, writer_args: dict, history: MetricsHistory, samples: Iterable[dict] = ()):
+        self.writer = DashboardWriter(history=history, **writer_args)
+        self.writer.add(None, samples)
+
+    def run(self, history: MetricsHistory, samples: list[dict], req: DrawRequest, notify) -> None:
+        self.writer.add(None, samples)
+        self.writer.handle(req, notify)
+
+    def close(self) -> None:
+        pass
+
+
+# ---- the training side -----------------------------------------------------------------------------
+class VisualizationManager:
+    """Event subscriber for the dashboards and JSON exports; see the module docstring.
+
+    `mode` is "process" (default: drawing never competes with training for the GIL) or "thread".
+    Listeners get (kind, path) after each file written, kind "dashboard" or "json", or ("error",
+    message) when a write fails; they are called on the dispatcher thread.
+    """
+
+    def __init__(self, viz_dir: str | Path, run_name: str = "run", viz_interval: int = 50,
+                 keep_dashboards: int = 20, display_samples: int = 5, history: MetricsHistory | None = None,
+                 samples: Iterable[TextSample] = (), mode: str = "process", json_interval: float = 60.0):
+        if mode not in ("process", "thread"):
+            raise ValueError(f"mode must be 'process' or 'thread' (got {mode!r})")
+        self.viz_dir = Path(viz_dir)
+        self.viz_dir.mkdir(parents=True, exist_ok=True)
+        self.viz_interval = viz_interval
+        self.json_interval = json_interval
+        self.history = history if history is not None else MetricsHistory()
+        self.samples: deque[TextSample] = deque(samples, maxlen=MAX_SAMPLES)
+        self._samples_added = self._samples_sent = 0
+        self._cond = threading.Condition()
+        self._request: DrawRequest | None = None
+        self._closing = False
+        self._listeners: list[Listener] = []
+        self._writer_args = dict(viz_dir=str(self.viz_dir), run_name=run_name, keep_dashboards=keep_dashboards,
+                                 display_samples=display_samples, json_interval=json_interval)
+        if mode == "process":
+            self._backend = _ProcessBackend(self._writer_args)
+            self._samples_added = len(self.samples)  # sent with the first request
+        else:
+            self._backend = _ThreadBackend(self._writer_args, self.history, map(sample_dict, self.samples))
+        self._thread = threading.Thread(target=self._dispatch_loop, name="viz-dispatch", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def for_run(cls, cfg, resume_step: int | None = None, **kwargs) -> "VisualizationManager":
+        """The manager for a run; a resumed run starts with its history and samples up to
+        `resume_step`, so the dashboards show the whole run, and newer step dashboards go."""
+        history, samples = MetricsHistory(), []
+        if resume_step is not None:
+            from .render import load_history, load_samples
+
+            history = load_history(cfg.viz_dir, max_step=resume_step)
+            samples = [TextSample(**{k: s[k] for k in ("step", "input", "target", "output", "accuracy")})
+                       for s in load_samples(cfg.viz_dir, max_step=resume_step, limit=MAX_SAMPLES)]
+        prune_dashboards(cfg.viz_dir, cfg.keep_dashboards, after_step=resume_step or 0)
+        return cls(cfg.viz_dir, cfg.display_name, cfg.viz_interval, cfg.keep_dashboards, cfg.display_samples,
+                   history=history, samples=samples, **kwargs)
+
+    # ---- called on the training thread: cheap ---------------------------------------------------
+    def __call__(self, event) -> None:
+        if isinstance(event, TrainingMetrics):
+            self.history.append(vars(event))
+            if event.step % self.viz_interval == 0:
+                self._submit(periodic=True)
+        elif isinstance(event, TextSample):
+            with self._cond:
+                self.samples.append(event)
+                self._samples_added += 1
+
+    def request_draw(self) -> None:
+        """Draw the dashboard now (training_latest.png only); safe from any thread."""
+        self._submit(periodic=False)
+
+    def add_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    def _submit(self, periodic: bool) -> None:
+        with self._cond:
+            if self._closing:
+                return
+            waiting = self._request  # not drawn yet: replaced by this newer one, never queued
+            self._request = DrawRequest(len(self.history), periodic=periodic or bool(waiting and waiting.periodic))
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Final dashboard and JSON exports; returns once they are written. Idempotent."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        self._backend.close()
+
+    # ---- the dispatcher thread --------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._request is None and not self._closing:
+                    self._cond.wait(timeout=self.json_interval)
+                req, self._request = self._request, None
+                closing = self._closing
+                samples = self._take_new_samples()
+            if closing:
+                req = DrawRequest(len(self.history), periodic=True, final=True)
+            elif req is None:  # nothing to draw for a while: give the JSON schedule its turn
+                req = DrawRequest(len(self.history), draw=False)
+            self._run(req, samples)
+            if closing:
+                return
+
+    def _take_new_samples(self) -> list[dict]:
+        fresh = min(self._samples_added - self._samples_sent, len(self.samples))
+        self._samples_sent = self._samples_added
+        return [sample_dict(s) for s in list(self.samples)[len(self.samples) - fresh:]] if fresh else []
+
+    def _run(self, req: DrawRequest, samples: list[dict]) -> None:
+        try:
+            self._backend.run(self.history, samples, req, self._notify)
+        except ProcessDied as exc:  # carry on in this process rather than lose the dashboards
+            self._notify("error", f"{exc}; drawing in the training process from now on")
+            self._backend = _ThreadBackend(self._writer_args, self.history, map(sample_dict, list(self.samples)))
+            self._backend.run(self.history, [], req, self._notify)
+
+    def _notify(self, kind: str, payload: str, detail: str = "") -> None:
+        if kind == "error":
+            log.error("%s%s", payload, f"\n{detail}" if detail else "")
+        else:
+            log.debug("wrote %s", payload)
+        for fn in list(self._listeners):
+            try:
+                fn(kind, payload)
+            except Exception:
+                log.exception("viz listener %r failed", fn)

@@ -1,0 +1,387 @@
+"""Dashboards and JSON exports: the seven panels, atomic files, schemas, scheduling, failures."""
+import json
+import math
+import os
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from neurogen_tui import viz as viz_module
+from neurogen_tui.dashboard import PANEL_TITLES, build_figure, figure_png, table_rows
+from neurogen_tui.events import TextSample, TrainingMetrics
+from neurogen_tui.files import JsonlWriter
+from neurogen_tui.history import MetricsHistory, minmax_downsample, moving_average
+from neurogen_tui.viz import (DashboardWriter, DrawRequest, VisualizationManager, encode_metrics_history,
+                              prune_dashboards)
+
+PNG_END = b"IEND\xaeB`\x82"
+
+
+def metrics(step: int, loss: float | None = None, val_loss=None) -> TrainingMetrics:
+    loss = 5.0 - step * 0.01 if loss is None else loss
+    return TrainingMetrics(step=step, loss=loss, accuracy=min(1.0, step / 200), tokens_per_sec=1000.0 + step,
+                           gpu_memory_mb=0.0, learning_rate=1e-3 * (1 + step) / 100, timestamp=1.7e9 + step,
+                           grad_norm=1.0, val_loss=val_loss)
+
+
+def sample(step: int, text: str = "hello") -> TextSample:
+    return TextSample(step=step, input=f"prompt {step} {text}", target="the target", output=f"out {step}", accuracy=0.5)
+
+
+def columns(n: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    steps = np.arange(1, n + 1)
+    val = np.full(n, np.nan, np.float32)
+    val[9::10] = 2.0
+    return {"steps": steps, "loss": (3 + rng.standard_normal(n)).astype(np.float32),
+            "accuracy": rng.uniform(0, 1, n).astype(np.float32), "throughput": np.full(n, 1e4, np.float32),
+            "learning_rate": np.linspace(1e-3, 1e-4, n, dtype=np.float32), "val_loss": val}
+
+
+def samples_dicts(n: int) -> list[dict]:
+    return [{"step": i, "input": f"input {i}", "output": f"output {i}", "accuracy": 0.25, "target": "t"}
+            for i in range(n)]
+
+
+def axis_by_title(fig, title):
+    return next(ax for ax in fig.axes if ax.get_title() == title)
+
+
+def feed(manager, steps, samples_every=1):
+    for step in steps:
+        manager(metrics(step, val_loss=2.5 if step % 10 == 0 else None))
+        if step % samples_every == 0:
+            manager(sample(step))
+
+
+# ---- the figure ------------------------------------------------------------------------------------
+def test_dashboard_has_the_seven_panels_of_the_seed():
+    fig = build_figure(columns(800), samples_dicts(8), "my-run")
+    titles = [ax.get_title() for ax in fig.axes]
+    for title in PANEL_TITLES:
+        assert title in titles
+    assert "my-run" in fig._suptitle.get_text() and "step 800" in fig._suptitle.get_text()
+    assert tuple(fig.get_size_inches()) == (20, 12) and fig.dpi == 150
+
+    loss_ax = axis_by_title(fig, "Training Loss")
+    lines = {line.get_label(): line for line in loss_ax.get_lines()}
+    ma = lines["50-step moving average"]
+    assert ma.get_color() == "red" and ma.get_linestyle() == "--"
+    assert "validation loss" in lines
+    acc_ax = axis_by_title(fig, "Training Accuracy")
+    assert acc_ax.get_ylim() == (0, 100)
+    assert {line.get_label(): line for line in acc_ax.get_lines()}["50-step moving average"].get_color() == "orange"
+    assert axis_by_title(fig, "Learning Rate Schedule").get_yscale() == "log"
+    scatter_ax = axis_by_title(fig, "Loss vs Accuracy")
+    assert scatter_ax.collections[0].get_cmap().name == "viridis"
+    assert any(ax.get_ylabel() == "step" for ax in fig.axes)  # the colour bar
+    recent = axis_by_title(fig, PANEL_TITLES[5])
+    assert len(recent.get_lines()[0].get_xdata()) == 500
+    assert any(ax is not recent and ax.bbox.bounds == recent.bbox.bounds for ax in fig.axes)  # the right axis
+
+    table = axis_by_title(fig, "Recent Text Samples").tables[0]
+    cells = table.get_celld()
+    assert [cells[0, c].get_text().get_text() for c in range(4)] == ["step", "input (end)", "model output", "accuracy"]
+    assert cells[0, 0].get_facecolor()[:3] == pytest.approx((0x4C / 255, 0xAF / 255, 0x50 / 255))
+    assert max(row for row, _ in cells) == 5  # the last five samples
+    assert cells[5, 0].get_text().get_text() == "7"
+
+
+def test_dashboard_draws_an_empty_history():
+    png = figure_png(build_figure({k: v[:0] for k, v in columns(10).items()}, [], "empty"))
+    assert png.endswith(PNG_END)
+
+
+def test_sample_text_is_sanitized_cut_to_40_and_never_mathtext():
+    long_tail = "x" * 100 + " $x^2$ \x1b[31mred"
+    rows = table_rows([{"step": 3, "input": long_tail, "output": "a $\\frac{ b\x1b]0;evil\x07" + "y" * 80,
+                        "accuracy": 0.5}])
+    step, inp, out, acc = rows[0]
+    assert len(inp) <= 40 and len(out) <= 40
+    assert inp.endswith("$x^2$ \\x1b[31mred") and "\x1b" not in inp + out
+    assert out.startswith("a $\\frac{ b\\x1b]0;evil\\x07") and acc == "50.0%"
+    fig = build_figure(columns(20), [{"step": 3, "input": long_tail, "output": "a $\\frac{ b", "accuracy": 0.5}], "r")
+    table = axis_by_title(fig, "Recent Text Samples").tables[0]
+    cell = table.get_celld()[1, 2].get_text()
+    assert cell.get_text() == "a $\\frac{ b" and cell.get_parse_math() is False
+    assert figure_png(fig).endswith(PNG_END)  # as mathtext, the unbalanced "\frac{" would raise
+
+
+def test_moving_average_is_the_trailing_50_step_mean():
+    y = np.arange(1, 201, dtype=float)
+    ma = moving_average(y, 50)
+    assert ma[0] == 1 and ma[9] == pytest.approx(np.mean(y[:10]))
+    assert ma[120] == pytest.approx(np.mean(y[71:121]))
+    fig = build_figure(columns(200), [], "r")
+    drawn = {l.get_label(): l for l in axis_by_title(fig, "Training Loss").get_lines()}["50-step moving average"]
+    loss = columns(200)["loss"].astype(float)
+    expected = [np.mean(loss[max(0, i - 49):i + 1]) for i in range(200)]
+    assert np.allclose(drawn.get_ydata(), expected, rtol=1e-5)
+
+
+def test_downsampling_keeps_global_max_and_min_of_the_series():
+    rng = np.random.default_rng(1)
+    y = rng.standard_normal(1_000_000)
+    y[123_457], y[876_543] = 50.0, -50.0  # one-step spikes
+    xs, ys = minmax_downsample(np.arange(len(y)), y, 2000)
+    assert len(ys) <= 2002 and ys.max() == 50.0 and ys.min() == -50.0
+    assert 123_457 in xs and 876_543 in xs
+    c = columns(200_000)
+    c["loss"][77_777] = 99.0
+    fig = build_figure(c, [], "r")
+    raw = {l.get_label(): l for l in axis_by_title(fig, "Training Loss").get_lines()}["loss"]
+    assert len(raw.get_ydata()) <= 2002 and raw.get_ydata().max() == 99.0
+    ma = {l.get_label(): l for l in axis_by_title(fig, "Training Loss").get_lines()}["50-step moving average"]
+    full_ma = moving_average(c["loss"], 50)  # averaged over the full data, then reduced
+    assert np.isin(ma.get_ydata(), full_ma).all()
+
+
+# ---- files -----------------------------------------------------------------------------------------
+def test_manager_writes_dashboards_and_json_that_a_reader_can_use(tmp_path):
+    manager = VisualizationManager(tmp_path, "demo", viz_interval=10, mode="thread")
+    feed(manager, range(1, 26))
+    manager.close()
+    manager.close()  # idempotent
+    latest = tmp_path / "training_latest.png"
+    with Image.open(latest) as img:
+        assert img.size == (3000, 1800)
+        pixels = np.asarray(img.convert("L"))
+    assert pixels.std() > 10  # not a blank canvas (the closed-figure bug writes one)
+    assert latest.read_bytes() == (tmp_path / "training_step_000025.png").read_bytes()
+
+    data = json.loads((tmp_path / "metrics_history.json").read_text(),
+                      parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    assert list(data)[:5] == ["steps", "loss", "accuracy", "throughput", "learning_rate"]
+    assert {"gpu_memory_mb", "val_loss"} <= set(data)
+    assert data["steps"] == list(range(1, 26))
+    assert all(len(v) == 25 for v in data.values())
+    assert data["loss"][4] == pytest.approx(metrics(5).loss, rel=1e-6)
+    assert data["accuracy"][19] == pytest.approx(0.1)  # a fraction, as in metrics.jsonl
+    assert data["val_loss"][9] == 2.5 and data["val_loss"][0] is None
+
+    samples = json.loads((tmp_path / "text_samples.json").read_text())
+    assert samples[0] == {"step": 1, "input": "prompt 1 hello", "output": "out 1", "accuracy": 0.5,
+                          "target": "the target"}
+    assert len(samples) == 25
+
+
+def test_text_samples_json_keeps_text_exactly_and_stays_bounded(tmp_path):
+    manager = VisualizationManager(tmp_path, viz_interval=10_000, mode="thread")
+    for step in range(1, 1201):
+        manager(metrics(step))
+        manager(sample(step, "$x$ \x1b[31m ü 中\n"))
+    manager.close()
+    samples = json.loads((tmp_path / "text_samples.json").read_text(encoding="utf-8"))
+    assert len(samples) == viz_module.MAX_SAMPLES and samples[0]["step"] == 201 and samples[-1]["step"] == 1200
+    assert samples[-1]["input"] == "prompt 1200 $x$ \x1b[31m ü 中\n"
+
+
+def test_encoded_history_is_strict_json_matching_the_columns():
+    h = MetricsHistory()
+    for step in range(1, 8):
+        h.append({"step": step, "loss": [1.5, math.nan, math.inf][step % 3], "accuracy": step / 7,
+                  "learning_rate": 3e-5 * step, "timestamp": 1.7e9 + step / 3})
+    data = json.loads(encode_metrics_history(h.slice()), parse_constant=lambda c: pytest.fail(c))
+    assert data["steps"] == list(range(1, 8))
+    assert data["loss"][:3] == [None, None, 1.5]
+    assert data["accuracy"] == pytest.approx([s / 7 for s in range(1, 8)], rel=1e-6)
+    assert data["learning_rate"][0] == pytest.approx(3e-5, rel=1e-6)
+    assert data["timestamp"][2] == pytest.approx(1.7e9 + 1.0, abs=1e-6)
+    assert data["gpu_memory_mb"] == [None] * 7
+
+
+@pytest.fixture
+def fake_png(monkeypatch):
+    """A quick stand-in for the drawing (2 MB, so a torn read would show): for tests about files."""
+    import neurogen_tui.dashboard as dashboard
+
+    body = os.urandom(2 << 20)
+    monkeypatch.setattr(dashboard, "render_png", lambda cols, samples, name, shown=5: b"\x89PNG" + body + PNG_END)
+
+
+def test_readers_never_see_a_partial_png_or_json(tmp_path, fake_png):
+    writer = DashboardWriter(tmp_path, json_interval=0.0, json_growth=0.0)
+    stop, problems, seen = threading.Event(), [], {"png": 0, "json": 0}
+
+    def reader():
+        while not stop.is_set():
+            for name, check in (("training_latest.png", lambda b: b.startswith(b"\x89PNG") and b.endswith(PNG_END)),
+                                ("metrics_history.json", lambda b: json.loads(b) is not None)):
+                try:
+                    data = (tmp_path / name).read_bytes()
+                except FileNotFoundError:
+                    continue
+                try:
+                    ok = check(data)
+                except ValueError:
+                    ok = False
+                seen[name.split(".")[-1]] += 1
+                if not ok:
+                    problems.append((name, len(data)))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    c = columns(5_000)
+    try:
+        for step in range(1, 11):
+            rows = step * 500
+            writer.add({k: v[len(writer.history):rows] for k, v in c.items()}, samples_dicts(1))
+            writer.handle(DrawRequest(rows, periodic=True), lambda *a: None)
+    finally:
+        stop.set()
+        thread.join()
+    assert not problems
+    assert seen["png"] > 5 and seen["json"] > 5
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_metrics_history_json_is_not_rewritten_on_every_draw(tmp_path):
+    now = [0.0]
+    writer = DashboardWriter(tmp_path, json_interval=60.0, json_growth=0.05, clock=lambda: now[0])
+    reports = []
+    notify = lambda kind, path, *detail: reports.append((kind, os.path.basename(path)))  # noqa: E731
+    c = columns(2000)
+
+    def draw_to(rows):
+        writer.add({k: v[len(writer.history):rows] for k, v in c.items()}, [])
+        writer.handle(DrawRequest(rows, draw=False), notify)
+        return writer.json_writes
+
+    assert draw_to(1000) == 1  # the first export happens at once
+    now[0] = 30.0
+    assert draw_to(1500) == 1  # too soon
+    now[0] = 61.0
+    assert draw_to(1500) == 2  # a minute later, and the history grew by half
+    now[0] = 200.0
+    assert draw_to(1510) == 2  # time enough, but under 5% new rows: not worth rewriting 1500
+    assert draw_to(1600) == 3
+    writer.handle(DrawRequest(1600, draw=False, final=True), notify)
+    assert writer.json_writes == 3  # nothing new since: the file is already complete
+    writer.add({k: v[1600:1601] for k, v in c.items()}, [])
+    writer.handle(DrawRequest(1601, draw=False, final=True), notify)
+    assert writer.json_writes == 4
+    assert len(json.loads((tmp_path / "metrics_history.json").read_text())["steps"]) == 1601
+
+
+def test_keep_dashboards_bounds_the_step_files(tmp_path, fake_png):
+    writer = DashboardWriter(tmp_path, keep_dashboards=3)
+    written = []
+    c = columns(14)
+    for step in range(2, 15, 2):
+        writer.add({k: v[len(writer.history):step] for k, v in c.items()}, [])
+        writer.handle(DrawRequest(step, periodic=True), lambda kind, path, *d: written.append(path))
+    remaining = sorted(p.name for p in tmp_path.glob("training_step_*.png"))
+    assert remaining == ["training_step_000010.png", "training_step_000012.png", "training_step_000014.png"]
+    assert len({p for p in written if "training_step_" in p}) == 7  # all were written, the oldest went
+    assert prune_dashboards(tmp_path, keep=0, after_step=12) == [tmp_path / "training_step_000014.png"]
+    writer.keep_dashboards = 0  # --keep-dashboards all
+    for step in range(16, 21, 2):
+        writer.add({k: np.array([step]) for k in ("steps",)}, [])
+        writer.handle(DrawRequest(len(writer.history), periodic=True), lambda *a: None)
+    assert len(list(tmp_path.glob("training_step_*.png"))) == 5
+
+
+def test_a_newer_request_replaces_a_waiting_one(tmp_path, monkeypatch):
+    import neurogen_tui.dashboard as dashboard
+
+    release, entered, drawn = threading.Event(), threading.Event(), []
+    real = dashboard.render_png
+
+    def slow_render(cols, samples, name, shown=5):
+        drawn.append(int(cols["steps"][-1]))
+        entered.set()
+        release.wait(10)
+        return real(cols, samples, name, shown)
+
+    monkeypatch.setattr(dashboard, "render_png", slow_render)
+    manager = VisualizationManager(tmp_path, viz_interval=1, mode="thread")
+    manager(metrics(1))
+    assert entered.wait(10)
+    for step in range(2, 30):  # all due while step 1 is still being drawn
+        manager(metrics(step))
+    release.set()
+    manager.close()
+    assert drawn == [1, 29]  # no backlog: the waiting requests collapsed into the newest
+    assert sorted(p.name for p in tmp_path.glob("training_step_*.png")) == [
+        "training_step_000001.png", "training_step_000029.png"]
+
+
+def test_request_draw_writes_the_latest_dashboard_only(tmp_path):
+    manager = VisualizationManager(tmp_path, viz_interval=1000, mode="thread")
+    done = threading.Event()
+    manager.add_listener(lambda kind, path: done.set() if path.endswith("training_latest.png") else None)
+    feed(manager, range(1, 8))
+    manager.request_draw()
+    assert done.wait(30)
+    assert not list(tmp_path.glob("training_step_*.png"))
+    manager.close()
+
+
+def test_a_failed_write_is_reported_and_the_previous_file_kept(tmp_path, monkeypatch):
+    manager = VisualizationManager(tmp_path, viz_interval=5, mode="thread")
+    reports, drawn = [], threading.Event()
+    manager.add_listener(lambda kind, path: (reports.append((kind, path)), drawn.set()))
+    feed(manager, range(1, 6))
+    assert drawn.wait(30)
+    while manager._request is not None or len(reports) < 2:
+        threading.Event().wait(0.01)
+    before = (tmp_path / "training_latest.png").read_bytes()
+    real_write = viz_module.atomic_write
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(viz_module, "atomic_write", disk_full)
+    reports.clear()
+    feed(manager, range(6, 11))
+    while not any(kind == "error" for kind, _ in reports):
+        threading.Event().wait(0.01)
+    assert (tmp_path / "training_latest.png").read_bytes() == before
+    monkeypatch.setattr(viz_module, "atomic_write", real_write)
+    manager.close()
+    assert any(kind == "error" and "No space left on device" in msg for kind, msg in reports)
+    assert (tmp_path / "training_latest.png").read_bytes() != before  # the final one got through
+    assert json.loads((tmp_path / "metrics_history.json").read_text())["steps"][-1] == 10
+
+
+def test_process_mode_draws_in_another_process_and_survives_its_death(tmp_path):
+    manager = VisualizationManager(tmp_path, "proc", viz_interval=5, mode="process")
+    reports, first = [], threading.Event()
+    manager.add_listener(lambda kind, path: (reports.append((kind, path)), first.set()))
+    feed(manager, range(1, 6))
+    assert first.wait(60)
+    assert ("dashboard", str(tmp_path / "training_step_000005.png")) in reports
+    child = manager._backend._proc
+    assert child.pid != os.getpid()
+    while manager._request is not None:
+        threading.Event().wait(0.01)
+    child.kill()
+    child.join(10)
+    feed(manager, range(6, 11))
+    manager.close()
+    assert any(kind == "error" and "dashboard process" in msg for kind, msg in reports)
+    assert json.loads((tmp_path / "metrics_history.json").read_text())["steps"] == list(range(1, 11))
+
+
+def test_resume_starts_from_the_run_so_far(tmp_path, tiny_cfg):
+    viz_dir = tiny_cfg.viz_dir
+    rows, samples = JsonlWriter(viz_dir / "metrics.jsonl"), JsonlWriter(viz_dir / "samples.jsonl")
+    for step in range(1, 21):
+        rows.write(metrics(step).to_dict())
+        samples.write(sample(step).to_dict())
+    rows.close()
+    samples.close()
+    for step in (4, 8, 12, 16):
+        (viz_dir / f"training_step_{step:06d}.png").write_bytes(b"old")
+    manager = VisualizationManager.for_run(tiny_cfg, resume_step=10, mode="thread")
+    try:
+        assert list(manager.history.column("steps")) == list(range(1, 11))
+        assert [s.step for s in manager.samples] == list(range(1, 11))
+        assert sorted(p.name for p in viz_dir.glob("training_step_*.png")) == [
+            "training_step_000004.png", "training_step_000008.png"]
+        manager(metrics(11))
+    finally:
+        manager.close()
+    assert json.loads((viz_dir / "metrics_history.json").read_text())["steps"] == list(range(1, 12))
