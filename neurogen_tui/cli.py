@@ -119,10 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     from .run import prepare_run, start
 
     try:
-        cfg, resume = prepare_run(args)
+        cfg, resume, lock = prepare_run(args)
     except (ConfigError, OSError) as exc:
         return fail(str(exc))
-    return start(cfg, resume, headless=bool(args.headless) or not sys.stdout.isatty())
+    try:
+        return start(cfg, resume, headless=bool(args.headless) or not sys.stdout.isatty())
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":  # pragma: no cover

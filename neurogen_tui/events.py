@@ -125,6 +125,8 @@ class EventBus:
         for fn in list(self.subscribers):
             try:
                 fn(event)
-            except Exception:
+            except Exception as exc:
                 log.exception("event subscriber %r failed; unsubscribing it", fn)
                 self.unsubscribe(fn)
+                name = getattr(fn, "name", type(fn).__name__)
+                self.publish(LogMessage("error", f"{name} stopped after an error: {type(exc).__name__}: {exc}"))

@@ -16,8 +16,39 @@ log = logging.getLogger(__name__)
 LOG_FILE = "neurogen-tui.log"
 
 
-def prepare_run(args: argparse.Namespace) -> tuple[TrainingConfig, tuple[str, dict] | None]:
-    """Validated config and, with --resume, the checkpoint (path, state). Raises ConfigError."""
+class RunLock:
+    """An exclusive flock on <run-dir>/.neurogen-tui.lock for the life of the process: a second
+    neurogen-tui writing the same run dir is refused, and a lock left by a dead process is no
+    lock at all (the kernel drops it), so there is never a stale lock to clean up."""
+
+    def __init__(self, run_dir: str | Path):
+        import fcntl
+        import os
+
+        path = Path(run_dir) / ".neurogen-tui.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(self._fd)
+            raise ConfigError(f"{run_dir} is in use by a running neurogen-tui (pid {holder}); "
+                              f"watch it with `neurogen-tui attach {run_dir}` or pick another --run-dir") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        import os
+
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def prepare_run(args: argparse.Namespace) -> tuple[TrainingConfig, tuple[str, dict] | None, RunLock]:
+    """Validated config, with --resume the checkpoint (path, state), and the run dir's lock.
+    Raises ConfigError before touching the run dir when a flag is wrong."""
     from .cli import config_from_args
 
     run_dir = Path(args.run_dir or ".")
@@ -36,14 +67,19 @@ def prepare_run(args: argparse.Namespace) -> tuple[TrainingConfig, tuple[str, di
         resume = (str(path), state)
     cfg = config_from_args(args, base)
     validate(cfg)
-    existing = _existing_run(cfg) if resume is None else ""
-    if existing:
-        if not (args.overwrite or cfg.test):
-            raise ConfigError(f"{cfg.run_dir} already holds a run ({existing}); continue it with "
-                              f"--resume latest, start over with --overwrite, or pick another --run-dir")
-        moved = archive_previous_run(cfg)
-        print(f"neurogen-tui: the previous run's files were moved to {moved}")
-    return cfg, resume
+    lock = RunLock(cfg.run_dir)
+    try:
+        existing = _existing_run(cfg) if resume is None else ""
+        if existing:
+            if not (args.overwrite or cfg.test):
+                raise ConfigError(f"{cfg.run_dir} already holds a run ({existing}); continue it with "
+                                  f"--resume latest, start over with --overwrite, or pick another --run-dir")
+            moved = archive_previous_run(cfg)
+            print(f"neurogen-tui: the previous run's files were moved to {moved}")
+    except BaseException:
+        lock.release()
+        raise
+    return cfg, resume, lock
 
 
 def archive_previous_run(cfg: TrainingConfig) -> Path:

@@ -200,9 +200,22 @@ class Trainer:
     def decay_steps(self) -> int | None:
         return self.cfg.lr_decay_steps or self.cfg.max_chunks
 
-    def save_checkpoint(self) -> str:
-        path = ckpt.save_checkpoint(self.checkpoint_state(), self.cfg.checkpoint_dir, self.step,
-                                    keep=self.cfg.keep_checkpoints)
+    def save_checkpoint(self, retry_delay: float = 5.0) -> str:
+        """Write a checkpoint; on an OS error (disk full, permissions) retry once, then raise
+        CheckpointError: the previous checkpoints are intact (atomic writes) and the run stops."""
+        state = self.checkpoint_state()
+        for attempt in (1, 2):
+            try:
+                path = ckpt.save_checkpoint(state, self.cfg.checkpoint_dir, self.step,
+                                            keep=self.cfg.keep_checkpoints)
+                break
+            except OSError as exc:
+                if attempt == 2:
+                    raise ckpt.CheckpointError(
+                        f"cannot write checkpoint at step {self.step}: {exc}; training stopped, "
+                        f"last good checkpoint: {self.last_checkpoint or 'none'}") from exc
+                self._say(f"checkpoint write failed ({exc}); retrying in {retry_delay:.0f}s", "warning")
+                self._stop.wait(retry_delay)
         self.last_checkpoint = str(path)
         self.bus.publish(CheckpointSaved(self.step, str(path)))
         return str(path)

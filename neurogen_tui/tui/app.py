@@ -95,16 +95,16 @@ class TrainingApp(App[int]):
         rs = self.run_state
         rs.apply_all(self.feed.drain())
         if self.terminal_lost:  # nobody sees the screen: only wait for the producer
-            rs.take_logs(), rs.take_samples()
+            rs.take_logs()
         else:
             log = self.query_one(LogPane)
             for line in rs.take_logs():
                 log.add(line)
-            self.query_one(SamplesTable).add_samples(rs.take_samples())
+            self.query_one(SamplesTable).show(rs.samples, rs.samples_version)
             self.query_one(RunHeader).info = rs.header()
         self.state, self.step = rs.state, rs.step
         if rs.done is not None and self.exit_requested:
-            self.exit(rs.done.exit_code)
+            self.exit(rs.done.exit_code, return_code=rs.done.exit_code)
 
     def draw_charts(self, force: bool = False) -> None:
         """Redraw the charts when the history or the size changed, at most every CHART_INTERVAL and
@@ -154,7 +154,7 @@ class TrainingApp(App[int]):
         """Stop the producer and exit once it has finished (at once if it already has)."""
         self.exit_requested = True
         if self.run_state.done is not None:
-            self.exit(self.run_state.done.exit_code)
+            self.exit(self.run_state.done.exit_code, return_code=self.run_state.done.exit_code)
             return
         if not self.controller.read_only:
             self.run_state.set_state("stopping")
@@ -194,6 +194,12 @@ class TrainingApp(App[int]):
         # worker thread ends and the process can exit
         if self.run_state.done is None:
             self.controller.stop()
+
+
+class WatchApp(TrainingApp):
+    """The same screen over a run in another process: q closes the viewer, the run goes on."""
+
+    BINDINGS = [Binding("q", "stop", "close", priority=True)]
 
 
 def run_app(cfg, resume) -> int:

@@ -30,9 +30,27 @@ class FeedDone:
 
 @dataclass
 class MetricsRows:
-    """Many metrics rows at once (metrics.jsonl dicts), for feeds that read them in bulk."""
+    """Many metrics rows at once, for feeds that read them in bulk: MetricsHistory columns (built
+    off the UI thread, appended in one go) and the last rows as dicts for the header and ETA."""
 
-    rows: list[dict]
+    columns: dict
+    tail: list[dict]
+
+
+@dataclass
+class HistoryReset:
+    """The source was rewritten (a resumed or new run): forget what was shown."""
+
+    samples_only: bool = False
+
+
+@dataclass
+class RunInfo:
+    """What a feed learnt about the run other than from RunStarted (watch reads a checkpoint)."""
+
+    run_name: str = ""
+    device: str = ""
+    total: int | None = None
 
 
 class Feed:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..events import (CheckpointSaved, EvalResult, LogMessage, RunFailed, RunFinished, RunStarted, StateChanged,
                       TextSample, TrainingMetrics)
 from ..history import MetricsHistory
-from .feed import FeedDone, MetricsRows
+from .feed import FeedDone, HistoryReset, MetricsRows, RunInfo
 
 SAMPLES_KEPT = 200
 ETA_WINDOW = 100  # steps over which the step rate for the ETA is measured
@@ -63,10 +63,11 @@ class RunState:
         self.memory: tuple[str, ...] = ()  # (label, value)
         self.started_at: float | None = None
         self.ended_at: float | None = None
+        self.last_timestamp = 0.0  # of the newest metrics row
         self.result: RunFinished | RunFailed | None = None
         self.done: FeedDone | None = None
         self._new_logs: list[LogLine] = []
-        self._new_samples: list[TextSample] = []
+        self.samples_version = 0  # bumped whenever `samples` changes
         self._recent: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW)  # (step, timestamp)
 
     # ---- applying events -------------------------------------------------------------------
@@ -78,11 +79,12 @@ class RunState:
         if isinstance(event, TrainingMetrics):
             self._metrics(vars(event))
         elif isinstance(event, MetricsRows):
-            for row in event.rows:
-                self._metrics(row)
+            self.history.extend_columns(event.columns)
+            for row in event.tail:
+                self._note(row)
         elif isinstance(event, TextSample):
             self.samples.append(event)
-            self._new_samples.append(event)
+            self.samples_version += 1
         elif isinstance(event, StateChanged):
             self.set_state(event.state)
         elif isinstance(event, RunStarted):
@@ -103,11 +105,26 @@ class RunState:
             self._failed(event)
         elif isinstance(event, FeedDone):
             self.done = event
+        elif isinstance(event, RunInfo):
+            self.run_name = event.run_name or self.run_name
+            self.device = event.device or self.device
+            self.total = event.total if event.total else self.total
+        elif isinstance(event, HistoryReset):
+            self.samples.clear()
+            self.samples_version += 1
+            if not event.samples_only:
+                self.history = MetricsHistory()
+                self._recent.clear()
 
     def _metrics(self, row: dict) -> None:
         self.history.append(row)
+        self._note(row)
+
+    def _note(self, row: dict) -> None:
+        """The header's view of the newest metrics row."""
         self.step = int(row.get("step", self.step))
-        self._recent.append((self.step, float(row.get("timestamp") or 0.0)))
+        self.last_timestamp = float(row.get("timestamp") or 0.0)
+        self._recent.append((self.step, self.last_timestamp))
         self.tokens_seen = int(row.get("tokens_seen") or self.tokens_seen)
         self.tokens_per_sec = float(row.get("tokens_per_sec") or 0.0)
         gpu, rss = row.get("gpu_memory_mb") or 0.0, row.get("rss_mb") or 0.0
@@ -153,10 +170,6 @@ class RunState:
         out, self._new_logs = self._new_logs, []
         return out
 
-    def take_samples(self) -> list[TextSample]:
-        out, self._new_samples = self._new_samples, []
-        return out
-
     def eta(self) -> float | None:
         """Seconds left at the recent step rate, or None (no total, paused, or too few steps)."""
         if not self.total or self.state not in ("running", "watching") or self.step >= self.total:
@@ -171,6 +184,8 @@ class RunState:
     def header(self, now: float | None = None) -> HeaderInfo:
         now = time.time() if now is None else now
         end = self.ended_at or now
+        if self.read_only and self.state != "watching" and self.last_timestamp:
+            end = self.last_timestamp  # a run that is not growing: its own duration, not ours
         elapsed = max(0.0, end - self.started_at) if self.started_at else 0.0
         return HeaderInfo(run_name=self.run_name, device=self.device, state=self.state, step=self.step,
                           total=self.total, elapsed=int(elapsed), eta=self.eta(), tokens_seen=self.tokens_seen,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -241,15 +242,18 @@ class SamplesTable(DataTable):
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._samples: list[TextSample] = []
+        self._version = -1
         self._widths: tuple[int, ...] = ()
 
     def on_resize(self) -> None:
         self._rebuild()
 
-    def add_samples(self, samples: list[TextSample]) -> None:
-        if not samples:
+    def show(self, samples, version: int) -> None:
+        """Show the newest MAX_ROWS of `samples` (oldest first) unless `version` was shown already."""
+        if version == self._version:
             return
-        self._samples = (self._samples + samples)[-self.MAX_ROWS:]
+        self._version = version
+        self._samples = list(samples)[-self.MAX_ROWS:]
         self._rebuild()
 
     def column_widths(self) -> tuple[int, ...]:
@@ -290,7 +294,7 @@ class LogPane(RichLog):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(max_lines=1000, wrap=True, markup=False, highlight=False, min_width=20, **kwargs)
-        self.lines_written = 0
+        self.texts: deque[str] = deque(maxlen=1000)  # what was added, unwrapped (for tests and copy)
 
     def add(self, line: LogLine) -> None:
         style = self.get_component_rich_style
@@ -298,7 +302,7 @@ class LogPane(RichLog):
         text = Text(time.strftime("%H:%M:%S ", time.localtime(line.time)), style("log-pane--time"))
         text.append(sanitize(line.text, 2000), style(f"log-pane--{level}"))
         self.write(text)
-        self.lines_written += 1
+        self.texts.append(text.plain)
 
 
 # ---- help ---------------------------------------------------------------------------------------
