@@ -1,20 +1,21 @@
 """The seed's training dashboard as a pure function: history arrays and samples in, PNG bytes out.
 
 Matplotlib's object API with the Agg canvas only (no pyplot, no global state), so it is safe on any
-thread or in a worker process. Every series is reduced to per-bucket min/max before drawing (spikes
+thread or in a worker process; it is imported on first use, so the training process never loads it
+while the dashboards are drawn in their own process. Every series is reduced to per-bucket min/max before drawing (spikes
 stay visible, the cost stays flat as the run grows) while moving averages use the full data.
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import re
 import warnings
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
-from PIL import Image
 
 from .history import minmax_downsample, moving_average
 from .text import sanitize
@@ -28,6 +29,8 @@ HEADER_GREEN = "#4CAF50"
 PANEL_TITLES = ("Training Loss", "Training Accuracy", "Token Throughput", "Learning Rate Schedule",
                 "Loss vs Accuracy", f"Recent Performance (last {RECENT_STEPS} steps)", "Recent Text Samples")
 DASHBOARD_COLUMNS = ("steps", "loss", "accuracy", "throughput", "learning_rate", "val_loss")
+LATEST_FILE = "training_latest.png"
+STEP_FILE = re.compile(r"^training_step_(\d+)\.png$")
 
 # sample text may hold any character; DejaVu lacks some (CJK...) and they draw as boxes, not errors
 warnings.filterwarnings("ignore", message=r"Glyph .* missing from", category=UserWarning)
@@ -48,6 +51,8 @@ def format_step(value: float, _pos=None) -> str:
 
 
 def step_axis(ax) -> None:
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.xaxis.set_major_formatter(FuncFormatter(format_step))
@@ -197,10 +202,13 @@ def dashboard_title(run_name: str, columns: Mapping[str, np.ndarray]) -> str:
 
 
 def build_figure(columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], run_name: str,
-                 display_samples: int = 5, max_points: int = MAX_POINTS) -> Figure:
+                 display_samples: int = 5, max_points: int = MAX_POINTS):
     """The seven-panel dashboard titled with the run and its step. `columns` holds MetricsHistory
     arrays (accuracy as 0..1); `samples` are TextSample dicts, the newest last (the table shows the
     last `display_samples`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
     fig.suptitle(dashboard_title(run_name, columns), fontsize=16, fontweight="bold", parse_math=False)
@@ -219,8 +227,11 @@ def build_figure(columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], 
     return fig
 
 
-def figure_png(fig: Figure) -> bytes:
+def figure_png(fig) -> bytes:
     """The figure as PNG bytes, rendered once: the same bytes go to every file that shows it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
     canvas = FigureCanvasAgg(fig) if not isinstance(fig.canvas, FigureCanvasAgg) else fig.canvas
     canvas.draw()
     image = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
@@ -233,3 +244,30 @@ def figure_png(fig: Figure) -> bytes:
 def render_png(columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], run_name: str,
                display_samples: int = 5, max_points: int = MAX_POINTS) -> bytes:
     return figure_png(build_figure(columns, samples, run_name, display_samples, max_points))
+
+
+# ---- dashboard files ---------------------------------------------------------------------------------
+def step_file(step: int) -> str:
+    return f"training_step_{step:06d}.png"
+
+
+def dashboard_files(viz_dir: Path) -> list[tuple[int, Path]]:
+    """training_step_*.png in a directory as (step, path), oldest first."""
+    with contextlib.suppress(FileNotFoundError):
+        found = [(int(m.group(1)), Path(e.path)) for e in os.scandir(viz_dir) if (m := STEP_FILE.match(e.name))]
+        return sorted(found)
+    return []
+
+
+def prune_dashboards(viz_dir: Path, keep: int, after_step: int | None = None) -> list[Path]:
+    """Delete step dashboards newer than `after_step` (a resumed run redraws them), then all but
+    the newest `keep` (0 keeps every one). Returns the deleted paths."""
+    files = dashboard_files(viz_dir)
+    doomed = [p for s, p in files if after_step is not None and s > after_step]
+    kept = [p for s, p in files if after_step is None or s <= after_step]
+    if keep > 0:
+        doomed += kept[:-keep]
+    for path in doomed:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return doomed

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
-import re
 import threading
 import time
 import traceback
@@ -30,48 +29,22 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from . import dashboard
+from .dashboard import LATEST_FILE, prune_dashboards, step_file
 from .events import TextSample, TrainingMetrics
 from .files import atomic_write, write_json
 from .history import COLUMNS, MetricsHistory
 
 log = logging.getLogger(__name__)
 
-LATEST_FILE = "training_latest.png"
 METRICS_JSON = "metrics_history.json"
 SAMPLES_JSON = "text_samples.json"
 MAX_SAMPLES = 1000  # text_samples.json stays bounded; samples.jsonl is the full record
-STEP_FILE = re.compile(r"^training_step_(\d+)\.png$")
 # metrics_history.json keys: the seed's five first, then the extra series
 JSON_ORDER = ("steps", "loss", "accuracy", "throughput", "learning_rate") + tuple(
     c for c in COLUMNS if c not in ("steps", "loss", "accuracy", "throughput", "learning_rate"))
 
 Listener = Callable[[str, str], None]
-
-
-def step_file(step: int) -> str:
-    return f"training_step_{step:06d}.png"
-
-
-def dashboard_files(viz_dir: Path) -> list[tuple[int, Path]]:
-    """training_step_*.png in a directory as (step, path), oldest first."""
-    with contextlib.suppress(FileNotFoundError):
-        found = [(int(m.group(1)), Path(e.path)) for e in os.scandir(viz_dir) if (m := STEP_FILE.match(e.name))]
-        return sorted(found)
-    return []
-
-
-def prune_dashboards(viz_dir: Path, keep: int, after_step: int | None = None) -> list[Path]:
-    """Delete step dashboards newer than `after_step` (a resumed run redraws them), then all but
-    the newest `keep` (0 keeps every one). Returns the deleted paths."""
-    files = dashboard_files(viz_dir)
-    doomed = [p for s, p in files if after_step is not None and s > after_step]
-    kept = [p for s, p in files if after_step is None or s <= after_step]
-    if keep > 0:
-        doomed += kept[:-keep]
-    for path in doomed:
-        with contextlib.suppress(OSError):
-            path.unlink()
-    return doomed
 
 
 def _encode_column(values: np.ndarray) -> str:
@@ -137,21 +110,18 @@ class DashboardWriter:
     def handle(self, req: DrawRequest, notify: Callable[..., None]) -> None:
         """Draw and/or export for one request. Never raises: failures are reported, the previous
         files stay in place, and the next request tries again."""
-        try:
-            if req.draw and req.rows:
-                self.draw(req, notify)
-            self.export_json(req.rows, notify, force=req.final)
-        except Exception as exc:  # a bug here must not end training: report it, keep its traceback
-            log.exception("dashboard failed")
-            notify("error", f"dashboard failed: {type(exc).__name__}: {exc}", traceback.format_exc())
+        steps = ([self.draw] if req.draw and req.rows else []) + [self.export_json]
+        for step in steps:
+            try:
+                step(req, notify)
+            except Exception as exc:  # a bug here must not end training: report it with its traceback
+                notify("error", f"{step.__name__} failed: {type(exc).__name__}: {exc}", traceback.format_exc())
 
     def draw(self, req: DrawRequest, notify) -> None:
-        from .dashboard import DASHBOARD_COLUMNS, render_png
-
-        columns = self.history.slice(0, req.rows, DASHBOARD_COLUMNS)
+        columns = self.history.slice(0, req.rows, dashboard.DASHBOARD_COLUMNS)
         last = int(columns["steps"][-1])
         shown = [s for s in self.samples if s["step"] <= last]
-        png = render_png(columns, shown, self.run_name, self.display_samples)
+        png = dashboard.render_png(columns, shown, self.run_name, self.display_samples)
         if req.periodic and self._write(self.viz_dir / step_file(last), png, "dashboard", notify):
             prune_dashboards(self.viz_dir, self.keep_dashboards)
         self._write(self.viz_dir / LATEST_FILE, png, "dashboard", notify)
@@ -173,7 +143,8 @@ class DashboardWriter:
         return (self.clock() - self._json_at >= self.json_interval
                 and rows >= self._json_rows * (1.0 + self.json_growth))
 
-    def export_json(self, rows: int, notify, force: bool = False) -> None:
+    def export_json(self, req: DrawRequest, notify) -> None:
+        rows, force = req.rows, req.final
         if (force and rows != self._json_rows) or self.json_due(rows):
             started = time.perf_counter()
             data = encode_metrics_history(self.history.slice(0, rows))
@@ -294,14 +265,17 @@ class _ThreadBackend:
 class VisualizationManager:
     """Event subscriber for the dashboards and JSON exports; see the module docstring.
 
-    `mode` is "process" (default: drawing never competes with training for the GIL) or "thread".
-    Listeners get (kind, path) after each file written, kind "dashboard" or "json", or ("error",
-    message) when a write fails; they are called on the dispatcher thread.
+    `mode` is "process" (default_mode: drawing never competes with training for the GIL) or
+    "thread". Listeners get (kind, path) after each file written, kind "dashboard" or "json", or
+    ("error", message) when a write fails; they are called on the dispatcher thread.
     """
+
+    default_mode = "process"
 
     def __init__(self, viz_dir: str | Path, run_name: str = "run", viz_interval: int = 50,
                  keep_dashboards: int = 20, display_samples: int = 5, history: MetricsHistory | None = None,
-                 samples: Iterable[TextSample] = (), mode: str = "process", json_interval: float = 60.0):
+                 samples: Iterable[TextSample] = (), mode: str | None = None, json_interval: float = 60.0):
+        mode = mode or self.default_mode
         if mode not in ("process", "thread"):
             raise ValueError(f"mode must be 'process' or 'thread' (got {mode!r})")
         self.viz_dir = Path(viz_dir)
@@ -317,10 +291,14 @@ class VisualizationManager:
         self._listeners: list[Listener] = []
         self._writer_args = dict(viz_dir=str(self.viz_dir), run_name=run_name, keep_dashboards=keep_dashboards,
                                  display_samples=display_samples, json_interval=json_interval)
+        self._backend: _ProcessBackend | _ThreadBackend | None = None
         if mode == "process":
-            self._backend = _ProcessBackend(self._writer_args)
-            self._samples_added = len(self.samples)  # sent with the first request
-        else:
+            try:
+                self._backend = _ProcessBackend(self._writer_args)
+                self._samples_added = len(self.samples)  # sent with the first request
+            except (OSError, RuntimeError) as exc:
+                log.warning("cannot start the dashboard process (%s); drawing in a thread", exc)
+        if self._backend is None:
             self._backend = _ThreadBackend(self._writer_args, self.history, map(sample_dict, self.samples))
         self._thread = threading.Thread(target=self._dispatch_loop, name="viz-dispatch", daemon=True)
         self._thread.start()

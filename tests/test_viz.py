@@ -9,12 +9,11 @@ import pytest
 from PIL import Image
 
 from neurogen_tui import viz as viz_module
-from neurogen_tui.dashboard import PANEL_TITLES, build_figure, figure_png, table_rows
+from neurogen_tui.dashboard import PANEL_TITLES, build_figure, figure_png, prune_dashboards, table_rows
 from neurogen_tui.events import TextSample, TrainingMetrics
 from neurogen_tui.files import JsonlWriter
 from neurogen_tui.history import MetricsHistory, minmax_downsample, moving_average
-from neurogen_tui.viz import (DashboardWriter, DrawRequest, VisualizationManager, encode_metrics_history,
-                              prune_dashboards)
+from neurogen_tui.viz import DashboardWriter, DrawRequest, VisualizationManager, encode_metrics_history
 
 PNG_END = b"IEND\xaeB`\x82"
 
@@ -139,6 +138,16 @@ def test_downsampling_keeps_global_max_and_min_of_the_series():
 
 
 # ---- files -----------------------------------------------------------------------------------------
+@pytest.fixture
+def fake_png(monkeypatch):
+    """A quick stand-in for the drawing (2 MB, so a torn read would show): for tests about files."""
+    import neurogen_tui.dashboard as dashboard
+
+    body = os.urandom(2 << 20)
+    monkeypatch.setattr(dashboard, "render_png", lambda cols, samples, name, shown=5:
+                        b"\x89PNG step %d " % cols["steps"][-1] + body + PNG_END)
+
+
 def test_manager_writes_dashboards_and_json_that_a_reader_can_use(tmp_path):
     manager = VisualizationManager(tmp_path, "demo", viz_interval=10, mode="thread")
     feed(manager, range(1, 26))
@@ -167,7 +176,7 @@ def test_manager_writes_dashboards_and_json_that_a_reader_can_use(tmp_path):
     assert len(samples) == 25
 
 
-def test_text_samples_json_keeps_text_exactly_and_stays_bounded(tmp_path):
+def test_text_samples_json_keeps_text_exactly_and_stays_bounded(tmp_path, fake_png):
     manager = VisualizationManager(tmp_path, viz_interval=10_000, mode="thread")
     for step in range(1, 1201):
         manager(metrics(step))
@@ -190,15 +199,6 @@ def test_encoded_history_is_strict_json_matching_the_columns():
     assert data["learning_rate"][0] == pytest.approx(3e-5, rel=1e-6)
     assert data["timestamp"][2] == pytest.approx(1.7e9 + 1.0, abs=1e-6)
     assert data["gpu_memory_mb"] == [None] * 7
-
-
-@pytest.fixture
-def fake_png(monkeypatch):
-    """A quick stand-in for the drawing (2 MB, so a torn read would show): for tests about files."""
-    import neurogen_tui.dashboard as dashboard
-
-    body = os.urandom(2 << 20)
-    monkeypatch.setattr(dashboard, "render_png", lambda cols, samples, name, shown=5: b"\x89PNG" + body + PNG_END)
 
 
 def test_readers_never_see_a_partial_png_or_json(tmp_path, fake_png):
@@ -287,13 +287,12 @@ def test_a_newer_request_replaces_a_waiting_one(tmp_path, monkeypatch):
     import neurogen_tui.dashboard as dashboard
 
     release, entered, drawn = threading.Event(), threading.Event(), []
-    real = dashboard.render_png
 
     def slow_render(cols, samples, name, shown=5):
         drawn.append(int(cols["steps"][-1]))
         entered.set()
         release.wait(10)
-        return real(cols, samples, name, shown)
+        return b"\x89PNG" + PNG_END
 
     monkeypatch.setattr(dashboard, "render_png", slow_render)
     manager = VisualizationManager(tmp_path, viz_interval=1, mode="thread")
@@ -308,7 +307,7 @@ def test_a_newer_request_replaces_a_waiting_one(tmp_path, monkeypatch):
         "training_step_000001.png", "training_step_000029.png"]
 
 
-def test_request_draw_writes_the_latest_dashboard_only(tmp_path):
+def test_request_draw_writes_the_latest_dashboard_only(tmp_path, fake_png):
     manager = VisualizationManager(tmp_path, viz_interval=1000, mode="thread")
     done = threading.Event()
     manager.add_listener(lambda kind, path: done.set() if path.endswith("training_latest.png") else None)
@@ -319,7 +318,7 @@ def test_request_draw_writes_the_latest_dashboard_only(tmp_path):
     manager.close()
 
 
-def test_a_failed_write_is_reported_and_the_previous_file_kept(tmp_path, monkeypatch):
+def test_a_failed_write_is_reported_and_the_previous_file_kept(tmp_path, fake_png, monkeypatch):
     manager = VisualizationManager(tmp_path, viz_interval=5, mode="thread")
     reports, drawn = [], threading.Event()
     manager.add_listener(lambda kind, path: (reports.append((kind, path)), drawn.set()))
@@ -365,7 +364,7 @@ def test_process_mode_draws_in_another_process_and_survives_its_death(tmp_path):
     assert json.loads((tmp_path / "metrics_history.json").read_text())["steps"] == list(range(1, 11))
 
 
-def test_resume_starts_from_the_run_so_far(tmp_path, tiny_cfg):
+def test_resume_starts_from_the_run_so_far(tmp_path, tiny_cfg, fake_png):
     viz_dir = tiny_cfg.viz_dir
     rows, samples = JsonlWriter(viz_dir / "metrics.jsonl"), JsonlWriter(viz_dir / "samples.jsonl")
     for step in range(1, 21):
@@ -385,3 +384,19 @@ def test_resume_starts_from_the_run_so_far(tmp_path, tiny_cfg):
     finally:
         manager.close()
     assert json.loads((viz_dir / "metrics_history.json").read_text())["steps"] == list(range(1, 12))
+
+
+def test_a_drawing_bug_is_reported_and_the_exports_still_happen(tmp_path, monkeypatch):
+    import neurogen_tui.dashboard as dashboard
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("oops")
+
+    monkeypatch.setattr(dashboard, "render_png", broken)
+    writer = DashboardWriter(tmp_path)
+    reports = []
+    writer.add({k: v[:3] for k, v in columns(3).items()}, samples_dicts(2))
+    writer.handle(DrawRequest(3, periodic=True, final=True), lambda kind, msg, *detail: reports.append((kind, msg)))
+    assert ("error", "draw failed: ZeroDivisionError: oops") in reports
+    assert json.loads((tmp_path / "metrics_history.json").read_text())["steps"] == [1, 2, 3]
+    assert len(json.loads((tmp_path / "text_samples.json").read_text())) == 2

@@ -1,0 +1,256 @@
+"""What the dashboards cost: drawing time by history size, history memory, JSON export, training speed.
+
+    python benchmarks/bench_dashboard.py all            # everything below, in one run
+    python benchmarks/bench_dashboard.py draw [--sizes 1000,100000,1000000,10000000]
+    python benchmarks/bench_dashboard.py memory [--steps 10000000]
+    python benchmarks/bench_dashboard.py json [--steps 1000000] [--rate 10]
+    python benchmarks/bench_dashboard.py training [--steps 300] [--trials 2]
+
+draw: one dashboard (DashboardWriter.draw: snapshot, min/max reduction, render, two atomic PNG
+    writes) against the seed's design, which plots every point (np.convolve moving averages, every
+    step in the scatter) and saves with matplotlib's defaults. Median of 3 (the seed's: 1 above 1M).
+memory: a MetricsHistory filled with N steps: tracemalloc's peak and bytes per step.
+json: a simulated run of N steps arriving at --rate steps/s (a simulated clock) with a check every
+    50 steps, through DashboardWriter's schedule, every write real; against rewriting every 50 steps
+    (measured at 10 sizes, summed over the 50-step grid: too long to run for real).
+training: the real trainer (run.build_trainer, default model, bundled sample, viz every 50 steps)
+    with dashboards off, drawn in a process (the default), and drawn in a thread. Trials alternate in
+    one process; tokens/s from the step timestamps after a 10-step warm-up, median over trials.
+Results print as markdown tables; see benchmarks/results/dashboard.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from neurogen_tui.dashboard import DASHBOARD_COLUMNS, FIGSIZE, DPI, MA_WINDOW, RECENT_STEPS
+from neurogen_tui.history import CHUNK, MetricsHistory
+from neurogen_tui.viz import DashboardWriter, DrawRequest, encode_metrics_history
+
+SAMPLES = [{"step": i * 5, "input": "The harbour was quiet in the morning and the boats",
+            "output": "were out at sea before the sun came up over the", "accuracy": 0.4, "target": "t"}
+           for i in range(5)]
+
+
+def synthetic_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A plausible run: decaying noisy loss with a spike, rising accuracy, cosine LR, sparse val."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(1, n + 1, dtype=np.int64)
+    t = steps / n
+    loss = (2.5 * np.exp(-5 * t) + 1.2 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    loss[n // 3] = 9.0
+    val = np.full(n, np.nan, np.float32)
+    val[249::250] = loss[249::250] + 0.1
+    return {"steps": steps, "timestamp": 1.7e9 + steps * 0.5, "loss": loss,
+            "accuracy": np.clip(0.6 - 0.07 * loss + 0.02 * rng.standard_normal(n), 0, 1).astype(np.float32),
+            "throughput": (2e4 + 500 * rng.standard_normal(n)).astype(np.float32),
+            "learning_rate": (1e-4 + 0.5 * (1 + np.cos(np.pi * t)) * 9e-4).astype(np.float32),
+            "gpu_memory_mb": np.zeros(n, np.float32), "rss_mb": np.full(n, 600, np.float32),
+            "grad_norm": rng.uniform(0.5, 2, n).astype(np.float32), "val_loss": val,
+            "tokens_seen": (steps * 4096).astype(np.float32)}
+
+
+def history_of(columns: dict[str, np.ndarray]) -> MetricsHistory:
+    h = MetricsHistory()
+    n = len(columns["steps"])
+    for start in range(0, n, CHUNK):
+        h.extend_columns({k: v[start:start + CHUNK] for k, v in columns.items()})
+    return h
+
+
+def seed_dashboard(c: dict[str, np.ndarray], samples: list[dict], path: Path) -> None:
+    """The seed's design: every point of every series drawn, saved with matplotlib's defaults."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.suptitle(f"Training dashboard - step {int(c['steps'][-1])}")
+    ax = fig.subplots(3, 3).flat
+    steps, loss, acc = c["steps"], c["loss"], c["accuracy"] * 100
+    kernel = np.ones(MA_WINDOW) / MA_WINDOW
+    ax[0].plot(steps, loss, "b-", alpha=0.6)
+    ax[0].plot(steps[MA_WINDOW - 1:], np.convolve(loss, kernel, mode="valid"), "r--")
+    ax[1].plot(steps, acc, "g-", alpha=0.6)
+    ax[1].plot(steps[MA_WINDOW - 1:], np.convolve(acc, kernel, mode="valid"), "--", color="orange")
+    ax[1].set_ylim(0, 100)
+    ax[2].plot(steps, c["throughput"], color="purple")
+    ax[3].semilogy(steps, c["learning_rate"], color="orange")
+    sc = ax[4].scatter(loss, acc, c=steps, cmap="viridis", alpha=0.6)
+    fig.colorbar(sc, ax=ax[4])
+    ax[5].plot(steps[-RECENT_STEPS:], loss[-RECENT_STEPS:], "b-")
+    ax[5].twinx().plot(steps[-RECENT_STEPS:], acc[-RECENT_STEPS:], "g-")
+    for a, title in zip(ax, ("Training Loss", "Training Accuracy", "Token Throughput", "Learning Rate Schedule",
+                             "Loss vs Accuracy", "Recent Performance")):
+        a.set_title(title)
+    ax[6].axis("off")
+    ax[6].table(cellText=[[s["step"], s["input"][:40], s["output"][:40], f"{s['accuracy']:.1%}"] for s in samples],
+                colLabels=["Step", "Input", "Output", "Acc"], loc="center")
+    ax[7].axis("off")
+    ax[8].axis("off")
+    fig.savefig(path, dpi=DPI)
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def bench_draw(sizes: list[int], baseline_max: int) -> None:
+    print("\n### Dashboard time by history size (one dashboard, written to disk)\n")
+    print("| steps | this (min/max reduced) | seed design (every point) | speed-up |")
+    print("|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        warm = DashboardWriter(tmp)
+        warm.add(synthetic_columns(100), SAMPLES)
+        warm.draw(DrawRequest(100, periodic=True), lambda *a: None)  # fonts, caches, imports
+        for n in sizes:
+            columns = synthetic_columns(n)
+            writer = DashboardWriter(tmp, history=history_of(columns))
+            writer.add(None, SAMPLES)
+            ours = timed(lambda: writer.draw(DrawRequest(n, periodic=True), lambda *a: None), 3)
+            del writer
+            if n <= baseline_max:
+                cols = {k: columns[k] for k in DASHBOARD_COLUMNS}
+                seed = timed(lambda: seed_dashboard(cols, SAMPLES, tmp / "seed.png"), 3 if n <= 1_000_000 else 1)
+                print(f"| {n:,} | {ours:.2f} s | {seed:.2f} s | {seed / ours:.1f}x |", flush=True)
+            else:
+                print(f"| {n:,} | {ours:.2f} s | not run | |", flush=True)
+            del columns
+
+
+def bench_memory(steps: int) -> None:
+    print(f"\n### History memory at {steps:,} steps\n")
+    columns = synthetic_columns(CHUNK)
+    tracemalloc.start()
+    h = MetricsHistory()
+    for start in range(0, steps, CHUNK):
+        h.extend_columns({k: v[:min(CHUNK, steps - start)] for k, v in columns.items()})
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print("| steps | history.nbytes | tracemalloc peak | bytes/step (peak) |")
+    print("|---:|---:|---:|---:|")
+    print(f"| {len(h):,} | {h.nbytes / 2**20:.0f} MiB | {peak / 2**20:.0f} MiB | {peak / len(h):.1f} |")
+
+
+def bench_json(steps: int, rate: float, every: int = 50) -> None:
+    print(f"\n### metrics_history.json over a simulated {steps:,}-step run ({rate:g} steps/s, checked every {every})\n")
+    columns = synthetic_columns(steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = [0.0]
+        writer = DashboardWriter(tmp, clock=lambda: clock[0])
+        started = time.perf_counter()
+        for rows in range(every, steps + 1, every):
+            writer.add({k: v[rows - every:rows] for k, v in columns.items()}, [])
+            clock[0] = rows / rate
+            writer.export_json(DrawRequest(rows, draw=False, final=rows == steps), lambda *a: None)
+        wall = time.perf_counter() - started
+        size = os.path.getsize(Path(tmp) / "metrics_history.json")
+        sizes = np.linspace(steps // 10, steps, 10).astype(int)
+        per_write = [timed(lambda n=n: _write_json(Path(tmp) / "naive.json", columns, n), 1) for n in sizes]
+    slope, intercept = np.polyfit(sizes, per_write, 1)
+    grid = np.arange(every, steps + 1, every)
+    naive = float(np.sum(slope * grid + intercept))
+    print("| schedule | writes | total export time |")
+    print("|---|---:|---:|")
+    print(f"| this: every >= 60 s and >= 5% growth, and at the end | {writer.json_writes} | "
+          f"{writer.json_seconds:.0f} s (simulation wall {wall:.0f} s) |")
+    print(f"| rewrite every {every} steps | {len(grid):,} | {naive:,.0f} s ({naive / 3600:.1f} h, extrapolated "
+          f"from {per_write[-1]:.2f} s per write at {steps:,} steps) |")
+    print(f"\nfinal file: {size / 2**20:.0f} MiB, {size / steps:.0f} bytes/step")
+
+
+def _write_json(path: Path, columns: dict[str, np.ndarray], n: int) -> None:
+    from neurogen_tui.files import atomic_write
+
+    atomic_write(path, encode_metrics_history({k: v[:n] for k, v in columns.items()}))
+
+
+def train_once(mode: str, steps: int, run_dir: str) -> float:
+    """tokens/s of one real training run (after a 10-step warm-up) with dashboards `mode`."""
+    from neurogen_tui.config import TrainingConfig
+    from neurogen_tui.events import TrainingMetrics
+    from neurogen_tui.run import build_trainer
+    from neurogen_tui.viz import VisualizationManager
+
+    cfg = TrainingConfig(run_dir=run_dir, dataset="sample", max_chunks=steps, epochs=0)
+    VisualizationManager.default_mode = "thread" if mode == "thread" else "process"
+    parts = build_trainer(cfg, None, control=False)
+    if mode == "off":
+        parts.bus.unsubscribe(parts.viz)
+        parts.viz.close()
+        parts.viz = None
+    marks: dict[int, float] = {}
+    parts.bus.subscribe(lambda e: marks.__setitem__(e.step, time.perf_counter())
+                        if isinstance(e, TrainingMetrics) else None)
+    dashboards = []
+    if parts.viz is not None:
+        parts.viz.add_listener(lambda kind, path: dashboards.append(path) if "training_step_" in path else None)
+    parts.trainer.run()
+    parts.close()
+    warm = 10
+    tokens = (steps - warm) * cfg.tokens_per_chunk
+    print(f"  {mode:>7}: {tokens / (marks[steps] - marks[warm]):8.0f} tokens/s, {len(dashboards)} step dashboards",
+          file=sys.stderr, flush=True)
+    return tokens / (marks[steps] - marks[warm])
+
+
+def bench_training(steps: int, trials: int) -> None:
+    import torch
+
+    modes = ["off", "process", "thread"]
+    results: dict[str, list[float]] = {m: [] for m in modes}
+    for trial in range(trials):
+        for mode in (modes if trial % 2 == 0 else modes[::-1]):
+            with tempfile.TemporaryDirectory() as tmp:
+                results[mode].append(train_once(mode, steps, tmp))
+    base = statistics.median(results["off"])
+    print(f"\n### Training speed with dashboards on vs off (default model, viz every 50 steps, {steps} steps "
+          f"x {trials} trials, torch threads {torch.get_num_threads()})\n")
+    print("| dashboards | tokens/s (median) | trials | ratio to off |")
+    print("|---|---:|---|---:|")
+    for mode in modes:
+        med = statistics.median(results[mode])
+        print(f"| {mode} | {med:,.0f} | {', '.join(f'{r:,.0f}' for r in results[mode])} | {med / base:.3f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["all", "draw", "memory", "json", "training"])
+    p.add_argument("--sizes", default="1000,100000,1000000,10000000")
+    p.add_argument("--baseline-max", type=int, default=10_000_000, help="largest size the seed design is run at")
+    p.add_argument("--memory-steps", type=int, default=10_000_000)
+    p.add_argument("--json-steps", type=int, default=1_000_000)
+    p.add_argument("--rate", type=float, default=10.0, help="simulated steps/s for the json benchmark")
+    p.add_argument("--train-steps", type=int, default=300)
+    p.add_argument("--trials", type=int, default=2)
+    args = p.parse_args(argv)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}, numpy {np.__version__}")
+    if args.what in ("all", "draw"):
+        bench_draw([int(s) for s in args.sizes.split(",")], args.baseline_max)
+    if args.what in ("all", "memory"):
+        bench_memory(args.memory_steps)
+    if args.what in ("all", "json"):
+        bench_json(args.json_steps, args.rate)
+    if args.what in ("all", "training"):
+        bench_training(args.train_steps, args.trials)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""`neurogen-tui render` / `compare` on run directories, the first one written by a real training."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from neurogen_tui import cli
+from neurogen_tui.render import COMPARE_PANELS, compare_figure, load_history, load_run, load_samples, unique_names
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A real 5-step --test training, headless: what every run leaves behind."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run-a"
+    assert cli.main(["--test", "--headless", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def has_content(path) -> bool:
+    with Image.open(path) as img:
+        return img.size == (3000, 1800) and np.asarray(img.convert("L")).std() > 10
+
+
+def test_training_leaves_the_seed_files_behind(trained_run):
+    viz = trained_run / "training_viz"
+    assert has_content(viz / "training_latest.png")
+    assert (viz / "training_step_000005.png").read_bytes() == (viz / "training_latest.png").read_bytes()
+    recorded = [json.loads(line) for line in (viz / "metrics.jsonl").read_text().splitlines()]
+    exported = json.loads((viz / "metrics_history.json").read_text())
+    assert exported["steps"] == [r["step"] for r in recorded] == [1, 2, 3, 4, 5]
+    assert exported["loss"] == pytest.approx([r["loss"] for r in recorded], rel=1e-6)
+    assert exported["accuracy"] == pytest.approx([r["accuracy"] for r in recorded], rel=1e-6, abs=1e-9)
+    assert exported["throughput"] == pytest.approx([r["tokens_per_sec"] for r in recorded], rel=1e-6)
+    assert exported["learning_rate"] == pytest.approx([r["learning_rate"] for r in recorded], rel=1e-6)
+    assert [v is not None for v in exported["val_loss"]] == ["val_loss" in r for r in recorded]
+    samples = json.loads((viz / "text_samples.json").read_text())
+    produced = [json.loads(line) for line in (viz / "samples.jsonl").read_text().splitlines()]
+    assert samples == [{k: p[k] for k in ("step", "input", "output", "accuracy", "target")} for p in produced]
+
+
+def test_render_draws_the_dashboard_of_a_run_dir(trained_run, tmp_path, capsys):
+    out = tmp_path / "dash.png"
+    assert cli.main(["render", str(trained_run), "-o", str(out)]) == 0
+    assert has_content(out)
+    assert str(out) in capsys.readouterr().out
+    assert cli.main(["render", str(trained_run / "training_viz")]) == 0  # the viz dir itself works too
+    assert has_content(trained_run / "training_viz" / "training_render.png")
+
+
+def test_render_reads_a_run_still_being_written(trained_run, tmp_path):
+    run = tmp_path / "live"
+    shutil.copytree(trained_run / "training_viz", run / "training_viz")
+    with open(run / "training_viz" / "metrics.jsonl", "ab") as fh:
+        fh.write(b'{"step": 6, "loss": 4.9, "accur')  # a writer in the middle of a line
+    name, history, samples = load_run(run)
+    assert name == "live" and list(history.column("steps")) == [1, 2, 3, 4, 5]
+    assert len(samples) == 5
+    assert cli.main(["render", str(run), "-o", str(tmp_path / "live.png")]) == 0
+
+
+def test_render_falls_back_to_the_json_exports(trained_run, tmp_path):
+    viz = tmp_path / "exported" / "training_viz"
+    viz.mkdir(parents=True)
+    for name in ("metrics_history.json", "text_samples.json"):
+        shutil.copy(trained_run / "training_viz" / name, viz)
+    history = load_history(viz)
+    original = load_history(trained_run / "training_viz")
+    assert list(history.column("steps")) == [1, 2, 3, 4, 5]
+    assert np.allclose(history.column("loss"), original.column("loss"), rtol=1e-6)
+    assert [s["step"] for s in load_samples(viz)] == [s["step"] for s in load_samples(trained_run / "training_viz")]
+    assert len(load_history(viz, max_step=3)) == 3
+    assert cli.main(["render", str(viz.parent), "-o", str(tmp_path / "x.png")]) == 0
+
+
+def test_compare_overlays_runs_labelled_by_name(trained_run, tmp_path):
+    other = tmp_path / "run-b"
+    shutil.copytree(trained_run / "training_viz", other / "training_viz")
+    out = tmp_path / "cmp.png"
+    assert cli.main(["compare", str(trained_run), str(other), "-o", str(out)]) == 0
+    assert has_content(out)
+    runs = [(name, history.slice()) for name, history, _ in (load_run(trained_run), load_run(other))]
+    fig = compare_figure(runs)
+    assert [ax.get_title() for ax in fig.axes] == [title for _, title, _, _ in COMPARE_PANELS]
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["run-a", "run-b"]
+    assert fig.axes[3].get_yscale() == "log"
+    assert unique_names(["run", "run", "x"]) == ["run", "run (2)", "x"]
+
+
+@pytest.mark.parametrize("command", ["render", "compare"])
+def test_bad_run_dirs_are_one_line_errors(command, trained_run, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "training_viz").mkdir(parents=True)
+    (empty / "training_viz" / "metrics.jsonl").write_text("not json\n")
+    good = [str(trained_run)] if command == "compare" else []
+    for bad, expected in ((tmp_path / "missing", "no such directory"), (empty, "no metrics found")):
+        assert cli.main([command, *good, str(bad), "-o", str(tmp_path / "o.png")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("neurogen-tui: error: ") and expected in err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o.png").exists()
