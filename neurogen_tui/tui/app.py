@@ -178,16 +178,31 @@ class TrainingApp(App[int]):
         self.action_stop()
 
     def _detach_terminal(self) -> None:
-        """The terminal is gone: send output to /dev/null and give input a pipe that stays quiet,
-        so the app keeps running (writes to a hung-up tty fail) until the final files are written."""
+        """The terminal is gone: keep running, silently, until the final files are written.
+
+        Seen in tmux kill-session tests: Textual's writer thread dies on the first write to the
+        hung-up tty (EIO) and, once its 30-write queue is full, the next screen update blocks the
+        event loop for good; the SIGCONT that follows SIGHUP restarts "application mode" with new
+        input threads; and a hung-up tty is always readable, so the input thread spins. Hence:
+        no restarts, the input thread told to end, stdin/stdout/stderr on /dev/null, and a fresh
+        writer thread."""
         self.terminal_lost = True
-        null = os.open(os.devnull, os.O_WRONLY)
-        quiet, self._quiet_writer = os.pipe()
-        for fd in (1, 2):
+        driver = getattr(self, "_driver", None)
+        if driver is not None:
+            driver._auto_restart = False  # SIGCONT must not start application mode again
+            exit_event = getattr(driver, "exit_event", None)
+            if exit_event is not None:
+                exit_event.set()  # the input thread ends at its next look at the (gone) tty
+        for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+            null = os.open(os.devnull, mode)
             os.dup2(null, fd)
-        os.dup2(quiet, 0)
-        os.close(null)
-        os.close(quiet)
+            os.close(null)
+        if driver is not None and getattr(driver, "_writer_thread", None) is not None:
+            from textual.drivers._writer_thread import WriterThread
+
+            fresh = WriterThread(open(os.devnull, "w", encoding="utf-8"))
+            fresh.start()
+            driver._writer_thread = fresh
 
     def on_unmount(self) -> None:
         # an exit by any other road (an internal error included) still stops the trainer, so the

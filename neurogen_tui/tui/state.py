@@ -153,8 +153,8 @@ class RunState:
         # a requested stop shows at once; the trainer's own "running" must not undo it
         if self.state == "stopping" and state in ("running", "paused"):
             return
-        if self.state in ("finished", "failed") and state != self.state:
-            return
+        if self.state in ("finished", "failed") and not self.read_only:
+            return  # a live run's end is final (watch follows a directory that may be reused)
         self.state = state
 
     def log(self, level: str, text: str) -> None:

@@ -1,7 +1,7 @@
 """`neurogen-tui watch RUN_DIR`: the training screen, read-only, fed from a run directory's files.
 
 It follows training_viz/metrics.jsonl and samples.jsonl (text_samples.json when there is no
-samples.jsonl), the checkpoint list, the latest dashboard and the run's log as they grow, so a
+samples.jsonl), the checkpoint list, the latest dashboard, run.json and the run's log as they grow, so a
 second SSH session can attach to a run started in tmux or with --headless under nohup, or review a
 finished one. A torn last line waits for the next poll; a directory with nothing in it yet waits.
 """
@@ -21,6 +21,7 @@ import numpy as np
 from ..events import CheckpointSaved, LogMessage, StateChanged, TextSample
 from ..files import read_jsonl
 from ..history import COLUMNS, SOURCE_FIELD
+from ..runinfo import liveness, read_run_info
 from .feed import Feed, FeedDone, HistoryReset, MetricsRows, ReadOnlyController, RunInfo
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ class WatchFeed(Feed):
         self.samples = TailedFile(self.viz_dir / SAMPLES_FILE)
         self._text_samples_mtime = 0.0
         self._checkpoints: set[str] = set()
-        self._config_from: str | None = None
+        self._run_info: RunInfo | None = None
+        self._recorded_state = ""  # from run.json, when the run has one
         self._png_mtime = 0.0
         self._log_offset: int | None = None
         self._last_growth = 0.0
@@ -112,6 +114,7 @@ class WatchFeed(Feed):
 
     # ---- one poll --------------------------------------------------------------------------
     def poll(self) -> None:
+        self._poll_run_info()
         self._poll_log()
         self._poll_metrics()
         self._poll_samples()
@@ -171,22 +174,19 @@ class WatchFeed(Feed):
         self._checkpoints = set(names)
         for name in new[-5:]:
             self.put(CheckpointSaved(int(CHECKPOINT_NAME.match(name).group(1)), str(names[name])))
-        if new:
-            self._read_config(names[new[-1]])
 
-    def _read_config(self, path: Path) -> None:
-        """Run name, device and total steps from the newest checkpoint's config. mmap=True reads the
-        pickle only, not the weights, so this is quick even for a large model."""
-        import torch
-
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            cfg = state.get("config", {}) if isinstance(state, dict) else {}
-        except Exception:
-            return  # being written or unreadable: the next checkpoint will do
-        name = cfg.get("run_name") or self.title
-        device = str(cfg.get("device", ""))
-        self.put(RunInfo(run_name=str(name), device="" if device == "auto" else device, total=cfg.get("max_chunks")))
+    def _poll_run_info(self) -> None:
+        """run.json, kept by the training process: its name, total steps and, checked against the
+        process itself, its state (a run killed without a clean exit shows as stale)."""
+        info = read_run_info(self.run_dir)
+        if info is None:
+            self._recorded_state = ""
+            return
+        run_info = RunInfo(run_name=str(info.get("run_name") or ""), total=info.get("total_steps"))
+        if run_info != self._run_info:
+            self._run_info = run_info
+            self.put(run_info)
+        self._recorded_state = liveness(info)
 
     def _poll_dashboard(self) -> None:
         path = self.viz_dir / LATEST_PNG
@@ -231,7 +231,11 @@ class WatchFeed(Feed):
             self.put(LogMessage({"INFO": "info", "WARNING": "warning"}.get(level, "error"), message))
 
     def _update_state(self) -> None:
-        if self._ended:
+        if self._recorded_state in ("running", "starting"):
+            state = "watching"
+        elif self._recorded_state:
+            state = self._recorded_state  # paused, stopping, finished, stopped, failed, stale
+        elif self._ended:
             state = self._ended
         elif self.metrics.ident is None:
             state = "waiting"

@@ -48,7 +48,8 @@ class RunHeader(Widget):
     COMPONENT_CLASSES = {"run-header--label", "run-header--bar", "run-header--bar-empty",
                          "run-header--starting", "run-header--running", "run-header--paused",
                          "run-header--stopping", "run-header--finished", "run-header--failed",
-                         "run-header--watching", "run-header--idle"}
+                         "run-header--watching", "run-header--idle", "run-header--stopped",
+                         "run-header--stale", "run-header--waiting"}
     info: reactive[HeaderInfo] = reactive(HeaderInfo, layout=False)
 
     def render(self) -> Text:

@@ -1,0 +1,380 @@
+"""The Textual app driven headless (App.run_test) over a real tiny training run."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from rich.text import Text
+
+from neurogen_tui.config import TrainingConfig
+from neurogen_tui.events import RunFailed, StateChanged, TextSample
+from neurogen_tui.history import MetricsHistory
+from neurogen_tui.events import EventBus
+from neurogen_tui.recorder import MetricsRecorder
+from neurogen_tui.run import RunParts, build_trainer, setup_logging
+from neurogen_tui.trainer import Trainer
+from neurogen_tui.tui.app import TrainingApp
+from neurogen_tui.tui.feed import Feed, FeedDone, LiveFeed
+from neurogen_tui.tui.state import RunState, last_frames
+from neurogen_tui.tui.widgets import (CHARTS, MA_WINDOW, ChartPanel, LogPane, MetricChart, RunHeader, SamplesTable,
+                                      reduced_series, y_ticks)
+
+HANG_GUARD = 180  # seconds: only so a broken build fails instead of hanging; never a speed check
+
+
+def make_cfg(tmp_path, **overrides) -> TrainingConfig:
+    cfg = TrainingConfig(run_dir=str(tmp_path / "run"))
+    cfg.apply_test_mode()
+    cfg.max_chunks = 2000  # long enough that the test, not the data, decides when it ends
+    cfg.epochs = 0
+    cfg.checkpoint_interval = 1000
+    cfg.viz_interval = 1000  # dashboards drawn by the tests that ask for them, not every 2 steps
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def live_app(cfg, composed: bool = False) -> tuple[TrainingApp, object]:
+    """The app over a real trainer. composed=True: the run exactly as `neurogen-tui` builds it
+    (dashboard process included); otherwise trainer and metrics recorder only, which is what the
+    app must also cope with (no VisualizationManager) and spares each test a dashboard process."""
+    if composed:
+        parts = build_trainer(cfg, None, control=False)
+    else:
+        bus = EventBus()
+        recorder = MetricsRecorder(cfg.viz_dir)
+        bus.subscribe(recorder)
+        parts = RunParts(trainer=Trainer(cfg, bus), bus=bus, recorder=recorder, viz=None)
+    feed = LiveFeed(parts)
+    return TrainingApp(feed, feed.controller), parts
+
+
+async def wait_for(pilot, condition, what: str) -> None:
+    deadline = time.monotonic() + HANG_GUARD
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def stop_and_wait_exit(pilot, app, key: str = "q") -> None:
+    await pilot.press(key)
+    await wait_for(pilot, lambda: app.return_code is not None, "the app to exit")
+
+
+def log_text(app) -> str:
+    return "\n".join(app.query_one(LogPane).texts)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# ---- live training ---------------------------------------------------------------------------
+def test_charts_and_samples_fill_then_q_exits_with_final_files(tmp_path):
+    cfg = make_cfg(tmp_path)
+    app, parts = live_app(cfg, composed=True)
+
+    async def scenario():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: app.step >= 6 and app.query_one(SamplesTable).row_count >= 3,
+                           "six steps and three samples")
+            await pilot.pause(0.5)  # one chart redraw interval
+            charts = list(app.query(MetricChart))
+            assert len(charts) == len(CHARTS) and all(c.points > 0 for c in charts)
+            caption = str(app.query_one("#chart-loss", ChartPanel).caption(app.run_state.history))
+            assert caption.startswith("loss ") and "avg50" in caption
+            table = app.query_one(SamplesTable)
+            newest, oldest = table.get_row_at(0)[0].plain, table.get_row_at(table.row_count - 1)[0].plain
+            assert int(newest.replace(",", "")) > int(oldest.replace(",", ""))  # newest first
+            assert app.query_one(RunHeader).info.state == "running"
+            await stop_and_wait_exit(pilot, app)
+        return app.return_code
+
+    assert run(scenario()) == 0
+    steps = (cfg.viz_dir / "metrics.jsonl").read_text().count("\n")
+    assert steps == parts.trainer.step >= 6
+    assert (cfg.checkpoint_dir / f"checkpoint_step_{steps:06d}.pt").exists()  # the final checkpoint
+    assert app.run_state.result.reason == "stopped"
+    if parts.viz is not None:  # the final dashboard and JSON exports
+        assert (cfg.viz_dir / "training_latest.png").exists()
+        assert (cfg.viz_dir / "metrics_history.json").exists()
+
+
+def test_p_pauses_at_a_step_boundary_and_resumes(tmp_path):
+    cfg = make_cfg(tmp_path)
+    app, parts = live_app(cfg)
+
+    async def scenario():
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: app.step >= 2, "two steps")
+            await pilot.press("p")
+            await wait_for(pilot, lambda: app.state == "paused", "the paused state")
+            paused_at = parts.trainer.step
+            await pilot.pause(1.0)  # ~30 steps' worth of time
+            assert parts.trainer.step == paused_at and app.step == paused_at
+            assert app.query_one(RunHeader).info.state == "paused"
+            await pilot.press("p")
+            await wait_for(pilot, lambda: app.step > paused_at + 2, "steps after resuming")
+            assert app.state == "running"
+            assert "pause requested" in log_text(app) and "resumed" in log_text(app)
+            await stop_and_wait_exit(pilot, app)
+
+    run(scenario())
+
+
+def test_c_writes_a_checkpoint_now(tmp_path):
+    cfg = make_cfg(tmp_path)
+    app, parts = live_app(cfg)
+
+    async def scenario():
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: app.step >= 2, "two steps")
+            assert not list(cfg.checkpoint_dir.glob("*.pt"))  # the interval (1000) is far away
+            await pilot.press("c")
+            await wait_for(pilot, lambda: "checkpoint @ step" in log_text(app), "the checkpoint line")
+            written = list(cfg.checkpoint_dir.glob("checkpoint_step_*.pt"))
+            assert len(written) == 1
+            assert str(written[0]) in log_text(app)
+            await stop_and_wait_exit(pilot, app)
+
+    run(scenario())
+
+
+def test_d_asks_the_dashboard_writer_or_says_it_is_unavailable(tmp_path):
+    cfg = make_cfg(tmp_path)
+    app, parts = live_app(cfg, composed=True)
+
+    async def scenario():
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: app.step >= 1, "a step")
+            await pilot.press("d")
+            if parts.viz is None:
+                assert "dashboards are unavailable" in log_text(app)
+            else:
+                await wait_for(pilot, lambda: "dashboard written: " in log_text(app), "the dashboard line")
+                assert (cfg.viz_dir / "training_latest.png").exists()
+            await stop_and_wait_exit(pilot, app)
+
+    run(scenario())
+
+
+def test_ctrl_c_and_sigterm_stop_the_trainer_instead_of_quitting(tmp_path):
+    for trigger in ("ctrl+c", "sigterm"):
+        cfg = make_cfg(tmp_path / trigger)
+        app, parts = live_app(cfg)
+
+        async def scenario():
+            async with app.run_test() as pilot:
+                await wait_for(pilot, lambda: app.step >= 2, "two steps")
+                if trigger == "sigterm":  # delivered to this process; the app's loop handler catches it
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    await wait_for(pilot, lambda: app.return_code is not None, "the app to exit")
+                else:
+                    await stop_and_wait_exit(pilot, app, "ctrl+c")
+
+        run(scenario())
+        assert app.return_code == 0, trigger
+        steps = (cfg.viz_dir / "metrics.jsonl").read_text().count("\n")
+        assert (cfg.checkpoint_dir / f"checkpoint_step_{steps:06d}.pt").exists(), trigger
+        assert app.run_state.result.reason == "stopped"
+
+
+def test_trainer_exception_shows_failed_and_exits_non_zero_after_q(tmp_path, monkeypatch):
+    cfg = make_cfg(tmp_path, checkpoint_interval=2)
+    setup_logging(cfg)
+    app, parts = live_app(cfg)
+    real_step = parts.trainer.train_step
+
+    def failing_step():
+        if parts.trainer.step >= 4:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real_step()
+
+    monkeypatch.setattr(parts.trainer, "train_step", failing_step)
+
+    async def scenario():
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: app.state == "failed", "the failed state")
+            await pilot.pause(0.2)
+            assert app.return_code is None  # the screen stays up until the user closes it
+            assert app.query_one(RunHeader).info.state == "failed"
+            text = log_text(app)
+            assert "failed at step 4: RuntimeError: CUDA out of memory (simulated)" in text
+            assert 'File "' in text and "failing_step" in text  # the traceback's last frames
+            await stop_and_wait_exit(pilot, app)
+
+    run(scenario())
+    assert app.return_code == 1
+    assert (cfg.checkpoint_dir / "checkpoint_step_000004.pt").exists()  # the last good checkpoint
+    assert (cfg.viz_dir / "metrics.jsonl").read_text().count("\n") == 4
+    log_file = (tmp_path / "run" / "neurogen-tui.log").read_text()
+    assert "Traceback" in log_file and "CUDA out of memory (simulated)" in log_file
+
+
+# ---- layout ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+def test_layout_fits_every_panel_on_screen(tmp_path, size):
+    cfg = make_cfg(tmp_path)
+    app, parts = live_app(cfg)
+    width, height = size
+
+    async def scenario():
+        async with app.run_test(size=size) as pilot:
+            await wait_for(pilot, lambda: app.step >= 3 and app.query_one(SamplesTable).row_count, "a sample")
+            await pilot.pause(0.5)
+            regions = {name: app.query_one(sel).region for name, sel in
+                       [("header", RunHeader), ("samples", SamplesTable), ("log", LogPane), ("footer", "Footer")]}
+            charts = [c.region for c in app.query(MetricChart)]
+            for name, r in list(regions.items()) + [(f"chart{i}", r) for i, r in enumerate(charts)]:
+                assert r.width > 0 and r.height > 0, name
+                assert r.right <= width and r.bottom <= height, name
+            assert regions["header"].y == 0 and regions["header"].height == 2
+            assert regions["footer"].bottom == height
+            assert min(r.height for r in charts) >= 4  # a chart you can read, even at 80x24
+            assert regions["samples"].height >= 4  # header row and at least three samples
+            screen = app.export_screenshot()
+            assert "RUNNING" in screen and "step" in screen and "pause/resume" in screen
+            if width >= 120:  # side by side on a wide terminal
+                assert regions["log"].x > regions["samples"].x
+            await stop_and_wait_exit(pilot, app)
+
+    run(scenario())
+
+
+# ---- widgets and state without training ------------------------------------------------------
+class ScriptedFeed(Feed):
+    """Events handed in by the test; produce() ends when told to."""
+
+    read_only = False
+
+    def __init__(self, events):
+        super().__init__()
+        for e in events:
+            self.put(e)
+
+    def produce(self) -> None:
+        pass
+
+
+class NullController:
+    read_only = False
+    paused = False
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda: self.calls.append(name) or name
+
+
+def test_samples_show_markup_and_escape_sequences_literally_one_line_each():
+    hostile = TextSample(step=7, input="\x1b[2J\n[b]x[/b]",
+                         target="[/bold] \u202etarget", output="\x9b31m out\r\n", accuracy=0.25)
+    app = TrainingApp(ScriptedFeed([hostile]), NullController())
+
+    async def scenario():
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.pause(0.3)
+            table = app.query_one(SamplesTable)
+            row = table.get_row_at(0)
+            assert all(isinstance(cell, Text) for cell in row)
+            inp, tgt, out = (cell.plain for cell in row[1:4])
+            assert inp == "\\x1b[2J\\n[b]x[/b]"
+            assert "[/bold]" in tgt and "\\u202e" in tgt
+            assert "\\x9b" in out and "\\r\\n" in out
+            assert not any(ch in cell for cell in (inp, tgt, out) for ch in "\x1b\x07\n\r\x9b\u202e")
+            await pilot.press("q")
+
+    run(scenario())
+
+
+def test_help_opens_and_closes_from_the_keyboard():
+    app = TrainingApp(ScriptedFeed([]), NullController())
+
+    async def scenario():
+        async with app.run_test() as pilot:
+            await pilot.press("question_mark")
+            assert type(app.screen).__name__ == "HelpScreen"
+            assert "write a checkpoint now" in app.export_screenshot()
+            await pilot.press("escape")
+            assert type(app.screen).__name__ != "HelpScreen"
+            await pilot.press("q")
+
+    run(scenario())
+
+
+def test_state_eta_memory_and_failure_frames():
+    rs = RunState("r")
+    rs.apply(StateChanged("running"))
+    rs.total = 100
+    t0 = 1000.0
+    for step in range(1, 11):
+        rs.apply_all([_metrics(step, t0 + step * 0.5, rss=321.0)])
+    assert rs.eta() == pytest.approx(90 * 0.5)
+    assert rs.header().memory == ("RSS", "321 MB")
+    rs.apply(_metrics(11, t0 + 6, gpu=2048.0))
+    assert rs.header().memory == ("GPU peak", "2,048 MB")
+    rs.apply(StateChanged("paused"))
+    assert rs.eta() is None
+    tb = 'Traceback:\n  File "a.py", line 1, in f\n    x\n  File "b.py", line 2, in g\n    y\nValueError: z\n'
+    rs.apply(RunFailed(11, "ValueError: z", tb))
+    lines = [line.text for line in rs.take_logs()]
+    assert lines[0] == "failed at step 11: ValueError: z"
+    assert any('File "b.py", line 2, in g' in line for line in lines)
+    assert last_frames(tb, 1) == ['File "b.py", line 2, in g']
+    rs.apply(StateChanged("running"))
+    assert rs.state == "failed"  # a late event cannot hide a failure
+
+
+def _metrics(step, ts, rss=0.0, gpu=0.0):
+    from neurogen_tui.events import TrainingMetrics
+
+    return TrainingMetrics(step=step, loss=5.0 - step * 0.01, accuracy=0.1, tokens_per_sec=1000.0,
+                           gpu_memory_mb=gpu, learning_rate=1e-3, timestamp=ts, rss_mb=rss, tokens_seen=step * 1024)
+
+
+def test_charts_draw_a_reduced_series_on_long_runs():
+    h = MetricsHistory()
+    n = 300_000
+    steps = np.arange(1, n + 1)
+    h.extend_columns({"steps": steps, "loss": 5 + np.sin(steps / 1000.0), "val_loss": np.full(n, np.nan),
+                      "accuracy": np.full(n, 0.5), "learning_rate": np.full(n, 1e-3), "throughput": np.ones(n)})
+    h.extend_columns({"steps": np.array([n + 1]), "loss": np.array([50.0])})  # a spike stays visible
+    series = reduced_series(h, CHARTS[0], 160)
+    x, y = series["value"]
+    assert len(x) <= 170 and 50.0 in y and x[0] == 1 and x[-1] == n + 1
+    assert len(series["average"][0]) <= 170
+
+
+def test_moving_average_window_matches_the_png_dashboards():
+    from neurogen_tui import dashboard
+
+    assert MA_WINDOW == dashboard.MA_WINDOW
+
+
+def test_y_tick_labels_are_short():
+    _, labels = y_ticks(839.0, 59_700.0, 3)
+    assert labels == ["839", "30.3k", "59.7k"]
+    _, labels = y_ticks(3.24, 5.54, 3)
+    assert labels == ["3.24", "4.39", "5.54"]
+    _, labels = y_ticks(1e-4, 1e-3, 2, log=True)
+    assert labels == ["1.0e-04", "1.0e-03"]
+
+
+def test_q_after_the_producer_ended_exits_with_its_code():
+    app = TrainingApp(ScriptedFeed([StateChanged("failed"), FeedDone(1)]), NullController())
+
+    async def scenario():
+        async with app.run_test() as pilot:
+            await pilot.pause(0.3)
+            assert app.return_code is None
+            await pilot.press("q")
+            await wait_for(pilot, lambda: app.return_code is not None, "exit")
+
+    run(scenario())
+    assert app.return_code == 1
