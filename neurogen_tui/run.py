@@ -155,16 +155,21 @@ class RunParts:
     bus: EventBus
     recorder: MetricsRecorder
     viz: object | None  # VisualizationManager
+    service: object | None = None  # control.RunService: run.json and the control socket
 
     def close(self) -> None:
-        """Final dashboard and JSON exports, then close the append-only logs."""
+        """Final dashboard and JSON exports, then close the append-only logs; last, run.json
+        records how the run ended and the control socket goes."""
         if self.viz is not None:
             self.viz.close()
         self.recorder.close()
+        if self.service is not None:
+            self.service.close()
 
 
-def build_trainer(cfg: TrainingConfig, resume: tuple[str, dict] | None) -> RunParts:
-    """The trainer with the files writers subscribed to its events."""
+def build_trainer(cfg: TrainingConfig, resume: tuple[str, dict] | None, control: bool = True) -> RunParts:
+    """The trainer with the files writers subscribed to its events, and (control=True) run.json
+    and the control socket that `attach` and `ls` use."""
     bus = EventBus()
     resume_step = int(resume[1]["step"]) if resume else None
     recorder = MetricsRecorder(cfg.viz_dir, resume_step=resume_step)
@@ -176,7 +181,13 @@ def build_trainer(cfg: TrainingConfig, resume: tuple[str, dict] | None) -> RunPa
     else:
         viz = VisualizationManager.for_run(cfg, resume_step=resume_step)
         bus.subscribe(viz)
-    return RunParts(Trainer(cfg, bus, resume), bus, recorder, viz)
+    trainer = Trainer(cfg, bus, resume)
+    service = None
+    if control:
+        from .control import RunService
+
+        service = RunService.start(cfg, trainer, bus, viz)
+    return RunParts(trainer, bus, recorder, viz, service)
 
 
 def start(cfg: TrainingConfig, resume: tuple[str, dict] | None, headless: bool) -> int:

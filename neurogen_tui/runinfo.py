@@ -53,17 +53,23 @@ def boot_id() -> str:
         return ""
 
 
-def process_start(pid: int) -> str | None:
-    """The start time of process `pid` in clock ticks since boot (Linux), to tell a reused pid."""
+def _proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (Linux), or [] elsewhere."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
+        return []
+    return stat[stat.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process `pid` in clock ticks since boot (Linux), to tell a reused pid."""
+    fields = _proc_stat(pid)
     return fields[19] if len(fields) > 19 else None
 
 
 def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (killed, waiting for its parent to reap it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -72,7 +78,8 @@ def pid_alive(pid: int) -> bool:
         return True
     except (OSError, ValueError, OverflowError):
         return False
-    return True
+    fields = _proc_stat(pid)
+    return not (fields and fields[0] in ("Z", "X"))
 
 
 def liveness(info: dict, now: float | None = None) -> str:
@@ -155,7 +162,9 @@ class RunRecord:
             self.info["step"] = event.step
 
     def close(self, error: str | None = None) -> str:
-        """Mark the final state (finished, stopped or failed) and stop the heartbeat; returns it."""
+        """Mark the final state (finished, stopped or failed) and stop the heartbeat; returns it.
+        Without a result from the trainer: failed if `error` says why, else stopped (closed by
+        code that never ran the training loop, such as a benchmark)."""
         if self._closed.is_set():
             return self.info["state"]
         self._closed.set()
@@ -165,7 +174,9 @@ class RunRecord:
             changes = {"reason": result.reason, "last_checkpoint": result.checkpoint or self.info["last_checkpoint"]}
         elif isinstance(result, RunFailed):
             state, changes = "failed", {"error": result.error}
+        elif error:
+            state, changes = "failed", {"error": error}
         else:
-            state, changes = "failed", {"error": error or "the process ended before the trainer reported a result"}
+            state, changes = "stopped", {"reason": "closed before the training loop reported a result"}
         self.write(state=state, ended_at=self._clock(), **changes)
         return state

@@ -1,0 +1,166 @@
+"""`neurogen-tui ls [DIR]`: the runs under a directory, newest first, with their state.
+
+A run is a directory holding run.json (written by the trainer's process) or, for runs from before
+run.json, training_viz/metrics.jsonl. The state comes from runinfo.liveness(): running, paused
+or stopping only if the trainer is really there; finished, stopped or failed as recorded; stale
+for a run whose process went away without a clean exit. Names and errors come from other
+people's directories, so they pass through sanitize() before reaching the terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .runinfo import RUN_FILE, liveness, read_run_info
+from .text import sanitize
+
+METRICS = Path("training_viz") / "metrics.jsonl"
+SKIP_DIRS = {"training_viz", "checkpoints", "previous_runs", "__pycache__", "node_modules"}
+TAIL_BYTES = 64 * 1024
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / RUN_FILE).is_file() or (path / METRICS).is_file()
+
+
+def find_runs(root: Path, depth: int = 3) -> list[Path]:
+    """Run directories at `root` and below it, at most `depth` levels down, hidden dirs skipped."""
+    found: list[Path] = []
+
+    def walk(directory: Path, level: int) -> None:
+        if is_run_dir(directory):
+            found.append(directory)
+        if level >= depth:
+            return
+        try:
+            children = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in children:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_dir and not entry.name.startswith(".") and entry.name not in SKIP_DIRS:
+                walk(Path(entry.path), level + 1)
+
+    walk(root, 0)
+    return found
+
+
+def last_metrics_row(path: Path) -> dict | None:
+    """The newest complete, valid line of a metrics.jsonl, reading only its tail."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - TAIL_BYTES))
+            data = fh.read()
+    except OSError:
+        return None
+    for line in reversed(data.split(b"\n")[1 if size > TAIL_BYTES else 0:]):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            return row
+    return None
+
+
+def summarize(run_dir: Path, root: Path, now: float | None = None) -> dict:
+    """One run's line for `ls` (and --json): name, state, step, loss, updated, note."""
+    now = time.time() if now is None else now
+    info = read_run_info(run_dir)
+    row = last_metrics_row(run_dir / METRICS)
+    try:
+        mtime = (run_dir / METRICS).stat().st_mtime
+    except OSError:
+        mtime = None
+    rel = os.path.relpath(run_dir, root)
+    out = {"path": str(run_dir), "name": rel, "run_name": None, "state": "unknown", "step": None, "loss": None,
+           "updated": mtime, "note": ""}
+    if row is not None:
+        out["step"], out["loss"] = row.get("step"), row.get("loss")
+    if info is None:
+        out["note"] = "no run.json (an older run, or not started by neurogen-tui)"
+        return out
+    out["run_name"] = info.get("run_name") if isinstance(info.get("run_name"), str) else None
+    out["state"] = state = liveness(info, now)
+    updated = info.get("updated_at")
+    if isinstance(updated, (int, float)) and (mtime is None or updated > mtime):
+        out["updated"] = updated
+    if out["step"] is None and isinstance(info.get("step"), int):
+        out["step"] = info["step"]
+    if out["loss"] is None and isinstance(info.get("loss"), (int, float)):
+        out["loss"] = info["loss"]
+    out["note"] = _note(info, state)
+    return out
+
+
+def _note(info: dict, state: str) -> str:
+    where = f"pid {info.get('pid')} on {info.get('host')}"
+    if state == "stale":
+        return f"{where} is gone without a clean exit; continue it with --resume latest"
+    if state in ("running", "paused", "stopping", "starting"):
+        return where
+    if state == "failed":
+        return str(info.get("error") or "")
+    if state in ("finished", "stopped"):
+        return str(info.get("reason") or "")
+    return ""
+
+
+def age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def format_table(runs: list[dict], now: float | None = None) -> list[str]:
+    now = time.time() if now is None else now
+    rows = [("NAME", "STATE", "STEP", "LOSS", "UPDATED", "NOTE")]
+    for r in runs:
+        name = r["name"]
+        if r["run_name"] and r["run_name"] != Path(r["path"]).name:
+            name += f" ({r['run_name']})"
+        loss = r["loss"]
+        rows.append((sanitize(name, 60), r["state"], "-" if r["step"] is None else f"{r['step']:,}",
+                     f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
+                     age(now - r["updated"]) if r["updated"] else "-", sanitize(r["note"], 100)))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5] for row in rows]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neurogen-tui ls", description="List the runs under a directory.")
+    p.add_argument("dir", nargs="?", default=".", metavar="DIR", help="where to look (default: .)")
+    p.add_argument("--depth", type=int, default=3, help="directory levels to search below DIR (default: 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per run, for scripts")
+    return p
+
+
+def main_ls(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    root = Path(args.dir)
+    if not root.is_dir():
+        print(f"neurogen-tui: error: {sanitize(str(root))} is not a directory", file=sys.stderr)
+        return 2
+    now = time.time()
+    runs = sorted((summarize(p, root, now) for p in find_runs(root, max(0, args.depth))),
+                  key=lambda r: r["updated"] or 0, reverse=True)
+    if args.json:
+        for r in runs:
+            print(json.dumps(r, ensure_ascii=True))
+        return 0
+    if not runs:
+        print(f"no runs under {sanitize(str(root))}")
+        return 0
+    print("\n".join(format_table(runs, now)))
+    return 0
