@@ -34,7 +34,9 @@ import numpy as np
 
 from neurogen_tui.dashboard import DASHBOARD_COLUMNS, FIGSIZE, DPI, MA_WINDOW, RECENT_STEPS
 from neurogen_tui.history import CHUNK, MetricsHistory
-from neurogen_tui.viz import DashboardWriter, DrawRequest, encode_metrics_history
+from neurogen_tui.files import atomic_write
+from neurogen_tui.render import write_metrics_history
+from neurogen_tui.viz import DashboardWriter, DrawRequest
 
 SAMPLES = [{"step": i * 5, "input": "The harbour was quiet in the morning and the boats",
             "output": "were out at sea before the sun came up over the", "accuracy": 0.4, "target": "t"}
@@ -161,7 +163,9 @@ def bench_json(steps: int, rate: float, every: int = 50) -> None:
         wall = time.perf_counter() - started
         size = os.path.getsize(Path(tmp) / "metrics_history.json")
         sizes = np.linspace(steps // 10, steps, 10).astype(int)
-        per_write = [timed(lambda n=n: _write_json(Path(tmp) / "naive.json", columns, n), 1) for n in sizes]
+        history = writer.history
+        per_write = [timed(lambda n=n: atomic_write(Path(tmp) / "naive.json", lambda fh: write_metrics_history(fh, history, n)), 1)
+                     for n in sizes]
     slope, intercept = np.polyfit(sizes, per_write, 1)
     grid = np.arange(every, steps + 1, every)
     naive = float(np.sum(slope * grid + intercept))
@@ -172,12 +176,6 @@ def bench_json(steps: int, rate: float, every: int = 50) -> None:
     print(f"| rewrite every {every} steps | {len(grid):,} | {naive:,.0f} s ({naive / 3600:.1f} h, extrapolated "
           f"from {per_write[-1]:.2f} s per write at {steps:,} steps) |")
     print(f"\nfinal file: {size / 2**20:.0f} MiB, {size / steps:.0f} bytes/step")
-
-
-def _write_json(path: Path, columns: dict[str, np.ndarray], n: int) -> None:
-    from neurogen_tui.files import atomic_write
-
-    atomic_write(path, encode_metrics_history({k: v[:n] for k, v in columns.items()}))
 
 
 def train_once(mode: str, steps: int, run_dir: str) -> float:

@@ -12,8 +12,9 @@ from neurogen_tui import viz as viz_module
 from neurogen_tui.dashboard import PANEL_TITLES, build_figure, figure_png, prune_dashboards, table_rows
 from neurogen_tui.events import TextSample, TrainingMetrics
 from neurogen_tui.files import JsonlWriter
-from neurogen_tui.history import MetricsHistory, minmax_downsample, moving_average
-from neurogen_tui.viz import DashboardWriter, DrawRequest, VisualizationManager, encode_metrics_history
+from neurogen_tui.history import CHUNK, MetricsHistory, minmax_downsample, moving_average
+from neurogen_tui.render import encode_metrics_history
+from neurogen_tui.viz import DashboardWriter, DrawRequest, VisualizationManager
 
 PNG_END = b"IEND\xaeB`\x82"
 
@@ -192,13 +193,22 @@ def test_encoded_history_is_strict_json_matching_the_columns():
     for step in range(1, 8):
         h.append({"step": step, "loss": [1.5, math.nan, math.inf][step % 3], "accuracy": step / 7,
                   "learning_rate": 3e-5 * step, "timestamp": 1.7e9 + step / 3})
-    data = json.loads(encode_metrics_history(h.slice()), parse_constant=lambda c: pytest.fail(c))
+    data = json.loads(encode_metrics_history(h), parse_constant=lambda c: pytest.fail(c))
     assert data["steps"] == list(range(1, 8))
     assert data["loss"][:3] == [None, None, 1.5]
     assert data["accuracy"] == pytest.approx([s / 7 for s in range(1, 8)], rel=1e-6)
     assert data["learning_rate"][0] == pytest.approx(3e-5, rel=1e-6)
     assert data["timestamp"][2] == pytest.approx(1.7e9 + 1.0, abs=1e-6)
     assert data["gpu_memory_mb"] == [None] * 7
+    assert json.loads(encode_metrics_history(h, rows=2))["steps"] == [1, 2]
+
+
+def test_encoding_streams_across_storage_chunks():
+    n = CHUNK + 10
+    h = MetricsHistory()
+    h.extend_columns({"steps": np.arange(n), "loss": np.arange(n, dtype=np.float32) / 4})
+    data = json.loads(encode_metrics_history(h))
+    assert data["steps"] == list(range(n)) and data["loss"][CHUNK + 3] == (CHUNK + 3) / 4
 
 
 def test_readers_never_see_a_partial_png_or_json(tmp_path, fake_png):
@@ -262,7 +272,20 @@ def test_metrics_history_json_is_not_rewritten_on_every_draw(tmp_path):
     writer.add({k: v[1600:1601] for k, v in c.items()}, [])
     writer.handle(DrawRequest(1601, draw=False, final=True), notify)
     assert writer.json_writes == 4
+    # each write after the first copied the rows already on disk and encoded only the new ones
+    assert (tmp_path / "metrics_history.json").read_bytes() == encode_metrics_history(writer.history)
     assert len(json.loads((tmp_path / "metrics_history.json").read_text())["steps"]) == 1601
+
+
+def test_a_metrics_history_json_changed_behind_our_back_is_rewritten_whole(tmp_path):
+    writer = DashboardWriter(tmp_path, json_interval=0.0, json_growth=0.0)
+    c = columns(300)
+    writer.add({k: v[:100] for k, v in c.items()}, [])
+    writer.handle(DrawRequest(100, draw=False), lambda *a: None)
+    (tmp_path / "metrics_history.json").write_text('{"steps": []}')  # someone edited it
+    writer.add({k: v[100:300] for k, v in c.items()}, [])
+    writer.handle(DrawRequest(300, draw=False), lambda *a: None)
+    assert (tmp_path / "metrics_history.json").read_bytes() == encode_metrics_history(writer.history)
 
 
 def test_keep_dashboards_bounds_the_step_files(tmp_path, fake_png):
