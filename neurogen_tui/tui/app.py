@@ -48,20 +48,26 @@ class TrainingApp(App[int]):
     DRAIN_INTERVAL = 0.1  # seconds between applying queued events
     CHART_INTERVAL = 0.33  # seconds between chart redraws, at least
     CHART_DUTY = 0.05  # longest share of the UI thread the charts may take on long runs
+    CHART_MAX_WAIT = 5.0  # seconds: even a slow machine sees its charts move
 
     state: reactive[str] = reactive("starting")
     step: reactive[int] = reactive(0)
 
     def __init__(self, feed: Feed, controller) -> None:
-        super().__init__()
+        # NO_COLOR: Textual alone would only turn colours to greys; native ANSI colours let its
+        # NoColor filter drop them altogether (app.tcss marks the state by reverse video instead)
+        super().__init__(ansi_color=True if "NO_COLOR" in os.environ else None)
         self.feed = feed
         self.controller = controller
         self.run_state = RunState(feed.title, read_only=controller.read_only)
         self.exit_requested = False
         self.terminal_lost = False
+        # --on-hangup continue: called with terminal_lost after a SIGHUP; training goes on (run_app sets it)
+        self.after_hangup = None
         self._chart_key: tuple = ()
         self._next_chart_at = 0.0
         self.chart_seconds = 0.0  # the last redraw's cost (data reduction + plot build)
+        self._chart_update_seconds = 0.0
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
@@ -108,19 +114,20 @@ class TrainingApp(App[int]):
 
     def draw_charts(self, force: bool = False) -> None:
         """Redraw the charts when the history or the size changed, at most every CHART_INTERVAL and
-        never more than CHART_DUTY of the time, so a run of millions of steps stays smooth."""
+        never more than CHART_DUTY of the UI thread (the last redraw's measured cost: reduction
+        plus plot building), so a run of millions of steps stays smooth."""
         now = time.perf_counter()
         key = (len(self.run_state.history), self.size)
         if self.terminal_lost or (not force and (key == self._chart_key or now < self._next_chart_at)):
             return
         self._chart_key = key
+        charts = list(self.query(MetricChart))
+        self.chart_seconds = self._chart_update_seconds + sum(c.render_seconds for c in charts)
         for panel in self.query(ChartPanel):
             panel.update_from(self.run_state.history)
-        self.call_after_refresh(self._charts_drawn, now)
-
-    def _charts_drawn(self, started: float) -> None:
-        self.chart_seconds = time.perf_counter() - started
-        self._next_chart_at = started + max(self.CHART_INTERVAL, self.chart_seconds / self.CHART_DUTY)
+        self._chart_update_seconds = time.perf_counter() - now
+        wait = min(self.CHART_MAX_WAIT, max(self.CHART_INTERVAL, self.chart_seconds / self.CHART_DUTY))
+        self._next_chart_at = now + wait
 
     def watch_state(self, state: str) -> None:
         self.refresh_bindings()
@@ -174,6 +181,10 @@ class TrainingApp(App[int]):
     def on_signal(self, sig: int) -> None:
         if sig == signal.SIGHUP and not self.is_headless:
             self._detach_terminal()
+        if sig == signal.SIGHUP and self.after_hangup is not None and self.run_state.done is None:
+            self.after_hangup(self.terminal_lost)  # output to the run's log; the trainer goes on
+            self.exit_requested = True  # and the app leaves once it has finished
+            return
         self._say(f"{signal.Signals(sig).name}: stopping")
         self.action_stop()
 
@@ -225,6 +236,10 @@ def run_app(cfg, resume) -> int:
     parts = build_trainer(cfg, resume)
     feed = LiveFeed(parts)
     app = TrainingApp(feed, feed.controller)
+    if cfg.on_hangup == "continue":
+        from ..detach import continue_app_after_hangup
+
+        app.after_hangup = lambda redirect: continue_app_after_hangup(cfg.run_dir, redirect)
     code = app.run()
     if code is None:  # the app ended by an internal error (its traceback is printed)
         code = EXIT_FAILED

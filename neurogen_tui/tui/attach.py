@@ -82,7 +82,7 @@ class AttachController:
         return "checkpoint requested: written at the end of this step"
 
     def draw(self) -> str:
-        self._send("draw", lambda r: f"dashboard written: {r.get('path')}")
+        self._send("draw", lambda r: f"dashboard drawn on request: {r.get('path')}")
         return "dashboard requested"
 
     def stop(self) -> str:
@@ -166,10 +166,10 @@ class AttachFeed(WatchFeed):
                     warned = True
                 self._stop.wait(RECONNECT_DELAY)
                 continue
-            self._ended(state, info)
+            self._run_over(state, info)
             return
 
-    def _ended(self, state: str, info: dict) -> None:
+    def _run_over(self, state: str, info: dict) -> None:
         if state == "stale":
             self._show_state("stale")
             self.put(LogMessage("error", f"the trainer (pid {info.get('pid')}) is gone without a clean exit; "

@@ -74,7 +74,7 @@ class RunHeader(Widget):
                 filled = round(frac * room)
                 top.append("  ")
                 top.append("━" * filled, style("run-header--bar"))
-                top.append("━" * (room - filled), style("run-header--bar-empty"))
+                top.append("─" * (room - filled), style("run-header--bar-empty"))  # apart without colour too
             top.append(f" {frac * 100:3.0f}%")
         bottom = Text(no_wrap=True, overflow="ellipsis")
         eta = "paused" if i.state == "paused" else format_duration(i.eta)
@@ -151,6 +151,7 @@ class MetricChart(PlotextPlot):
         super().__init__(**kwargs)
         self.spec = spec
         self.points = 0
+        self.render_seconds = 0.0  # the last plot build, for the app's redraw budget
 
     def update_from(self, history: MetricsHistory) -> None:
         plt, spec = self.plt, self.spec
@@ -189,10 +190,13 @@ class MetricChart(PlotextPlot):
     def render(self):
         # plotext has corner cases (a log axis over one value...): a chart that cannot draw says
         # so instead of taking the app, and the training, down with it
+        started = time.perf_counter()
         try:
             return super().render()
         except Exception as exc:
             return Text(f"(chart unavailable: {type(exc).__name__})", style="dim")
+        finally:
+            self.render_seconds = time.perf_counter() - started
 
 
 class ChartPanel(Vertical):
@@ -332,4 +336,7 @@ class HelpScreen(ModalScreen):
             text.append(what + "\n")
         if self.read_only:
             text.append("\nwatch mode: read-only; q closes the viewer and the run goes on.\n", "italic")
+        else:
+            text.append("\nClosing the terminal (or losing the SSH connection) detaches: training goes on, "
+                        "and `neurogen-tui attach RUN_DIR` brings this screen back.\n", "italic")
         yield Static(text, id="help-text")

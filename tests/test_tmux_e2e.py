@@ -1,0 +1,131 @@
+"""End to end: the real `neurogen-tui` command in a real terminal (tmux), read off the screen."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HANG_GUARD = 240  # seconds: only so a broken build fails instead of hanging; never a speed check
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+
+
+class Tmux:
+    """One session on a private tmux server (its own socket), so tests never touch the user's."""
+
+    def __init__(self, name: str, width: int, height: int):
+        self.socket = f"ngt-test-{os.getpid()}-{name}"
+        self.target = name
+        self.size = (width, height)
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True).stdout
+
+    def start(self, command: str, env: dict[str, str] | None = None) -> None:
+        env_args = [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
+        subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", "new-session", "-d", "-s", self.target,
+                        "-x", str(self.size[0]), "-y", str(self.size[1]), *env_args, command], check=True)
+
+    def screen(self, escapes: bool = False) -> str:
+        return self.tmux("capture-pane", "-p", *(["-e"] if escapes else []), "-t", self.target)
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", self.target, *keys)
+
+    def wait_for(self, pattern: str) -> str:
+        deadline = time.monotonic() + HANG_GUARD
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if re.search(pattern, screen):
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{pattern!r} never appeared; the screen was:\n{self.screen()}")
+
+    def kill_session(self) -> None:
+        self.tmux("kill-session", "-t", self.target)
+
+    def close(self) -> None:
+        self.tmux("kill-server")
+
+
+@pytest.fixture
+def tmux(request):
+    sessions = []
+
+    def make(width=80, height=24):
+        t = Tmux(f"s{len(sessions)}", width, height)
+        sessions.append(t)
+        return t
+
+    yield make
+    for t in sessions:
+        t.close()
+
+
+def command(run_dir: Path, *flags: str, pid_file: Path | None = None) -> str:
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "neurogen_tui", *flags, "--run-dir", str(run_dir)])
+    pid = f"echo $$ > {shlex.quote(str(pid_file))}; exec " if pid_file else ""
+    return f"cd {shlex.quote(str(ROOT))} && {pid}{cmd}; echo EXIT=$?; sleep 60"
+
+
+def test_app_in_tmux_at_80x24_trains_shows_every_panel_and_q_exits_0(tmux, tmp_path):
+    t = tmux(80, 24)
+    run_dir = tmp_path / "run"
+    t.start(command(run_dir, "--test"))
+    screen = t.wait_for(r"FINISHED")
+    lines = screen.splitlines()
+    assert re.search(r"step 5/5 +━+ 100%", lines[0]), lines[0]
+    assert "elapsed" in lines[1] and "tok/s" in lines[1] and "RSS" in lines[1]
+    assert "loss" in screen and "accuracy %" in screen and "tokens/s" in screen and "learning rate" in screen
+    assert "model output" in screen  # the samples table's header
+    assert re.search(r"p pause/resume +c checkpoint +d dashboard +q stop +\? help", lines[-1]), lines[-1]
+    assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+    assert re.search(r"\x1b\[[0-9;]*3[0-9;]*m", t.screen(escapes=True))  # coloured
+    t.keys("q")
+    screen = t.wait_for(r"EXIT=\d+")
+    assert "EXIT=0" in screen
+    assert re.search(r"neurogen-tui: completed at step 5; files: \S*training_viz", screen.replace("\n", ""))
+    assert (run_dir / "checkpoints" / "checkpoint_step_000005.pt").exists()
+
+
+@pytest.mark.slow
+def test_losing_the_terminal_stops_the_run_like_q(tmux, tmp_path):
+    """tmux kill-session hangs up the pane's terminal (SIGHUP, then SIGCONT), as an SSH drop does."""
+    t = tmux(120, 40)
+    run_dir = tmp_path / "run"
+    pid_file = tmp_path / "pid"
+    t.start(command(run_dir, "--test", "--max-chunks", "5000", "--epochs", "0", pid_file=pid_file),
+            env={"NO_COLOR": "1"})
+    t.wait_for(r"RUNNING .*step [1-9]")
+    escaped = t.screen(escapes=True)
+    assert not re.search(r"\x1b\[[0-9;]*(3[0-7]|38;[25]|9[0-7])[;m]", escaped), "NO_COLOR: no foreground colours"
+    pid = int(pid_file.read_text())
+    t.kill_session()
+    deadline = time.monotonic() + HANG_GUARD
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.2)
+    assert not _alive(pid), "the app kept running without its terminal"
+    steps = (run_dir / "training_viz" / "metrics.jsonl").read_text().count("\n")
+    assert 0 < steps < 5000
+    assert (run_dir / "checkpoints" / f"checkpoint_step_{steps:06d}.pt").exists()  # the final checkpoint
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["state"] == "stopped" and info["step"] == steps
+    assert "run finished (stopped)" in (run_dir / "neurogen-tui.log").read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
