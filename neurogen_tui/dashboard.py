@@ -58,105 +58,6 @@ def step_axis(ax) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(format_step))
 
 
-def _plot_reduced(ax, x, y, max_points, **style) -> None:
-    xs, ys = minmax_downsample(x, y, max_points)
-    ax.plot(xs, ys, **style)
-
-
-def _title(ax, i: int) -> None:
-    # an explicit y skips matplotlib's automatic title placement, a third of the drawing time
-    ax.set_title(PANEL_TITLES[i], fontweight="bold", y=1.0)
-
-
-def _no_data(ax, what: str = "no data yet") -> None:
-    ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes, color="gray")
-
-
-def _panel_loss(ax, c, max_points) -> None:
-    _title(ax, 0)
-    x, loss = c["steps"], c["loss"]
-    if not len(x):
-        return _no_data(ax)
-    _plot_reduced(ax, x, loss, max_points, color="tab:blue", lw=1, alpha=0.7, label="loss")
-    val = c.get("val_loss")
-    if val is not None and np.isfinite(val).any():
-        vx, vy = minmax_downsample(x, val, max_points)
-        ax.plot(vx, vy, color="tab:purple", marker="o" if len(vx) <= 100 else None, ms=4, lw=1.5,
-                label="validation loss")
-    if len(x) >= MA_WINDOW:
-        _plot_reduced(ax, x, moving_average(loss, MA_WINDOW), max_points, color="red", ls="--", lw=2,
-                      label=f"{MA_WINDOW}-step moving average", zorder=3)
-    step_axis(ax)
-    ax.set_ylabel("loss")
-    ax.legend(loc="upper right", fontsize=9)
-
-
-def _panel_accuracy(ax, c, max_points) -> None:
-    _title(ax, 1)
-    x, acc = c["steps"], c["accuracy"] * 100.0
-    ax.set_ylim(0, 100)
-    step_axis(ax)
-    ax.set_ylabel("accuracy (%)")
-    if not len(x):
-        return _no_data(ax)
-    _plot_reduced(ax, x, acc, max_points, color="tab:green", lw=1, alpha=0.7, label="accuracy")
-    if len(x) >= MA_WINDOW:
-        _plot_reduced(ax, x, moving_average(acc, MA_WINDOW), max_points, color="orange", ls="--", lw=2,
-                      label=f"{MA_WINDOW}-step moving average")
-    ax.legend(loc="lower right", fontsize=9)
-
-
-def _panel_throughput(ax, c, max_points) -> None:
-    _title(ax, 2)
-    step_axis(ax)
-    ax.set_ylabel("tokens/s")
-    if not len(c["steps"]):
-        return _no_data(ax)
-    _plot_reduced(ax, c["steps"], c["throughput"], max_points, color="purple", lw=1)
-
-
-def _panel_lr(ax, c, max_points) -> None:
-    _title(ax, 3)
-    step_axis(ax)
-    ax.set_ylabel("learning rate")
-    lr = c["learning_rate"]
-    if not len(lr):
-        return _no_data(ax)
-    _plot_reduced(ax, c["steps"], lr, max_points, color="darkorange", lw=1.5)
-    if (lr[np.isfinite(lr)] > 0).any():
-        ax.set_yscale("log")
-
-
-def _panel_scatter(fig, ax, c, max_points) -> None:
-    _title(ax, 4)
-    ax.set_xlabel("loss")
-    ax.set_ylabel("accuracy (%)")
-    loss, acc, steps = c["loss"], c["accuracy"], c["steps"]
-    ok = np.isfinite(loss) & np.isfinite(acc)
-    if not ok.any():
-        return _no_data(ax)
-    idx = np.flatnonzero(ok)
-    if len(idx) > max_points:  # the points that bound both series, spread over the whole run
-        keep = np.union1d(reduce_indices(loss[idx], max_points), reduce_indices(acc[idx], max_points))
-        idx = idx[keep]
-    sc = ax.scatter(loss[idx], acc[idx] * 100.0, c=steps[idx], cmap="viridis", s=8, alpha=0.7)
-    fig.colorbar(sc, ax=ax, label="step")
-
-
-def _panel_recent(ax, c) -> None:
-    _title(ax, 5)
-    step_axis(ax)
-    ax.set_ylabel("loss", color="tab:blue")
-    x = c["steps"][-RECENT_STEPS:]
-    if not len(x):
-        return _no_data(ax)
-    (l1,) = ax.plot(x, c["loss"][-RECENT_STEPS:], color="tab:blue", lw=1.2, label="loss")
-    right = ax.twinx()
-    (l2,) = right.plot(x, c["accuracy"][-RECENT_STEPS:] * 100.0, color="tab:green", lw=1.2, label="accuracy")
-    right.set_ylabel("accuracy (%)", color="tab:green")
-    ax.legend(handles=[l1, l2], loc="upper left", fontsize=9)
-
-
 def _tail(text: str, limit: int) -> str:
     """The last `limit` characters, made safe: the part of the prompt that leads into the output."""
     safe = sanitize(text[-limit * 4:])
@@ -173,12 +74,142 @@ def table_rows(samples: Sequence[Mapping]) -> list[list[str]]:
              _percent(s["accuracy"])] for s in samples]
 
 
-def _panel_samples(ax, samples: Sequence[Mapping]) -> None:
-    _title(ax, 6)
-    ax.axis("off")
-    if not samples:
-        return _no_data(ax, "no text samples yet")
-    table = ax.table(cellText=table_rows(samples), colLabels=["step", "input (end)", "model output", "accuracy"],
+def dashboard_title(run_name: str, columns: Mapping[str, np.ndarray]) -> str:
+    steps = columns["steps"]
+    if not len(steps):
+        return f"{sanitize(run_name, limit=80)} — no steps yet"
+    acc = float(columns["accuracy"][-1]) * 100
+    return (f"{sanitize(run_name, limit=80)} — step {int(steps[-1]):,}   "
+            f"(loss {float(columns['loss'][-1]):.4f}, accuracy {acc:.1f}%)")
+
+
+def _set(line, x, y, max_points: int | None = None) -> bool:
+    """Give a line new data (min/max reduced); False when there is nothing finite to draw."""
+    if max_points is not None:
+        x, y = minmax_downsample(x, y, max_points)
+    line.set_data(x, y)
+    return len(y) > 0
+
+
+class Dashboard:
+    """The seven-panel figure, built once and updated in place for each dashboard: the process that
+    draws them keeps its axes, ticks and text layouts, which is a third of matplotlib's time."""
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.fig = fig = Figure(figsize=FIGSIZE, dpi=DPI)
+        FigureCanvasAgg(fig)
+        self.title = fig.suptitle("", fontsize=16, fontweight="bold", parse_math=False)
+        grid = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.85], hspace=0.38, wspace=0.22,
+                                left=0.05, right=0.97, top=0.92, bottom=0.03)
+        self.axes = axes = [fig.add_subplot(grid[i // 3, i % 3]) for i in range(6)]
+        self.table_ax = fig.add_subplot(grid[2, :])
+        self.table_ax.axis("off")
+        for i, ax in enumerate(axes + [self.table_ax]):
+            # an explicit y skips matplotlib's automatic title placement, a third of the drawing time
+            ax.set_title(PANEL_TITLES[i], fontweight="bold", y=1.0)
+        for ax, ylabel in zip(axes, ("loss", "accuracy (%)", "tokens/s", "learning rate", "accuracy (%)", "loss")):
+            ax.set_ylabel(ylabel)
+            ax.grid(True, alpha=0.3)
+            if ax is not axes[4]:
+                step_axis(ax)
+        axes[4].set_xlabel("loss")
+        axes[1].set_ylim(0, 100)
+        ma = f"{MA_WINDOW}-step moving average"
+        self.loss = axes[0].plot([], [], color="tab:blue", lw=1, alpha=0.7, label="loss")[0]
+        self.val = axes[0].plot([], [], color="tab:purple", ms=4, lw=1.5, label="validation loss")[0]
+        self.loss_ma = axes[0].plot([], [], color="red", ls="--", lw=2, label=ma, zorder=3)[0]
+        self.acc = axes[1].plot([], [], color="tab:green", lw=1, alpha=0.7, label="accuracy")[0]
+        self.acc_ma = axes[1].plot([], [], color="orange", ls="--", lw=2, label=ma)[0]
+        self.throughput = axes[2].plot([], [], color="purple", lw=1)[0]
+        self.lr = axes[3].plot([], [], color="darkorange", lw=1.5)[0]
+        self.scatter = axes[4].scatter(np.empty(0), np.empty(0), c=np.empty(0), cmap="viridis", s=8, alpha=0.7)
+        fig.colorbar(self.scatter, ax=axes[4], label="step")
+        self.recent_right = axes[5].twinx()
+        self.recent_right.set_ylabel("accuracy (%)", color="tab:green")
+        axes[5].set_ylabel("loss", color="tab:blue")
+        self.recent_loss = axes[5].plot([], [], color="tab:blue", lw=1.2, label="loss")[0]
+        self.recent_acc = self.recent_right.plot([], [], color="tab:green", lw=1.2, label="accuracy")[0]
+        axes[5].legend(handles=[self.recent_loss, self.recent_acc], loc="upper left", fontsize=9)
+        self.empty = [ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes,
+                              color="gray") for ax in axes + [self.table_ax]]
+        self.empty[-1].set_text("no text samples yet")
+        self.table = None
+        self._legends: dict[int, tuple] = {}
+
+    def update(self, columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], run_name: str,
+               display_samples: int = 5, max_points: int = MAX_POINTS):
+        """Show `columns` (MetricsHistory arrays, accuracy as 0..1) and the last `display_samples`
+        of `samples` (TextSample dicts, the newest last); returns the figure."""
+        c = columns
+        x, loss, acc = c["steps"], c["loss"], c["accuracy"] * 100.0
+        val = c.get("val_loss", np.empty(0))
+        long_enough = len(x) >= MA_WINDOW
+        self.title.set_text(dashboard_title(run_name, c))
+        shown = [_set(self.loss, x, loss, max_points), _set(self.val, x, val, max_points)]
+        self.val.set_marker("o" if len(self.val.get_xdata()) <= 100 else "None")
+        shown.append(long_enough and _set(self.loss_ma, x, moving_average(loss, MA_WINDOW), max_points))
+        self._legend(0, [self.loss, self.val, self.loss_ma], shown, "upper right")
+        shown = [_set(self.acc, x, acc, max_points)]
+        shown.append(long_enough and _set(self.acc_ma, x, moving_average(acc, MA_WINDOW), max_points))
+        self._legend(1, [self.acc, self.acc_ma], shown, "lower right")
+        _set(self.throughput, x, c["throughput"], max_points)
+        if _set(self.lr, x, c["learning_rate"], max_points) and (self.lr.get_ydata() > 0).all():
+            if self.axes[3].get_yscale() != "log":
+                self.axes[3].set_yscale("log")
+        self._update_scatter(x, loss, c["accuracy"], max_points)
+        _set(self.recent_loss, x[-RECENT_STEPS:], loss[-RECENT_STEPS:])
+        _set(self.recent_acc, x[-RECENT_STEPS:], acc[-RECENT_STEPS:])
+        for ax in self.axes + [self.recent_right]:
+            if ax is not self.axes[4]:  # relim() ignores collections: the scatter sets its own limits
+                ax.relim()
+            ax.autoscale_view()
+        for ax, text in zip(self.axes, self.empty):
+            text.set_visible(not len(x))
+        self._update_table(list(samples)[-display_samples:] if display_samples > 0 else [])
+        return self.fig
+
+    def _legend(self, i: int, lines: list, shown: list, loc: str) -> None:
+        for line, ok in zip(lines, shown):
+            line.set_visible(bool(ok))  # before the legend, which copies each line's look
+        handles = tuple(line for line, ok in zip(lines, shown) if ok)
+        if self._legends.get(i) != handles:  # rebuilt only when the series drawn change
+            self._legends[i] = handles
+            legend = self.axes[i].legend(handles=list(handles), loc=loc, fontsize=9)
+            legend.set_visible(bool(handles))
+
+    def _update_scatter(self, steps, loss, acc, max_points) -> None:
+        ok = np.flatnonzero(np.isfinite(loss) & np.isfinite(acc))
+        if len(ok) > max_points:  # the points that bound both series, spread over the whole run
+            ok = ok[np.union1d(reduce_indices(loss[ok], max_points), reduce_indices(acc[ok], max_points))]
+        xy = np.column_stack([loss[ok], acc[ok] * 100.0])
+        self.scatter.set_offsets(xy)
+        self.scatter.set_array(steps[ok].astype(float))
+        if len(ok):
+            self.scatter.set_clim(float(steps[ok].min()), float(max(steps[ok].max(), steps[ok].min() + 1)))
+            ax = self.axes[4]
+            ax.ignore_existing_data_limits = True
+            ax.update_datalim(xy)
+
+    def _update_table(self, samples: list[Mapping]) -> None:
+        rows = table_rows(samples)
+        self.empty[-1].set_visible(not rows)
+        if self.table is not None and len(self.table.get_celld()) == 4 * (len(rows) + 1):
+            for (row, col), cell in self.table.get_celld().items():
+                if row:
+                    cell.get_text().set_text(rows[row - 1][col])
+            return
+        if self.table is not None:
+            self.table.remove()
+            self.table = None
+        if rows:
+            self.table = _make_table(self.table_ax, rows)
+
+
+def _make_table(ax, rows: list[list[str]]):
+    table = ax.table(cellText=rows, colLabels=["step", "input (end)", "model output", "accuracy"],
                      colWidths=[0.08, 0.41, 0.41, 0.1], cellLoc="left", loc="upper center")
     table.auto_set_font_size(False)
     table.set_fontsize(11)
@@ -190,41 +221,13 @@ def _panel_samples(ax, samples: Sequence[Mapping]) -> None:
             cell.set_facecolor(HEADER_GREEN)
             cell.get_text().set_color("white")
             cell.get_text().set_fontweight("bold")
-
-
-def dashboard_title(run_name: str, columns: Mapping[str, np.ndarray]) -> str:
-    steps = columns["steps"]
-    if not len(steps):
-        return f"{sanitize(run_name, limit=80)} — no steps yet"
-    acc = float(columns["accuracy"][-1]) * 100
-    return (f"{sanitize(run_name, limit=80)} — step {int(steps[-1]):,}   "
-            f"(loss {float(columns['loss'][-1]):.4f}, accuracy {acc:.1f}%)")
+    return table
 
 
 def build_figure(columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], run_name: str,
                  display_samples: int = 5, max_points: int = MAX_POINTS):
-    """The seven-panel dashboard titled with the run and its step. `columns` holds MetricsHistory
-    arrays (accuracy as 0..1); `samples` are TextSample dicts, the newest last (the table shows the
-    last `display_samples`)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    fig.suptitle(dashboard_title(run_name, columns), fontsize=16, fontweight="bold", parse_math=False)
-    grid = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.85], hspace=0.38, wspace=0.22,
-                            left=0.05, right=0.97, top=0.92, bottom=0.03)
-    axes = [fig.add_subplot(grid[i // 3, i % 3]) for i in range(6)]
-    _panel_loss(axes[0], columns, max_points)
-    _panel_accuracy(axes[1], columns, max_points)
-    _panel_throughput(axes[2], columns, max_points)
-    _panel_lr(axes[3], columns, max_points)
-    _panel_scatter(fig, axes[4], columns, max_points)
-    _panel_recent(axes[5], columns)
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
-    _panel_samples(fig.add_subplot(grid[2, :]), list(samples)[-display_samples:] if display_samples > 0 else [])
-    return fig
+    """The seven-panel dashboard titled with the run and its step, as a new figure."""
+    return Dashboard().update(columns, samples, run_name, display_samples, max_points)
 
 
 def figure_png(fig) -> bytes:
@@ -242,8 +245,9 @@ def figure_png(fig) -> bytes:
 
 
 def render_png(columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], run_name: str,
-               display_samples: int = 5, max_points: int = MAX_POINTS) -> bytes:
-    return figure_png(build_figure(columns, samples, run_name, display_samples, max_points))
+               display_samples: int = 5, max_points: int = MAX_POINTS, reuse: Dashboard | None = None) -> bytes:
+    """The dashboard as PNG bytes; `reuse` is a Dashboard to update instead of building a new one."""
+    return figure_png((reuse or Dashboard()).update(columns, samples, run_name, display_samples, max_points))
 
 
 # ---- dashboard files ---------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ class DashboardWriter:
         self._json_at: float | None = None
         self._json_rows = 0
         self._json_layout: JsonLayout | None = None
+        self._dashboard: dashboard.Dashboard | None = None  # one figure, updated for each dashboard
         self._samples_at: float | None = None
         self._samples_seen = self._samples_written = 0
         self.json_seconds = 0.0  # total time spent on metrics_history.json (the benchmark reads it)
@@ -101,7 +102,9 @@ class DashboardWriter:
         columns = self.history.slice(0, req.rows, dashboard.DASHBOARD_COLUMNS)
         last = int(columns["steps"][-1])
         shown = [s for s in self.samples if s["step"] <= last]
-        png = dashboard.render_png(columns, shown, self.run_name, self.display_samples)
+        if self._dashboard is None:
+            self._dashboard = dashboard.Dashboard()
+        png = dashboard.render_png(columns, shown, self.run_name, self.display_samples, reuse=self._dashboard)
         if req.periodic and self._write(self.viz_dir / step_file(last), png, "dashboard", notify):
             prune_dashboards(self.viz_dir, self.keep_dashboards)
         self._write(self.viz_dir / LATEST_FILE, png, "dashboard", notify)

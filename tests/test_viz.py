@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from neurogen_tui import viz as viz_module
-from neurogen_tui.dashboard import PANEL_TITLES, build_figure, figure_png, prune_dashboards, table_rows
+from neurogen_tui.dashboard import (PANEL_TITLES, Dashboard, build_figure, figure_png, prune_dashboards,
+                                    render_png, table_rows)
 from neurogen_tui.events import TextSample, TrainingMetrics
 from neurogen_tui.files import JsonlWriter
 from neurogen_tui.history import CHUNK, MetricsHistory, minmax_downsample, moving_average
@@ -94,6 +95,13 @@ def test_dashboard_draws_an_empty_history():
     assert png.endswith(PNG_END)
 
 
+def test_a_reused_dashboard_draws_what_a_fresh_one_does():
+    reused = Dashboard()
+    render_png({k: v[:30] for k, v in columns(30, seed=3).items()}, samples_dicts(2), "first", reuse=reused)
+    later, samples = columns(3000), samples_dicts(7)
+    assert render_png(later, samples, "second", reuse=reused) == render_png(later, samples, "second")
+
+
 def test_sample_text_is_sanitized_cut_to_40_and_never_mathtext():
     long_tail = "x" * 100 + " $x^2$ \x1b[31mred"
     rows = table_rows([{"step": 3, "input": long_tail, "output": "a $\\frac{ b\x1b]0;evil\x07" + "y" * 80,
@@ -145,7 +153,7 @@ def fake_png(monkeypatch):
     import neurogen_tui.dashboard as dashboard
 
     body = os.urandom(2 << 20)
-    monkeypatch.setattr(dashboard, "render_png", lambda cols, samples, name, shown=5:
+    monkeypatch.setattr(dashboard, "render_png", lambda cols, samples, name, *args, **kwargs:
                         b"\x89PNG step %d " % cols["steps"][-1] + body + PNG_END)
 
 
@@ -311,7 +319,7 @@ def test_a_newer_request_replaces_a_waiting_one(tmp_path, monkeypatch):
 
     release, entered, drawn = threading.Event(), threading.Event(), []
 
-    def slow_render(cols, samples, name, shown=5):
+    def slow_render(cols, samples, name, *args, **kwargs):
         drawn.append(int(cols["steps"][-1]))
         entered.set()
         release.wait(10)
