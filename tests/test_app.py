@@ -20,8 +20,10 @@ from neurogen_tui.trainer import Trainer
 from neurogen_tui.tui.app import TrainingApp
 from neurogen_tui.tui.feed import Feed, FeedDone, LiveFeed
 from neurogen_tui.tui.state import RunState, last_frames
-from neurogen_tui.tui.widgets import (CHARTS, MA_WINDOW, ChartPanel, LogPane, MetricChart, RunHeader, SamplesTable,
-                                      reduced_series, y_ticks)
+from neurogen_tui.history import moving_average
+from neurogen_tui.tui.series import BLOCK, ChartSeries
+from neurogen_tui.tui.widgets import (CHARTS, MA_WINDOW, ChartCaption, ChartPanel, LogPane, MetricChart, RunHeader,
+                                      SamplesTable, reduced_series, y_ticks)
 
 HANG_GUARD = 180  # seconds: only so a broken build fails instead of hanging; never a speed check
 
@@ -86,7 +88,7 @@ def test_charts_and_samples_fill_then_q_exits_with_final_files(tmp_path):
             await pilot.pause(0.5)  # one chart redraw interval
             charts = list(app.query(MetricChart))
             assert len(charts) == len(CHARTS) and all(c.points > 0 for c in charts)
-            caption = str(app.query_one("#chart-loss", ChartPanel).caption(app.run_state.history))
+            caption = str(app.query_one("#chart-loss", ChartPanel).query_one(ChartCaption).text)
             assert caption.startswith("loss ") and "avg50" in caption
             table = app.query_one(SamplesTable)
             newest, oldest = table.get_row_at(0)[0].plain, table.get_row_at(table.row_count - 1)[0].plain
@@ -288,6 +290,12 @@ def test_samples_show_markup_and_escape_sequences_literally_one_line_each():
             assert "[/bold]" in tgt and "\\u202e" in tgt
             assert "\\x9b" in out and "\\r\\n" in out
             assert not any(ch in cell for cell in (inp, tgt, out) for ch in "\x1b\x07\n\r\x9b\u202e")
+            table.focus()
+            await pilot.press("enter")  # the sample in full, still inert
+            full = str(app.screen.query_one("#sample-text").content)
+            assert "\\x1b[2J\\n[b]x[/b]" in full and "\\x9b31m out\\r\\n" in full and "\x1b" not in full
+            await pilot.press("escape")
+            assert type(app.screen).__name__ != "SampleScreen"
             await pilot.press("q")
 
     run(scenario())
@@ -300,7 +308,8 @@ def test_help_opens_and_closes_from_the_keyboard():
         async with app.run_test() as pilot:
             await pilot.press("question_mark")
             assert type(app.screen).__name__ == "HelpScreen"
-            assert "write a checkpoint now" in app.export_screenshot()
+            help_text = app.screen.query_one("#help-text")
+            assert "write a checkpoint now" in str(help_text.content) and help_text.region.height > 5
             await pilot.press("escape")
             assert type(app.screen).__name__ != "HelpScreen"
             await pilot.press("q")
@@ -351,6 +360,31 @@ def test_charts_draw_a_reduced_series_on_long_runs():
     assert len(series["average"][0]) <= 170
 
 
+def test_chart_series_read_incrementally_match_the_whole_series_reduction():
+    rng = np.random.default_rng(1)
+    n = 5 * BLOCK + 123
+    loss = rng.random(n) + 3.0
+    loss[7777] = 40.0  # a spike
+    val = np.where(np.arange(n) % 250 == 0, 2.5, np.nan)
+    h = MetricsHistory()
+    series = ChartSeries("loss", window=MA_WINDOW, val_column="val_loss")
+    done = 0
+    while done < n:  # rows arrive in uneven batches, a redraw after each
+        k = int(rng.integers(1, 3000))
+        h.extend_columns({"steps": np.arange(done + 1, done + k + 1)[: n - done], "loss": loss[done:done + k],
+                          "val_loss": val[done:done + k]})
+        series.update(h)
+        done = min(n, done + k)
+    full_ma = moving_average(loss.astype(np.float32).astype(np.float64), MA_WINDOW)
+    assert series.last["average"] == pytest.approx(full_ma[-1])
+    x, y = series.points(200)["value"]
+    assert len(x) <= 210 and y.max() == pytest.approx(40.0) and x[y.argmax()] == 7778
+    assert y.min() == pytest.approx(loss.astype(np.float32).min())
+    ax, ay = series.points(200)["average"]
+    assert ay.max() == pytest.approx(full_ma.max()) and ax[-1] == n
+    assert series.last["val"] == 2.5 and len(series.points(200)["val"][0]) <= 210
+
+
 def test_moving_average_window_matches_the_png_dashboards():
     from neurogen_tui import dashboard
 
@@ -361,7 +395,7 @@ def test_y_tick_labels_are_short():
     _, labels = y_ticks(839.0, 59_700.0, 3)
     assert labels == ["839", "30.3k", "59.7k"]
     _, labels = y_ticks(3.24, 5.54, 3)
-    assert labels == ["3.24", "4.39", "5.54"]
+    assert labels == ["3.2", "4.4", "5.5"]
     _, labels = y_ticks(1e-4, 1e-3, 2, log=True)
     assert labels == ["1.0e-04", "1.0e-03"]
 

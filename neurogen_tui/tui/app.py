@@ -26,7 +26,7 @@ from textual.worker import Worker, WorkerState
 from ..text import sanitize
 from .feed import Feed, FeedDone
 from .state import RunState
-from .widgets import CHARTS, ChartPanel, HelpScreen, LogPane, MetricChart, RunHeader, SamplesTable
+from .widgets import CHARTS, ChartPanel, HelpScreen, LogPane, RunHeader, SamplesTable
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -80,6 +80,9 @@ class TrainingApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # kept, not queried: app.query_one looks at the active screen, which may be the help
+        self.header_widget, self.log_pane = self.query_one(RunHeader), self.query_one(LogPane)
+        self.samples_table, self.charts = self.query_one(SamplesTable), list(self.query(ChartPanel))
         self.title = f"neurogen-tui: {self.feed.title}"
         self._install_signal_handlers()
         self.set_interval(self.DRAIN_INTERVAL, self.drain)
@@ -103,11 +106,10 @@ class TrainingApp(App[int]):
         if self.terminal_lost:  # nobody sees the screen: only wait for the producer
             rs.take_logs()
         else:
-            log = self.query_one(LogPane)
             for line in rs.take_logs():
-                log.add(line)
-            self.query_one(SamplesTable).show(rs.samples, rs.samples_version)
-            self.query_one(RunHeader).info = rs.header()
+                self.log_pane.add(line)
+            self.samples_table.show(rs.samples, rs.samples_version)
+            self.header_widget.info = rs.header()
         self.state, self.step = rs.state, rs.step
         if rs.done is not None and self.exit_requested:
             self.exit(rs.done.exit_code, return_code=rs.done.exit_code)
@@ -121,9 +123,8 @@ class TrainingApp(App[int]):
         if self.terminal_lost or (not force and (key == self._chart_key or now < self._next_chart_at)):
             return
         self._chart_key = key
-        charts = list(self.query(MetricChart))
-        self.chart_seconds = self._chart_update_seconds + sum(c.render_seconds for c in charts)
-        for panel in self.query(ChartPanel):
+        self.chart_seconds = self._chart_update_seconds + sum(p.chart.render_seconds for p in self.charts)
+        for panel in self.charts:
             panel.update_from(self.run_state.history)
         self._chart_update_seconds = time.perf_counter() - now
         wait = min(self.CHART_MAX_WAIT, max(self.CHART_INTERVAL, self.chart_seconds / self.CHART_DUTY))

@@ -27,6 +27,7 @@ from ..events import TextSample
 from ..headless import format_count
 from ..history import MetricsHistory, minmax_downsample, moving_average
 from ..text import sanitize
+from .series import ChartSeries
 from .state import HeaderInfo, LogLine
 
 MA_WINDOW = 50  # the seed's 50-step moving average, as on the PNG dashboards
@@ -113,20 +114,16 @@ AVERAGE_COLOR, AVERAGE_STYLE = "orange", "dark_orange"
 VAL_COLOR, VAL_STYLE = "red", "red"
 
 
+def chart_series(spec: ChartSpec) -> ChartSeries:
+    return ChartSeries(spec.column, spec.scale, MA_WINDOW if spec.average else None, spec.val_column)
+
+
 def reduced_series(history: MetricsHistory, spec: ChartSpec, points: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The series a chart draws, reduced to about `points` points with the dashboards' maths:
-    the moving average over the full series, then min/max downsampling of each line."""
-    x = history.column("steps")
-    y = history.column(spec.column)
-    if spec.scale != 1.0:
-        y = y * spec.scale
-    out = {"value": minmax_downsample(x, y, points)}
-    if spec.average and len(y) > 1:
-        out["average"] = minmax_downsample(x, moving_average(y, MA_WINDOW), points)
-    if spec.val_column:
-        v = history.column(spec.val_column)
-        out["val"] = minmax_downsample(x, v, points)
-    return out
+    """The lines a chart draws for `history`, from scratch (the charts themselves keep a
+    ChartSeries and read only new rows)."""
+    series = chart_series(spec)
+    series.update(history)
+    return series.points(points)
 
 
 def y_ticks(lo: float, hi: float, n: int, log: bool = False) -> tuple[list[float], list[str]]:
@@ -150,11 +147,13 @@ class MetricChart(PlotextPlot):
     def __init__(self, spec: ChartSpec, **kwargs) -> None:
         super().__init__(**kwargs)
         self.spec = spec
+        self.series = chart_series(spec)
         self.points = 0
         self.render_seconds = 0.0  # the last plot build, for the app's redraw budget
 
     def update_from(self, history: MetricsHistory) -> None:
         plt, spec = self.plt, self.spec
+        self.series.update(history)
         plt.clear_data()
         plt.clear_figure()
         width, height = self.size.width, self.size.height
@@ -162,7 +161,7 @@ class MetricChart(PlotextPlot):
         plt.frame(framed)
         if not framed:
             plt.xticks([])
-        series = reduced_series(history, spec, max(16, 2 * width))
+        series = self.series.points(max(16, 2 * width))  # braille: two dots per column
         if spec.log_y and len(series["value"][0]):
             plt.yscale("log")
         self.points = sum(len(x) for x, _ in series.values())
@@ -199,6 +198,15 @@ class MetricChart(PlotextPlot):
             self.render_seconds = time.perf_counter() - started
 
 
+class ChartCaption(Widget):
+    """One line over a chart: its name and latest values, coloured like the lines."""
+
+    text: reactive[Text] = reactive(Text, layout=False)
+
+    def render(self) -> Text:
+        return self.text
+
+
 class ChartPanel(Vertical):
     """A one-line caption with the latest values over a MetricChart."""
 
@@ -207,42 +215,39 @@ class ChartPanel(Vertical):
         self.spec = spec
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(self.spec.title), classes="chart-caption")
+        yield ChartCaption(classes="chart-caption")
         yield MetricChart(self.spec, classes="chart")
 
-    def update_from(self, history: MetricsHistory) -> None:
-        self.query_one(Static).update(self.caption(history))
-        self.query_one(MetricChart).update_from(history)
+    @property
+    def chart(self) -> MetricChart:
+        return self.query_one(MetricChart)
 
-    def caption(self, history: MetricsHistory) -> Text:
-        spec = self.spec
+    def update_from(self, history: MetricsHistory) -> None:
+        chart = self.chart
+        chart.update_from(history)
+        self.query_one(ChartCaption).text = self.caption(chart.series)
+
+    def caption(self, series: ChartSeries) -> Text:
+        spec, last = self.spec, series.last
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(spec.title, "bold")
-        if not len(history):
+        if not series.seen:
             return text
-        last = history.last(spec.column) * spec.scale
         text.append(" ")
-        text.append(spec.fmt.format(last), spec.caption_style)
-        if spec.average:
-            recent = history.column(spec.column)[-MA_WINDOW:] * spec.scale
-            finite = recent[np.isfinite(recent)]
-            if len(finite):
-                text.append(f"  avg{MA_WINDOW} ", "dim")
-                text.append(spec.fmt.format(float(finite.mean())), AVERAGE_STYLE)
-        if spec.val_column:
-            vals = history.column(spec.val_column)
-            finite = vals[np.isfinite(vals)]
-            if len(finite):
-                text.append("  val ", "dim")
-                text.append(spec.fmt.format(float(finite[-1])), VAL_STYLE)
+        text.append(spec.fmt.format(last["value"]), spec.caption_style)
+        for name, label, style in (("average", f"avg{MA_WINDOW}", AVERAGE_STYLE), ("val", "val", VAL_STYLE)):
+            if name in last and last[name] == last[name]:  # not NaN
+                text.append(f"  {label} ", "dim")
+                text.append(spec.fmt.format(last[name]), style)
         return text
 
 
 # ---- samples ------------------------------------------------------------------------------------
 class SamplesTable(DataTable):
-    """Text samples, newest first, one line per cell; widths follow the terminal's."""
+    """Text samples, newest first, one line per cell; widths follow the terminal's. Enter on a row
+    shows that sample in full."""
 
-    MAX_ROWS = 100
+    MAX_ROWS = 50  # rebuilt whole on each new sample: kept small, it stays cheap
 
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
@@ -268,6 +273,7 @@ class SamplesTable(DataTable):
         return 6, inp, tgt, free - inp - tgt, 5
 
     def _rebuild(self) -> None:
+        row = self.cursor_row
         widths = self.column_widths()
         if widths != self._widths:
             self._widths = widths
@@ -277,10 +283,36 @@ class SamplesTable(DataTable):
         else:
             self.clear()
         _, w_in, w_tgt, w_out, _ = widths
-        for s in reversed(self._samples):
+        for i, s in enumerate(reversed(self._samples)):
             self.add_row(Text(f"{s.step:,}", justify="right"), tail(s.input, w_in),
                          Text(sanitize(s.target, w_tgt), no_wrap=True), Text(sanitize(s.output, w_out), no_wrap=True),
-                         Text(f"{s.accuracy * 100:.0f}%", justify="right"))
+                         Text(f"{s.accuracy * 100:.0f}%", justify="right"), key=str(len(self._samples) - 1 - i))
+        if self.has_focus and self.row_count:  # someone is reading: keep their place
+            self.move_cursor(row=min(row, self.row_count - 1), animate=False)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        index = int(event.row_key.value)
+        if 0 <= index < len(self._samples):
+            self.app.push_screen(SampleScreen(self._samples[index]))
+
+
+class SampleScreen(ModalScreen):
+    """One sample in full, wrapped, every control character shown as an escape."""
+
+    BINDINGS = [Binding("escape,enter,space", "dismiss", "close")]
+
+    def __init__(self, sample: TextSample) -> None:
+        super().__init__()
+        self.sample = sample
+
+    def compose(self) -> ComposeResult:
+        s = self.sample
+        text = Text()
+        text.append(f"sample at step {s.step:,}, accuracy {s.accuracy * 100:.0f}%   (Esc closes)\n\n", "bold")
+        for label, body in (("input", s.input), ("target", s.target), ("model output", s.output)):
+            text.append(f"{label}\n", "bold underline")
+            text.append(sanitize(body, 4000) + "\n\n")
+        yield Static(text, id="sample-text")
 
 
 def tail(text: str, width: int) -> Text:
@@ -317,6 +349,7 @@ KEYS = (
     ("d", "draw the dashboard PNG and JSON now"),
     ("q, Ctrl+C, Ctrl+Q", "stop: finish the step, write the final checkpoint, dashboard and JSON, exit"),
     ("Tab / arrows", "move to the samples table or log and scroll them"),
+    ("Enter", "on a sample: show it in full"),
     ("?", "this help (Esc closes it)"),
 )
 

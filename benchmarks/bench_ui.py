@@ -1,0 +1,369 @@
+"""What the terminal app costs the trainer, and how it answers while training keeps the cores busy.
+
+    python benchmarks/bench_ui.py latency  [--model small] [--seconds 30] [--dashboards]
+    python benchmarks/bench_ui.py overhead [--model tiny,small] [--steps 150] [--rounds 3]
+    python benchmarks/bench_ui.py charts   [--sizes 1000,100000,1000000,10000000]
+    python benchmarks/bench_ui.py gil      [--seconds 10]
+    python benchmarks/bench_ui.py tmux     [--presses 20]
+
+latency: the app over a real training run (headless Textual, 120x40). A separate thread plays the
+    terminal's input thread: at random moments it posts a key to the app's loop; the time until
+    the key's action ran (and until the screen after it was composed) is the key latency. A 60 Hz
+    timer measures how often the UI loop gets to run (its frame-rate ceiling). --dashboards adds
+    the dashboard writer (drawing in its own process) with a dashboard every 10 steps.
+overhead: trainer tokens/s without any display against the same run under the app (charts,
+    table, log, 10 Hz drain); whole runs alternate A B, B A, ... and the median is reported.
+charts: the cost of one chart redraw (reduction + plotext build) against the history's length.
+gil: the UI loop's rate while another thread holds the GIL in 50 ms pieces (json.dumps of a big
+    object), the issue's warning, measured.
+tmux: the real command in tmux: `?` sent with send-keys until the help is on the screen
+    (capture-pane polled every ~2 ms): key-to-screen latency through a real terminal.
+Every result prints as a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from textual import events  # noqa: E402
+from textual.binding import Binding  # noqa: E402
+
+from neurogen_tui.config import TrainingConfig  # noqa: E402
+from neurogen_tui.events import EventBus  # noqa: E402
+from neurogen_tui.history import MetricsHistory  # noqa: E402
+from neurogen_tui.recorder import MetricsRecorder  # noqa: E402
+from neurogen_tui.run import RunParts, build_trainer  # noqa: E402
+from neurogen_tui.trainer import Trainer  # noqa: E402
+from neurogen_tui.tui.app import TrainingApp  # noqa: E402
+from neurogen_tui.tui.feed import LiveFeed  # noqa: E402
+from neurogen_tui.tui.widgets import CHARTS, MetricChart  # noqa: E402
+
+
+def pct(values, q) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def machine() -> str:
+    import torch
+
+    load = os.getloadavg()[0]
+    return f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), load average {load:.1f}"
+
+
+def make_cfg(run_dir: Path, model: str, steps: int) -> TrainingConfig:
+    cfg = TrainingConfig(run_dir=str(run_dir))
+    cfg.apply_test_mode()
+    cfg.apply_preset(model)
+    cfg.tokens_per_chunk = cfg.batch_size * cfg.seq_len * (4 if model == "small" else 2)
+    cfg.max_chunks = steps
+    cfg.epochs = 0
+    cfg.sample_interval = 5
+    cfg.eval_interval = 250
+    cfg.checkpoint_interval = 100_000
+    cfg.viz_interval = 10
+    return cfg
+
+
+def bare_parts(cfg: TrainingConfig) -> RunParts:
+    bus = EventBus()
+    recorder = MetricsRecorder(cfg.viz_dir)
+    bus.subscribe(recorder)
+    return RunParts(trainer=Trainer(cfg, bus), bus=bus, recorder=recorder, viz=None)
+
+
+class ProbeApp(TrainingApp):
+    """The app plus an invisible key whose action records when it ran and when the screen after it
+    was composed; the action writes a log line, as p, c and d do."""
+
+    BINDINGS = [Binding("f12", "probe", show=False, priority=True)]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.handled: dict[int, float] = {}
+        self.painted: dict[int, float] = {}
+        self.ticks: list[float] = []
+        self.probe_id = 0
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.set_interval(1 / 60, lambda: self.ticks.append(time.perf_counter()))
+
+    def action_probe(self) -> None:
+        n = self.probe_id
+        self.handled[n] = time.perf_counter()
+        self._say(f"probe {n}")
+        self.call_after_refresh(lambda: self.painted.setdefault(n, time.perf_counter()))
+
+
+def press_keys(app: ProbeApp, loop, sent: dict, stop: threading.Event) -> None:
+    """The terminal's input thread, played: a key at a random moment every 150-400 ms."""
+    n = 0
+    while not stop.wait(random.uniform(0.15, 0.4)):
+        n += 1
+
+        def post(n=n):
+            app.probe_id = n
+            app.post_message(events.Key("f12", None))
+
+        sent[n] = time.perf_counter()
+        loop.call_soon_threadsafe(post)
+
+
+async def run_latency(cfg: TrainingConfig, seconds: float, composed: bool) -> dict:
+    parts = build_trainer(cfg, None, control=False) if composed else bare_parts(cfg)
+    feed = LiveFeed(parts)
+    app = ProbeApp(feed, feed.controller)
+    sent: dict[int, float] = {}
+    async with app.run_test(size=(120, 40)) as pilot:
+        while app.step < 3:
+            await pilot.pause(0.1)
+        stop = threading.Event()
+        thread = threading.Thread(target=press_keys, args=(app, asyncio.get_running_loop(), sent, stop))
+        first_step, t0 = app.step, time.perf_counter()
+        app.ticks.clear()
+        thread.start()
+        await asyncio.sleep(seconds)
+        stop.set()
+        thread.join()
+        await pilot.pause(0.5)
+        steps, span = app.step - first_step, time.perf_counter() - t0
+        ticks = np.diff(app.ticks) * 1000
+        await pilot.press("q")
+        while app.return_code is None:
+            await pilot.pause(0.1)
+    handled = [(app.handled[n] - sent[n]) * 1000 for n in sent if n in app.handled]
+    painted = [(app.painted[n] - sent[n]) * 1000 for n in sent if n in app.painted]
+    return {"keys": len(sent), "answered": len(handled), "p50": pct(handled, 50), "p95": pct(handled, 95),
+            "max": max(handled), "paint_p50": pct(painted, 50), "paint_p95": pct(painted, 95), "paint_max": max(painted),
+            "tick_hz": 1000 / float(np.mean(ticks)), "tick_p95": pct(ticks, 95), "tick_max": float(ticks.max()),
+            "steps_per_s": steps / span, "chart_ms": app.chart_seconds * 1000}
+
+
+def cmd_latency(args) -> None:
+    print(f"machine: {machine()}\n")
+    print("| workload | keys | action p50 / p95 / max (ms) | on screen p50 / p95 / max (ms) | "
+          "UI loop (60 Hz timer) | tick p95 / max (ms) | steps/s | chart redraw (ms) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model in args.model.split(","):
+        for composed in ([False, True] if args.dashboards else [False]):
+            with tempfile.TemporaryDirectory() as tmp:
+                cfg = make_cfg(Path(tmp), model, 100_000)
+                r = asyncio.run(run_latency(cfg, args.seconds, composed))
+            name = f"{model} model" + (", dashboards every 10 steps" if composed else "")
+            print(f"| {name} | {r['answered']}/{r['keys']} | {r['p50']:.1f} / {r['p95']:.1f} / {r['max']:.1f} | "
+                  f"{r['paint_p50']:.1f} / {r['paint_p95']:.1f} / {r['paint_max']:.1f} | {r['tick_hz']:.1f} Hz | "
+                  f"{r['tick_p95']:.1f} / {r['tick_max']:.1f} | {r['steps_per_s']:.1f} | {r['chart_ms']:.1f} |",
+                  flush=True)
+
+
+# ---- overhead -----------------------------------------------------------------------------------
+def rate(cfg: TrainingConfig, skip: int) -> float:
+    """Tokens/s from metrics.jsonl timestamps, leaving out the first `skip` steps (warm-up)."""
+    rows = [json.loads(line) for line in (cfg.viz_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = rows[skip:]
+    return (rows[-1]["tokens_seen"] - rows[0]["tokens_seen"]) / (rows[-1]["timestamp"] - rows[0]["timestamp"])
+
+
+def run_bare(cfg: TrainingConfig) -> float:
+    parts = bare_parts(cfg)
+    parts.trainer.run()
+    parts.close()
+    return rate(cfg, 5)
+
+
+def run_app(cfg: TrainingConfig) -> float:
+    parts = bare_parts(cfg)
+    feed = LiveFeed(parts)
+    app = TrainingApp(feed, feed.controller)
+
+    async def scenario():
+        async with app.run_test(size=(120, 40)) as pilot:
+            while app.run_state.done is None:
+                await pilot.pause(0.1)
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+    return rate(cfg, 5)
+
+
+def cmd_overhead(args) -> None:
+    print(f"machine: {machine()}\n")
+    print("| model | steps | rounds | no display (tok/s, median) | under the app (tok/s, median) | app / none | spread of rounds |")
+    print("|---|---|---|---|---|---|---|")
+    for model in args.model.split(","):
+        results = {"bare": [], "app": []}
+        for r in range(args.rounds):
+            order = ("bare", "app") if r % 2 == 0 else ("app", "bare")
+            for variant in order:
+                with tempfile.TemporaryDirectory() as tmp:
+                    cfg = make_cfg(Path(tmp), model, args.steps)
+                    results[variant].append((run_bare if variant == "bare" else run_app)(cfg))
+        bare, app = statistics.median(results["bare"]), statistics.median(results["app"])
+        spread = max(max(v) / min(v) - 1 for v in results.values()) * 100
+        print(f"| {model} | {args.steps} | {args.rounds} | {bare:,.0f} | {app:,.0f} | {app / bare * 100:.1f}% | "
+              f"±{spread / 2:.1f}% |", flush=True)
+
+
+# ---- charts -------------------------------------------------------------------------------------
+def cmd_charts(args) -> None:
+    from neurogen_tui.tui.widgets import reduced_series
+
+    print(f"machine: {machine()}\n")
+    print("| history (steps) | reduction, 4 charts (ms) | plot build, 4 charts at 60x12 each (ms) | points drawn |")
+    print("|---|---|---|---|")
+    for n in (int(s) for s in args.sizes.split(",")):
+        h = MetricsHistory()
+        steps = np.arange(1, n + 1)
+        rng = np.random.default_rng(0)
+        h.extend_columns({"steps": steps, "loss": 5 * np.exp(-steps / n) + rng.random(n) * 0.1,
+                          "accuracy": rng.random(n), "throughput": 1e4 + rng.random(n), "learning_rate": np.full(n, 1e-3),
+                          "val_loss": np.where(steps % 250 == 0, 4.0, np.nan)})
+        t0 = time.perf_counter()
+        points = sum(len(x) for spec in CHARTS for x, _ in reduced_series(h, spec, 120).values())
+        reduce_ms = (time.perf_counter() - t0) * 1000
+        build_ms = 0.0
+        from textual_plotext.plot import Plot
+
+        for spec in CHARTS:
+            plt = Plot()
+            for x, y in reduced_series(h, spec, 120).values():
+                if len(x):
+                    plt.plot(x.tolist(), y.tolist(), marker="braille")
+            plt.plotsize(60, 12)
+            t1 = time.perf_counter()
+            plt.build()
+            build_ms += (time.perf_counter() - t1) * 1000
+        print(f"| {n:,} | {reduce_ms:.1f} | {build_ms:.1f} | {points} |", flush=True)
+
+
+# ---- GIL ----------------------------------------------------------------------------------------
+def cmd_gil(args) -> None:
+    from textual.app import App
+
+    big = {"rows": [{"step": i, "loss": i * 0.5, "text": "x" * 20} for i in range(120_000)]}
+    t0 = time.perf_counter()
+    json.dumps(big)
+    dumps_ms = (time.perf_counter() - t0) * 1000
+
+    class Ticker(App):
+        def on_mount(self):
+            self.ticks = []
+            self.set_interval(1 / 60, lambda: self.ticks.append(time.perf_counter()))
+
+    async def measure(hold: bool) -> tuple[float, float]:
+        app = Ticker()
+        stop = threading.Event()
+
+        def holder():
+            while not stop.wait(0.05):
+                json.dumps(big)
+
+        async with app.run_test() as pilot:
+            thread = threading.Thread(target=holder)
+            if hold:
+                thread.start()
+            await asyncio.sleep(args.seconds)
+            stop.set()
+            if hold:
+                thread.join()
+            ticks = np.diff(app.ticks) * 1000
+            await pilot.press("ctrl+q")
+        return 1000 / float(np.mean(ticks)), pct(ticks, 95)
+
+    print(f"machine: {machine()}; one json.dumps of the test object: {dumps_ms:.0f} ms\n")
+    print("| another thread | UI loop (60 Hz timer) | tick p95 (ms) |")
+    print("|---|---|---|")
+    for hold in (False, True):
+        hz, p95 = asyncio.run(measure(hold))
+        what = f"json.dumps ({dumps_ms:.0f} ms) every 50 ms" if hold else "idle"
+        print(f"| {what} | {hz:.1f} Hz | {p95:.1f} |", flush=True)
+
+
+# ---- tmux ---------------------------------------------------------------------------------------
+def cmd_tmux(args) -> None:
+    sock = f"ngt-bench-{os.getpid()}"
+    tm = ["tmux", "-L", sock]
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "neurogen_tui", "--test", "--max-chunks",
+                                                "100000", "--epochs", "0", "--run-dir", str(Path(tmp) / "run")])
+        subprocess.run([*tm, "-f", "/dev/null", "new-session", "-d", "-s", "b", "-x", "120", "-y", "40",
+                        f"cd {shlex.quote(str(ROOT))} && {cmd}"], check=True)
+
+        def screen() -> str:
+            return subprocess.run([*tm, "capture-pane", "-p", "-t", "b"], capture_output=True, text=True).stdout
+
+        def wait(pattern: str, present: bool = True, limit: float = 120.0) -> float:
+            t0 = time.perf_counter()
+            while (re.search(pattern, screen()) is not None) != present:
+                if time.perf_counter() - t0 > limit:
+                    raise RuntimeError(f"{pattern!r} never {'appeared' if present else 'went'}")
+            return time.perf_counter() - t0
+
+        try:
+            wait(r"RUNNING .*step \d+")
+            time.sleep(3)
+            t_poll = []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                screen()
+                t_poll.append(time.perf_counter() - t0)
+            opened, closed = [], []
+            for _ in range(args.presses):
+                time.sleep(random.uniform(0.2, 0.5))
+                subprocess.run([*tm, "send-keys", "-t", "b", "?"])
+                opened.append(wait("neurogen-tui keys") * 1000)
+                time.sleep(random.uniform(0.2, 0.5))
+                subprocess.run([*tm, "send-keys", "-t", "b", "Escape"])
+                closed.append(wait("neurogen-tui keys", present=False) * 1000)
+            subprocess.run([*tm, "send-keys", "-t", "b", "q"])
+            wait(r"RUNNING", present=False)
+        finally:
+            time.sleep(5)
+            subprocess.run([*tm, "kill-server"])
+    both = opened + closed
+    print(f"machine: {machine()}; one capture-pane takes {statistics.median(t_poll) * 1000:.1f} ms (included)\n")
+    print("| key, through tmux | presses | to screen p50 (ms) | p95 (ms) | max (ms) |")
+    print("|---|---|---|---|---|")
+    print(f"| `?` opens help, Esc closes it | {len(both)} | {pct(both, 50):.0f} | {pct(both, 95):.0f} | {max(both):.0f} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("latency")
+    a.add_argument("--model", default="small")
+    a.add_argument("--seconds", type=float, default=30.0)
+    a.add_argument("--dashboards", action="store_true")
+    a = sub.add_parser("overhead")
+    a.add_argument("--model", default="tiny,small")
+    a.add_argument("--steps", type=int, default=150)
+    a.add_argument("--rounds", type=int, default=3)
+    a = sub.add_parser("charts")
+    a.add_argument("--sizes", default="1000,100000,1000000,10000000")
+    a = sub.add_parser("gil")
+    a.add_argument("--seconds", type=float, default=10.0)
+    a = sub.add_parser("tmux")
+    a.add_argument("--presses", type=int, default=20)
+    args = p.parse_args()
+    {"latency": cmd_latency, "overhead": cmd_overhead, "charts": cmd_charts, "gil": cmd_gil, "tmux": cmd_tmux}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
