@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a fresh run in a run dir that already holds one")
     g.add_argument("--headless", action="store_true", default=None,
                    help="no app: a progress bar and summary lines (automatic when stdout is not a terminal)")
+    g.add_argument("--on-hangup", choices=("continue", "stop"),
+                   help="when the terminal goes away (SSH dropped): keep training headless, its output "
+                        "going to the run's log, or stop with a final checkpoint (default: continue)")
     g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     g.add_argument("--seed", type=int, help="random seed (runs are deterministic on CPU)")

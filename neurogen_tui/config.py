@@ -34,6 +34,7 @@ class TrainingConfig:
     run_name: str = ""
     resume: str | None = None
     headless: bool = False
+    on_hangup: str = "continue"  # SIGHUP (terminal gone): "continue" training headless, or "stop"
     test: bool = False
     # data
     dataset: str = DEFAULT_DATASET
@@ -159,6 +160,8 @@ def validate(cfg: TrainingConfig, *, check_paths: bool = True) -> TrainingConfig
         raise ConfigError(
             f"--tokens-per-chunk ({cfg.tokens_per_chunk}) must be a multiple of --batch-size x "
             f"--seq-len ({cfg.batch_size} x {cfg.seq_len} = {micro}); try {lower} or {lower + micro}")
+    if cfg.on_hangup not in ("continue", "stop"):
+        raise ConfigError(f"--on-hangup must be continue or stop (got {cfg.on_hangup!r})")
     if cfg.device not in ("auto", "cpu", "mps") and not cfg.device.startswith("cuda"):
         raise ConfigError(f"--device must be auto, cpu, cuda[:N] or mps (got {cfg.device!r})")
     if check_paths:

@@ -82,8 +82,8 @@ class HeadlessDisplay:
             self._line(f"  sample @{s.step}: {sanitize(s.input[-40:])!s} → {sanitize(s.output, 60)}", "dim")
 
 
-def install_stop_signals(request_stop, announce) -> None:
-    """First SIGINT/SIGTERM/SIGHUP: stop at the next step boundary. A second: exit at once."""
+def install_stop_signals(request_stop, announce, hangup: bool = True) -> None:
+    """First SIGINT/SIGTERM (and SIGHUP if `hangup`): stop at the next step boundary. A second: exit at once."""
     state = {"count": 0}
 
     def handler(signum, _frame):
@@ -94,7 +94,7 @@ def install_stop_signals(request_stop, announce) -> None:
                  f"(final checkpoint and exports); signal again to exit at once")
         request_stop()
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hangup else ()):
         signal.signal(sig, handler)
 
 
@@ -105,7 +105,12 @@ def run_headless(cfg: TrainingConfig, resume) -> int:
     trainer = parts.trainer
     display = HeadlessDisplay(cfg)
     parts.bus.subscribe(display)
-    install_stop_signals(trainer.request_stop, lambda msg: display._line(msg, "yellow"))
+    install_stop_signals(trainer.request_stop, lambda msg: display._line(msg, "yellow"), hangup=False)
+    # SIGHUP, the terminal gone: output to the log, and training goes on (or stops: --on-hangup stop)
+    from .detach import HeadlessHangup
+
+    HeadlessHangup(cfg.run_dir, display, parts.bus,
+                   request_stop=trainer.request_stop if cfg.on_hangup == "stop" else None).install()
     started = time.time()
     with display:
         result = trainer.run()

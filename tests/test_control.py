@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from neurogen_tui import control
+from neurogen_tui import control, control_server
 from neurogen_tui.cli import main
 from neurogen_tui.config import TrainingConfig
 from neurogen_tui.control import MAX_LINE, ControlClient, ControlError, RunService
@@ -232,7 +232,7 @@ def test_socket_is_private_to_the_user(shared, monkeypatch):
     mode = stat.S_IMODE(os.stat(shared.info["socket"]).st_mode)
     assert mode == 0o600
     # a peer with another uid (only root could make one for real) is refused at the door
-    monkeypatch.setattr(control, "peer_uid", lambda conn: os.getuid() + 1)
+    monkeypatch.setattr(control_server, "peer_uid", lambda conn: os.getuid() + 1)
     replies = raw_exchange(shared.info["socket"], b'{"cmd": "stop"}\n')
     assert replies == [{"id": None, "ok": False, "error": "permission denied"}]
     assert not shared.parts.trainer.stop_requested
