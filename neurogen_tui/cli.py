@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     g.add_argument("--seed", type=int, help="random seed (runs are deterministic on CPU)")
+    g.add_argument("--nproc-per-node", type=int, metavar="N",
+                   help="train on N processes of this machine (one per GPU; gloo on CPU), data parallel, "
+                        "started through torchrun (default: 1, in this process)")
+    g.add_argument("--peak-tflops", type=float, metavar="T",
+                   help="peak dense bf16 TFLOP/s of one GPU, for MFU (default: from a table of known GPUs)")
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help=f"hub dataset with a text column, a local path, or 'sample' "
@@ -126,7 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         return fail(str(exc))
     try:
-        return start(cfg, resume, headless=bool(args.headless) or not sys.stdout.isatty())
+        from .distributed import under_launcher
+
+        headless = bool(args.headless) or not sys.stdout.isatty()
+        if cfg.nproc_per_node > 1 and not under_launcher():  # N ranks through torchrun, as children
+            from .launch import launch
+
+            return launch(argv, cfg, headless)
+        return start(cfg, resume, headless)
     finally:
         lock.release()
 

@@ -63,6 +63,8 @@ class TrainingConfig:
     seed: int = 1337
     device: str = "auto"
     compile: bool = False
+    nproc_per_node: int = 1  # >1: this many ranks through torchrun, data parallel
+    peak_tflops: float | None = None  # per-device dense bf16 peak for MFU; None: from the GPU table
     # monitoring (names from the seed)
     viz_interval: int = 50
     checkpoint_interval: int = 2000
@@ -144,6 +146,7 @@ def validate(cfg: TrainingConfig, *, check_paths: bool = True) -> TrainingConfig
                     "seq_len", "batch_size", "n_layer", "n_head", "n_embd", "lr",
                     "eval_interval", "eval_iters", "sample_interval", "sample_tokens",
                     "display_samples", "max_bad_steps", "log_interval", "lr_decay_steps"))
+    _positive(cfg, ("nproc_per_node", "peak_tflops"))
     for name in ("sample_budget", "warmup_steps", "keep_checkpoints", "keep_dashboards", "epochs", "grad_clip",
                  "weight_decay", "min_lr"):
         if getattr(cfg, name) < 0:

@@ -122,7 +122,8 @@ class DocumentStream:
 
     def __init__(self, opener: Callable[[], object], *, start: int = 0, epochs: int = 1, epoch: int = 0,
                  first: int = 0, retries: int = 5, backoff: float = 1.0, remote: bool = False,
-                 stop_event: threading.Event | None = None, on_warning: Callable[[str], None] | None = None):
+                 stop_event: threading.Event | None = None, on_warning: Callable[[str], None] | None = None,
+                 rank: int = 0, world_size: int = 1):
         self._opener = opener
         self.first = first  # documents held out at the start of every epoch (validation slice)
         self.index = max(start, first)  # documents consumed in the current epoch
@@ -134,6 +135,10 @@ class DocumentStream:
         self.stats = DataStats()
         self._stop = stop_event or threading.Event()
         self._warn = on_warning or (lambda msg: log.warning(msg))
+        # Data parallel: this rank keeps documents rank, rank + W, rank + 2W, ... after the held-out
+        # slice (split_dataset_by_node's "examples" strategy). Done here rather than on the dataset
+        # so `index` stays a position in the whole stream, which resume, holdout and epochs use.
+        self.rank, self.world_size = rank, world_size
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "index": self.index}
@@ -175,6 +180,8 @@ class DocumentStream:
                 continue
             failures = 0
             self.index += 1
+            if self.world_size > 1 and (self.index - 1 - self.first) % self.world_size != self.rank:
+                continue  # another rank's document
             text = record.get("text") if isinstance(record, dict) else None
             if not isinstance(text, str) or not text.strip():
                 self.stats.skipped += 1
@@ -276,6 +283,14 @@ class BatchStream:
             self.packer.add(self.tokenizer.encode(text))
         data = torch.from_numpy(np.stack(blocks))
         return data[:, :-1].contiguous(), data[:, 1:].contiguous()
+
+    def unread(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Give back batches taken but not trained on, newest last, so state() is as before
+        they were taken (a block's last token is the next block's first, so x holds the rest)."""
+        for x, _ in reversed(batches):
+            for row in reversed(x):
+                self.packer._pieces.appendleft(row.numpy().astype(np.int32))
+                self.packer._size += len(row)
 
     def state(self) -> dict:
         return {**self.docs.state(), "leftover": torch.from_numpy(self.packer.leftover())}

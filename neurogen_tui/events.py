@@ -26,11 +26,13 @@ class TrainingMetrics:
     rss_mb: float = 0.0  # process resident memory
     step_time: float = 0.0
     skipped: bool = False  # a non-finite loss: no optimizer update was made
+    mfu: float | None = None  # model FLOPs utilization, 0..1, where the device's peak is known
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["val_loss"] is None:
-            del d["val_loss"]
+        for optional in ("val_loss", "mfu"):
+            if d[optional] is None:
+                del d[optional]
         return d
 
 

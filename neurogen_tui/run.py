@@ -10,6 +10,7 @@ from .checkpoint import CheckpointError, list_checkpoints, resolve_resume
 from .config import ConfigError, TrainingConfig, validate
 from .events import EventBus
 from .recorder import METRICS_FILE, MetricsRecorder
+from .distributed import check_world_size, holds_run_dir, job_world_size, make_trainer
 from .trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ def prepare_run(args: argparse.Namespace) -> tuple[TrainingConfig, tuple[str, di
         resume = (str(path), state)
     cfg = config_from_args(args, base)
     validate(cfg)
+    if resume is not None:
+        check_world_size(resume[1], job_world_size(cfg))
+    if not holds_run_dir():  # a rank > 0, or a rank whose launcher holds the lock and archived
+        return cfg, resume, NoLock()
     lock = RunLock(cfg.run_dir)
     try:
         existing = _existing_run(cfg) if resume is None else ""
@@ -80,6 +85,13 @@ def prepare_run(args: argparse.Namespace) -> tuple[TrainingConfig, tuple[str, di
         lock.release()
         raise
     return cfg, resume, lock
+
+
+class NoLock:
+    """What a rank that does not own the run dir holds: nothing."""
+
+    def release(self) -> None:
+        pass
 
 
 def archive_previous_run(cfg: TrainingConfig) -> Path:
@@ -181,7 +193,7 @@ def build_trainer(cfg: TrainingConfig, resume: tuple[str, dict] | None, control:
     else:
         viz = VisualizationManager.for_run(cfg, resume_step=resume_step)
         bus.subscribe(viz)
-    trainer = Trainer(cfg, bus, resume)
+    trainer = make_trainer(cfg, bus, resume)
     service = None
     if control:
         from .control import RunService
@@ -191,6 +203,10 @@ def build_trainer(cfg: TrainingConfig, resume: tuple[str, dict] | None, control:
 
 
 def start(cfg: TrainingConfig, resume: tuple[str, dict] | None, headless: bool) -> int:
+    from .distributed import env_rank, run_worker
+
+    if env_rank() > 0:  # a data-parallel rank other than 0: no files, no display
+        return run_worker(cfg, resume)
     setup_logging(cfg)
     log.info("starting run in %s (resume=%s)", Path(cfg.run_dir).resolve(), resume[0] if resume else None)
     if not headless:

@@ -21,6 +21,7 @@ from .config import SHAPE_FIELDS, ConfigError, TrainingConfig
 from .data import BatchStream, DataError, DocumentStream, collect_eval_batches, train_opener, val_opener
 from .events import (CheckpointSaved, EvalResult, EventBus, LogMessage, RunFailed, RunFinished, RunStarted,
                      StateChanged, TextSample, TrainingMetrics)
+from .mfu import MfuMeter, flops_per_token
 from .model import GPT, GPTConfig
 from .tokenizer import load_tokenizer
 
@@ -62,8 +63,15 @@ def rss_mb() -> float:
         return 0.0
 
 
-def check_resume_compatible(cfg: TrainingConfig, state: dict, tokenizer_identity: dict) -> None:
-    """Refuse a checkpoint whose model shape or tokenizer differs, saying exactly what differs."""
+def check_resume_compatible(cfg: TrainingConfig, state: dict, tokenizer_identity: dict, world_size: int = 1) -> None:
+    """Refuse a checkpoint whose model shape or tokenizer differs, saying exactly what differs, or
+    one written by a different number of ranks (each rank's data position is saved on its own)."""
+    saved_world = int(state.get("world_size", 1))
+    if saved_world != world_size:
+        raise ckpt.CheckpointError(
+            f"cannot resume: the checkpoint was written by {saved_world} rank(s) and this run has {world_size}; "
+            f"resume it with --nproc-per-node {saved_world} (torchrun: {saved_world} processes in all), "
+            f"since each rank's place in the data is saved for that number of ranks")
     saved = state.get("config", {})
     diffs = [f"{name}: checkpoint {saved.get(name)!r}, now {getattr(cfg, name)!r}"
              for name in SHAPE_FIELDS if name != "tokenizer" and saved.get(name) != getattr(cfg, name)]
@@ -92,6 +100,10 @@ class Trainer:
         self._checkpoint_now = threading.Event()
         self._sample_cost = 0.0
         self._train_time_since_sample = 0.0
+        # data parallel (distributed.DistributedTrainer): this rank's share of the stream, and the
+        # DDP wrapper whose gradient all-reduce runs on the last micro-step only
+        self.data_rank, self.data_world = 0, 1
+        self.ddp = None
 
     # ---- control, safe from any thread ------------------------------------------------------
     def pause(self) -> None:
@@ -142,12 +154,16 @@ class Trainer:
         state = None
         if self._resume:
             _, state = self._resume
-            check_resume_compatible(cfg, state, self.tokenizer.identity())
+            check_resume_compatible(cfg, state, self.tokenizer.identity(), self.data_world)
         self.model = GPT(GPTConfig(vocab_size=self.tokenizer.vocab_size, block_size=cfg.seq_len,
                                    n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                                    dropout=cfg.dropout)).to(self.device)
         self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, self.device.type)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
+        head_dim = cfg.n_embd // cfg.n_head
+        self.mfu = MfuMeter(self.device.type, self._device_name(), cfg.peak_tflops,
+                            flops_per_token(self.model.num_params(), cfg.n_layer, cfg.n_head, head_dim, cfg.seq_len),
+                            devices=self.data_world)
         self._setup_data(state)
         if state is not None:
             self._restore(state)
@@ -157,16 +173,21 @@ class Trainer:
         opener, remote = train_opener(cfg)
         val = val_opener(cfg)
         self.eval_batches, used = collect_eval_batches(val or opener, self.tokenizer, cfg)
-        holdout = 0 if val else used
+        self._holdout = 0 if val else used
         if not self.eval_batches:
             self._say("validation: not enough text for one evaluation batch; evaluation is off", "warning")
-        data_state = (state or {}).get("data", {})
+        self.batches = self.train_batches((state or {}).get("data", {}), opener, remote,
+                                          self.data_rank, self.data_world)
+
+    def train_batches(self, data_state: dict, opener, remote: bool, rank: int = 0, world_size: int = 1) -> BatchStream:
+        """The training batches of one rank's share of the stream, from a saved position."""
+        cfg = self.cfg
         docs = DocumentStream(opener, start=int(data_state.get("index", 0)), epoch=int(data_state.get("epoch", 0)),
-                              epochs=cfg.epochs, first=holdout, remote=remote, stop_event=self._stop,
-                              on_warning=lambda m: self._say(m, "warning"))
+                              epochs=cfg.epochs, first=self._holdout, remote=remote, stop_event=self._stop,
+                              on_warning=lambda m: self._say(m, "warning"), rank=rank, world_size=world_size)
         leftover = data_state.get("leftover")
-        self.batches = BatchStream(docs, self.tokenizer, cfg.seq_len, cfg.batch_size,
-                                   leftover.numpy() if leftover is not None else None)
+        return BatchStream(docs, self.tokenizer, cfg.seq_len, cfg.batch_size,
+                           leftover.numpy() if leftover is not None else None)
 
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -229,6 +250,8 @@ class Trainer:
                 config=self.cfg.to_dict(), device=str(self.device), device_name=self._device_name(),
                 n_params=self.model.num_params(), start_step=self.step, total_steps=self.cfg.max_chunks,
                 resumed_from=self._resume[0] if self._resume else None))
+            if self.mfu.note:
+                self._say(self.mfu.note, "warning")
             self._set_state("running")
             reason = self._loop()
             self._set_state("stopping")
@@ -317,14 +340,16 @@ class Trainer:
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        accum = cfg.grad_accum_steps
-        for _ in range(accum):
+        accum = self.accum_steps
+        for micro in range(accum):
             batch = self.batches.next_batch()
             if batch is None:
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
             self._last_batch = batch
             x, y = (t.to(self.device, non_blocking=True) for t in batch)
+            if self.ddp is not None:  # all-reduce gradients once per step, in the last backward
+                self.ddp.require_backward_grad_sync = micro == accum - 1
             with self.autocast:
                 logits = self.forward(x)
                 loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
@@ -357,7 +382,11 @@ class Trainer:
         return TrainingMetrics(step=self.step, loss=loss_value, accuracy=accuracy, tokens_per_sec=tokens / dt,
                                gpu_memory_mb=gpu_mb, learning_rate=lr, timestamp=time.time(),
                                grad_norm=norm_value, tokens_seen=self.tokens_seen, rss_mb=rss_mb(),
-                               step_time=dt, skipped=skipped)
+                               step_time=dt, skipped=skipped, mfu=self.mfu(tokens / dt))
+
+    @property
+    def accum_steps(self) -> int:
+        return self.cfg.grad_accum_steps
 
     @torch.no_grad()
     def evaluate(self) -> EvalResult | None:

@@ -1,0 +1,43 @@
+"""MFU: PaLM's FLOPs per token, the GPU peak table, and no made-up peak for an unknown device."""
+import pytest
+
+from neurogen_tui.mfu import MfuMeter, flops_per_token, mfu, peak_tflops
+
+
+def test_flops_per_token_is_6n_plus_attention_term_for_gpt2_124m():
+    # a GPT-2-124M-shaped model (parameters without the position embedding)
+    n, layers, heads, head_dim, ctx = 124_337_664, 12, 12, 64, 1024
+    assert flops_per_token(n, layers, heads, head_dim, ctx) == 6 * n + 12 * 12 * 12 * 64 * 1024
+    assert flops_per_token(n, layers, heads, head_dim, ctx) == pytest.approx(8.59e8, rel=0.001)  # ~6N + 7%
+
+
+def test_mfu_of_a_known_run_on_an_a100():
+    # nanoGPT's own example: 124M on an A100 at ~ 0.5 of peak would need this many tokens/s
+    fpt = flops_per_token(124_337_664, 12, 12, 64, 1024)
+    tokens_per_sec = 0.5 * 312e12 / fpt
+    assert mfu(tokens_per_sec, fpt, peak_tflops("NVIDIA A100-SXM4-80GB")) == pytest.approx(0.5)
+    # summed over 8 ranks: the job's tokens/s over 8 peaks
+    assert mfu(8 * tokens_per_sec, fpt, 312.0, devices=8) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("name, tflops", [
+    ("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100 NVL", 835.0),
+    ("NVIDIA H200", 989.4), ("NVIDIA A100-SXM4-40GB", 312.0), ("NVIDIA A100 80GB PCIe", 312.0),
+    ("NVIDIA A10", 125.0), ("NVIDIA L40S", 362.05), ("NVIDIA L40", 181.05), ("NVIDIA L4", 121.0),
+    ("NVIDIA GeForce RTX 4090", 165.2), ("AMD Instinct MI300X", 1307.4),
+])
+def test_peak_table_matches_device_names_most_specific_first(name, tflops):
+    assert peak_tflops(name) == tflops
+
+
+@pytest.mark.parametrize("name", ["NVIDIA A10G", "Tesla T4", "NVIDIA GeForce GTX 1080", "cpu"])
+def test_unknown_device_has_no_peak_rather_than_an_a100s(name):
+    assert peak_tflops(name) is None
+
+
+def test_meter_says_so_for_an_unknown_gpu_and_accepts_an_override():
+    unknown = MfuMeter("cuda", "NVIDIA A10G", None, fpt=1e9)
+    assert unknown(1e5) is None and "--peak-tflops" in unknown.note and "A10G" in unknown.note
+    given = MfuMeter("cuda", "NVIDIA A10G", 70.0, fpt=1e9)
+    assert given(7e4) == pytest.approx(1e9 * 7e4 / 70e12) and not given.note
+    assert MfuMeter("cpu", "cpu", None, fpt=1e9)(1e5) is None  # no MFU on CPU, and nothing to say
