@@ -38,6 +38,7 @@ import logging
 import os
 import socket
 import stat
+import struct
 import threading
 from pathlib import Path
 
@@ -135,6 +136,19 @@ def with_suppressed(fn) -> None:
         pass
 
 
+def peer_uid(conn: socket.socket) -> int | None:
+    """The uid of the process at the other end of `conn` (Linux SO_PEERCRED), else None."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    fmt = "3i"
+    try:
+        _pid, uid, _gid = struct.unpack(fmt, conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                               struct.calcsize(fmt)))
+    except OSError:
+        return None
+    return uid
+
+
 def encode(obj: dict) -> bytes:
     """One protocol line: strict JSON (a NaN loss becomes null), ASCII only."""
     return (json.dumps(finite_or_none(obj), ensure_ascii=True, allow_nan=False, default=str) + "\n").encode("ascii")
@@ -167,6 +181,10 @@ class ControlClient:
         except OSError as exc:
             s.close()
             raise ControlError(f"cannot reach the run's control socket {self.path}: {exc.strerror or exc}") from None
+        uid = peer_uid(s)
+        if uid is not None and uid != os.getuid():  # someone else's process put a socket there
+            s.close()
+            raise ControlError(f"{self.path} is served by another user (uid {uid}); not talking to it")
         return s
 
     def _next_id(self) -> int:

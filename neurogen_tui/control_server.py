@@ -11,32 +11,32 @@ import json
 import logging
 import os
 import socket
-import struct
 import threading
 import time
 from collections import deque
 from pathlib import Path
 
 from .control import (COMMANDS, IDLE_TIMEOUT, MAX_CLIENTS, MAX_LINE, STATUS_EVERY, SUBSCRIBER_BACKLOG, WAIT_LIMIT,
-                      ControlError, bind_private, encode, socket_candidates, with_suppressed)
+                      ControlError, bind_private, encode, peer_uid, socket_candidates, with_suppressed)
 from .events import (CheckpointSaved, LogMessage, RunFailed, RunFinished, RunStarted, StateChanged,
                      TrainingMetrics)
 
 log = logging.getLogger(__name__)
 
 
-def peer_uid(conn: socket.socket) -> int | None:
-    """The connecting process's uid where the platform says (Linux SO_PEERCRED), else None."""
-    if not hasattr(socket, "SO_PEERCRED"):
-        return None
-    fmt = "3i"
-    try:
-        _pid, uid, _gid = struct.unpack(fmt, conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                               struct.calcsize(fmt)))
-    except OSError:
-        return None
-    return uid
 
+def close_gracefully(conn: socket.socket) -> None:
+    """Close after the peer has had our last line: closing with unread input resets the connection,
+    and the peer's recv() can then lose the error reply that explains why."""
+    with_suppressed(lambda: conn.shutdown(socket.SHUT_WR))
+    try:
+        conn.settimeout(0.2)
+        for _ in range(16):  # discard at most 1 MiB of whatever it was still sending
+            if not conn.recv(65536):
+                break
+    except OSError:
+        pass
+    with_suppressed(conn.close)
 
 
 def _event_message(event) -> dict | None:
@@ -170,7 +170,7 @@ class ControlServer:
     def _reject(self, conn: socket.socket, error: str) -> None:
         conn.settimeout(1.0)
         with_suppressed(lambda: conn.sendall(encode({"id": None, "ok": False, "error": error})))
-        with_suppressed(conn.close)
+        threading.Thread(target=close_gracefully, args=(conn,), daemon=True).start()
 
     # ---- one connection -----------------------------------------------------------------------
     def _serve(self, conn: socket.socket) -> None:
@@ -190,7 +190,7 @@ class ControlServer:
         finally:
             with self._lock:
                 self._conns.discard(conn)
-            with_suppressed(conn.close)
+            close_gracefully(conn)
 
     def _read_requests(self, conn: socket.socket) -> None:
         buf = b""

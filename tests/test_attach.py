@@ -119,6 +119,7 @@ def test_x_detaches_and_a_viewer_hangup_only_closes_the_viewer(shared):
         assert not run.parts.trainer.stop_requested, how
 
 
+@pytest.mark.slow  # two apps at once; two subscribers are in the default suite (test_control)
 def test_two_viewers_at_once_both_follow_and_control(shared):
     run = shared
     first, second = attached(run), attached(run)

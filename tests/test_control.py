@@ -228,6 +228,23 @@ def test_a_bad_line_does_not_end_the_connection_and_odd_ids_are_dropped(shared):
     assert replies[1]["id"] == "a" and replies[2]["id"] is None
 
 
+def test_too_many_connections_are_turned_away_and_served_again_once_closed(shared):
+    idle = []
+    try:
+        for _ in range(control.MAX_CLIENTS):  # viewers that connect and say nothing
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(shared.info["socket"])
+            idle.append(s)
+        wait_until(lambda: len(shared.parts.service.server._conns) == control.MAX_CLIENTS, "all connections held")
+        replies = raw_exchange(shared.info["socket"], b'{"cmd": "status"}\n')
+        assert replies == [{"id": None, "ok": False, "error": "too many connections"}]
+    finally:
+        for s in idle:
+            s.close()
+    wait_until(lambda: not shared.parts.service.server._conns, "the idle connections to be let go")
+    assert shared.client.request("status")["ok"] and shared.result is None
+
+
 def test_socket_is_private_to_the_user(shared, monkeypatch):
     mode = stat.S_IMODE(os.stat(shared.info["socket"]).st_mode)
     assert mode == 0o600
@@ -235,6 +252,12 @@ def test_socket_is_private_to_the_user(shared, monkeypatch):
     monkeypatch.setattr(control_server, "peer_uid", lambda conn: os.getuid() + 1)
     replies = raw_exchange(shared.info["socket"], b'{"cmd": "stop"}\n')
     assert replies == [{"id": None, "ok": False, "error": "permission denied"}]
+    assert not shared.parts.trainer.stop_requested
+    monkeypatch.undo()
+    # and a client does not talk to a socket that another user's process serves
+    monkeypatch.setattr(control, "peer_uid", lambda conn: os.getuid() + 1)
+    with pytest.raises(ControlError, match="served by another user"):
+        shared.client.request("stop")
     assert not shared.parts.trainer.stop_requested
 
 
