@@ -139,8 +139,9 @@ def _show_app(cfg, proc, started: float, wait_s: float = 300.0) -> None:
     if proc.poll() is not None:
         return
     feed, app_class = choose_feed(Path(cfg.run_dir), 0.5)
-    app_class(feed, feed.controller).run()
-    if proc.poll() is None:
+    app = app_class(feed, feed.controller)
+    app.run()
+    if app.run_state.done is None and proc.poll() is None:  # the user detached: the run goes on
         print(f"neurogen-tui: detached; the {cfg.nproc_per_node}-rank run goes on and this terminal waits "
               f"for it (`neurogen-tui attach {cfg.run_dir}` from another one; Ctrl+C stops it)", file=sys.stderr)
         _stop_on_signals(cfg, proc)
