@@ -12,6 +12,7 @@ from .events import EventBus
 from .recorder import METRICS_FILE, MetricsRecorder
 from .distributed import check_world_size, holds_run_dir, job_world_size, make_trainer
 from .trainer import Trainer
+from .viz import VisualizationManager
 
 log = logging.getLogger(__name__)
 LOG_FILE = "neurogen-tui.log"
@@ -166,7 +167,7 @@ class RunParts:
     trainer: Trainer
     bus: EventBus
     recorder: MetricsRecorder
-    viz: object | None  # VisualizationManager
+    viz: VisualizationManager | None
     service: object | None = None  # control.RunService: run.json and the control socket
 
     def close(self) -> None:
@@ -186,13 +187,8 @@ def build_trainer(cfg: TrainingConfig, resume: tuple[str, dict] | None, control:
     resume_step = int(resume[1]["step"]) if resume else None
     recorder = MetricsRecorder(cfg.viz_dir, resume_step=resume_step)
     bus.subscribe(recorder)
-    try:
-        from .viz import VisualizationManager
-    except ImportError:  # until the dashboards land
-        viz = None
-    else:
-        viz = VisualizationManager.for_run(cfg, resume_step=resume_step)
-        bus.subscribe(viz)
+    viz = VisualizationManager.for_run(cfg, resume_step=resume_step)
+    bus.subscribe(viz)
     trainer = make_trainer(cfg, bus, resume)
     service = None
     if control:
@@ -210,12 +206,9 @@ def start(cfg: TrainingConfig, resume: tuple[str, dict] | None, headless: bool) 
     setup_logging(cfg)
     log.info("starting run in %s (resume=%s)", Path(cfg.run_dir).resolve(), resume[0] if resume else None)
     if not headless:
-        try:
-            from .tui.app import run_app
-        except ImportError:
-            run_app = None
-        if run_app is not None:
-            return run_app(cfg, resume)
+        from .tui.app import run_app  # Textual is imported only when there is a screen to draw on
+
+        return run_app(cfg, resume)
     from .headless import run_headless
 
     return run_headless(cfg, resume)
