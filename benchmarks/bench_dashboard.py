@@ -4,7 +4,7 @@
     python benchmarks/bench_dashboard.py draw [--sizes 1000,100000,1000000,10000000]
     python benchmarks/bench_dashboard.py memory [--steps 10000000]
     python benchmarks/bench_dashboard.py json [--steps 1000000] [--rate 10]
-    python benchmarks/bench_dashboard.py training [--steps 300] [--trials 2]
+    python benchmarks/bench_dashboard.py training [--rounds 2] [--block 100] [--modes process,thread]
 
 draw: one dashboard (DashboardWriter.draw: snapshot, min/max reduction, render, two atomic PNG
     writes) against the seed's design, which plots every point (np.convolve moving averages, every
@@ -13,9 +13,10 @@ memory: a MetricsHistory filled with N steps: tracemalloc's peak and bytes per s
 json: a simulated run of N steps arriving at --rate steps/s (a simulated clock) with a check every
     50 steps, through DashboardWriter's schedule, every write real; against rewriting every 50 steps
     (measured at 10 sizes, summed over the 50-step grid: too long to run for real).
-training: the real trainer (run.build_trainer, default model, bundled sample, viz every 50 steps)
-    with dashboards off, drawn in a process (the default), and drawn in a thread. Trials alternate in
-    one process; tokens/s from the step timestamps after a 10-step warm-up, median over trials.
+training: the real trainer (run.build_trainer, default model, bundled sample) in one run whose
+    steps alternate between blocks with a dashboard every 50 steps and blocks without (ABBA order,
+    so drifting machine load hits both alike); once with the drawing in a process (the default),
+    once in a thread. Ratio = harmonic-mean tokens/s of 'on' blocks over 'off' blocks.
 Results print as markdown tables; see benchmarks/results/dashboard.md.
 """
 from __future__ import annotations
@@ -178,52 +179,68 @@ def bench_json(steps: int, rate: float, every: int = 50) -> None:
     print(f"\nfinal file: {size / 2**20:.0f} MiB, {size / steps:.0f} bytes/step")
 
 
-def train_once(mode: str, steps: int, run_dir: str) -> float:
-    """tokens/s of one real training run (after a 10-step warm-up) with dashboards `mode`."""
+ORDER = "ABBA"  # on/off blocks in this order, repeated: a drift in machine load hits both alike
+
+
+def train_blocks(mode: str, rounds: int, block: int) -> tuple[list[float], list[float]]:
+    """One real training run (run.build_trainer, default model, bundled sample) whose steps come in
+    blocks of `block`; in 'on' blocks a dashboard is drawn every 50 steps (mid-block, so a drawing
+    never spills into an 'off' block), in 'off' blocks none. Returns tokens/s of on and off blocks."""
     from neurogen_tui.config import TrainingConfig
     from neurogen_tui.events import TrainingMetrics
     from neurogen_tui.run import build_trainer
     from neurogen_tui.viz import VisualizationManager
 
-    cfg = TrainingConfig(run_dir=run_dir, dataset="sample", max_chunks=steps, epochs=0)
-    VisualizationManager.default_mode = "thread" if mode == "thread" else "process"
-    parts = build_trainer(cfg, None, control=False)
-    if mode == "off":
-        parts.bus.unsubscribe(parts.viz)
-        parts.viz.close()
-        parts.viz = None
-    marks: dict[int, float] = {}
-    parts.bus.subscribe(lambda e: marks.__setitem__(e.step, time.perf_counter())
-                        if isinstance(e, TrainingMetrics) else None)
-    dashboards = []
-    if parts.viz is not None:
-        parts.viz.add_listener(lambda kind, path: dashboards.append(path) if "training_step_" in path else None)
-    parts.trainer.run()
-    parts.close()
+    pattern = (ORDER * rounds).replace("A", "1").replace("B", "0")
+    if mode == "thread":
+        pattern = pattern.replace("1", "t")
     warm = 10
-    tokens = (steps - warm) * cfg.tokens_per_chunk
-    print(f"  {mode:>7}: {tokens / (marks[steps] - marks[warm]):8.0f} tokens/s, {len(dashboards)} step dashboards",
+    steps = warm + block * len(pattern)
+    with tempfile.TemporaryDirectory() as tmp:
+        # evaluation and checkpoints off: they would land in some blocks and not others
+        cfg = TrainingConfig(run_dir=tmp, dataset="sample", max_chunks=steps, epochs=0,
+                             eval_interval=10 ** 9, checkpoint_interval=10 ** 9)
+        VisualizationManager.default_mode = "thread" if mode == "thread" else "process"
+        parts = build_trainer(cfg, None, control=False)
+        viz = parts.viz
+        viz.viz_interval = 10 ** 9  # draws come from the block schedule below
+        marks: dict[int, float] = {}
+
+        def on_event(event) -> None:
+            if isinstance(event, TrainingMetrics):
+                marks[event.step] = time.perf_counter()
+                i, offset = divmod(event.step - warm, block)
+                if 0 <= i < len(pattern) and pattern[i] != "0" and offset % 50 == 25:
+                    viz.request_draw()
+
+        parts.bus.subscribe(on_event)
+        parts.trainer.run()
+        parts.close()
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for i, kind in enumerate(pattern):
+        start, end = warm + i * block, warm + (i + 1) * block
+        rates[kind != "0"].append(block * cfg.tokens_per_chunk / (marks[end] - marks[start]))
+    print(f"  {mode}: on {[round(r) for r in rates[True]]} off {[round(r) for r in rates[False]]}",
           file=sys.stderr, flush=True)
-    return tokens / (marks[steps] - marks[warm])
+    return rates[True], rates[False]
 
 
-def bench_training(steps: int, trials: int) -> None:
+def bench_training(rounds: int, block: int, modes: list[str]) -> None:
     import torch
 
-    modes = ["off", "process", "thread"]
-    results: dict[str, list[float]] = {m: [] for m in modes}
-    for trial in range(trials):
-        for mode in (modes if trial % 2 == 0 else modes[::-1]):
-            with tempfile.TemporaryDirectory() as tmp:
-                results[mode].append(train_once(mode, steps, tmp))
-    base = statistics.median(results["off"])
-    print(f"\n### Training speed with dashboards on vs off (default model, viz every 50 steps, {steps} steps "
-          f"x {trials} trials, torch threads {torch.get_num_threads()})\n")
-    print("| dashboards | tokens/s (median) | trials | ratio to off |")
-    print("|---|---:|---|---:|")
+    load = os.getloadavg()
+    print(f"\n### Training speed with dashboards on vs off (default model, a dashboard every 50 steps, "
+          f"{len(ORDER) * rounds} blocks of {block} steps per run, torch threads {torch.get_num_threads()}, "
+          f"load average at start {load[0]:.1f})\n")
+    print("| dashboards drawn in | tokens/s on | tokens/s off | ratio on/off (pooled) | ratio per ABBA round |")
+    print("|---|---:|---:|---:|---|")
     for mode in modes:
-        med = statistics.median(results[mode])
-        print(f"| {mode} | {med:,.0f} | {', '.join(f'{r:,.0f}' for r in results[mode])} | {med / base:.3f} |")
+        on, off = train_blocks(mode, rounds, block)
+        per_round = [sum(on[2 * r:2 * r + 2]) / sum(off[2 * r:2 * r + 2]) for r in range(rounds)]
+        print(f"| {mode} | {statistics.mean(on):,.0f} | {statistics.mean(off):,.0f} | "
+              f"{len(on) / sum(1 / r for r in on) / (len(off) / sum(1 / r for r in off)):.3f} | "
+              f"{', '.join(f'{r:.3f}' for r in per_round)} |", flush=True)
+    print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-steps", type=int, default=10_000_000)
     p.add_argument("--json-steps", type=int, default=1_000_000)
     p.add_argument("--rate", type=float, default=10.0, help="simulated steps/s for the json benchmark")
-    p.add_argument("--train-steps", type=int, default=300)
-    p.add_argument("--trials", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=2, help="ABBA rounds of on/off blocks per training run")
+    p.add_argument("--block", type=int, default=100, help="steps per on or off block")
+    p.add_argument("--modes", default="process,thread")
     args = p.parse_args(argv)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, numpy {np.__version__}")
@@ -246,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("all", "json"):
         bench_json(args.json_steps, args.rate)
     if args.what in ("all", "training"):
-        bench_training(args.train_steps, args.trials)
+        bench_training(args.rounds, args.block, args.modes.split(","))
     return 0
 
 

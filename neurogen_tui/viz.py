@@ -10,7 +10,8 @@ last request: history rows as numpy arrays and sample dicts, and it keeps its ow
 Files, all under <run-dir>/training_viz/ and all written atomically (temporary file, then rename):
   training_step_XXXXXX.png  every viz_interval steps; the newest keep_dashboards are kept (0: all)
   training_latest.png       the newest complete dashboard
-  metrics_history.json      {"steps": [...], "loss": [...], ...}, complete at the end of the run
+  metrics_history.json      {"steps": [...], "loss": [...], ...}: rewritten at most once a minute
+                            after 5% growth, and complete at the end of the run
   text_samples.json         the last MAX_SAMPLES samples (samples.jsonl holds all of them)
 """
 from __future__ import annotations
@@ -56,8 +57,9 @@ class DashboardWriter:
     """The drawing side: renders dashboards and writes every file, reporting each through `notify`.
 
     metrics_history.json is rewritten when at least json_interval seconds passed AND the history
-    grew by json_growth (5%) since the last write, and always at the end: the bytes written over a
-    run are then a fixed multiple (~21x) of the final file, not quadratic in the number of steps.
+    grew by json_growth (5%) since the last write, and always at the end. Each rewrite copies the
+    values already on disk and encodes only the new rows, so a run encodes every value once and
+    copies ~21x the final file in all: linear in the number of steps, never quadratic.
     """
 
     def __init__(self, viz_dir: str | Path, run_name: str = "run", keep_dashboards: int = 20,
