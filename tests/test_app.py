@@ -25,7 +25,7 @@ from neurogen_tui.tui.series import BLOCK, ChartSeries
 from neurogen_tui.tui.widgets import (CHARTS, MA_WINDOW, ChartCaption, ChartPanel, LogPane, MetricChart, RunHeader,
                                       SamplesTable, reduced_series, y_ticks)
 
-HANG_GUARD = 180  # seconds: only so a broken build fails instead of hanging; never a speed check
+HANG_GUARD = 280  # seconds: only so a broken build fails instead of hanging (pytest-timeout is 300); never a speed check
 
 
 def make_cfg(tmp_path, **overrides) -> TrainingConfig:
@@ -141,7 +141,7 @@ def test_c_writes_a_checkpoint_now(tmp_path):
             await wait_for(pilot, lambda: "checkpoint @ step" in log_text(app), "the checkpoint line")
             written = list(cfg.checkpoint_dir.glob("checkpoint_step_*.pt"))
             assert len(written) == 1
-            assert str(written[0]) in log_text(app)
+            assert f"checkpoints/{written[0].name}" in log_text(app)  # shown inside the run dir
             await stop_and_wait_exit(pilot, app)
 
     run(scenario())
@@ -216,6 +216,31 @@ def test_trainer_exception_shows_failed_and_exits_non_zero_after_q(tmp_path, mon
     assert (cfg.viz_dir / "metrics.jsonl").read_text().count("\n") == 4
     log_file = (tmp_path / "run" / "neurogen-tui.log").read_text()
     assert "Traceback" in log_file and "CUDA out of memory (simulated)" in log_file
+
+
+@pytest.mark.slow
+def test_a_resumed_run_shows_its_whole_history(tmp_path):
+    from neurogen_tui.checkpoint import list_checkpoints, load_checkpoint
+
+    cfg = make_cfg(tmp_path, max_chunks=6)
+    first = build_trainer(cfg, None, control=False)
+    first.trainer.run()
+    first.close()
+    path = list_checkpoints(cfg.checkpoint_dir)[-1]
+    cfg.max_chunks = 2000
+    app, parts = None, build_trainer(cfg, (str(path), load_checkpoint(path)), control=False)
+    feed = LiveFeed(parts)
+    app = TrainingApp(feed, feed.controller)
+
+    async def scenario():
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: len(app.run_state.history) >= 6, "the earlier steps")
+            await wait_for(pilot, lambda: app.step >= 9, "steps after the resume")
+            await stop_and_wait_exit(pilot, app)
+
+    run(scenario())
+    steps = app.run_state.history.column("steps").tolist()
+    assert steps[:9] == list(range(1, 10)) and steps == sorted(set(steps))
 
 
 # ---- layout ----------------------------------------------------------------------------------
@@ -412,3 +437,23 @@ def test_q_after_the_producer_ended_exits_with_its_code():
 
     run(scenario())
     assert app.return_code == 1
+
+
+def test_a_stop_that_hangs_can_be_abandoned_with_q_three_times():
+    controller = NullController()
+    app = TrainingApp(ScriptedFeed([StateChanged("running")]), controller)  # its producer never ends
+    app.FORCE_AFTER = 0.0
+
+    async def scenario():
+        async with app.run_test() as pilot:
+            await pilot.press("q")
+            await pilot.pause(0.2)
+            assert app.return_code is None and app.state == "stopping" and controller.calls == ["stop"]
+            await pilot.press("q")
+            assert app.return_code is None and "if it hangs" in log_text(app)
+            await pilot.press("q")
+            await wait_for(pilot, lambda: app.return_code is not None, "exit")
+
+    run(scenario())
+    assert app.return_code == 130 and app.forced
+

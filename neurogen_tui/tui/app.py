@@ -9,6 +9,7 @@ final checkpoint and exports are on disk before the app exits.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -28,7 +29,8 @@ from .feed import Feed, FeedDone
 from .state import RunState
 from .widgets import CHARTS, ChartPanel, HelpScreen, LogPane, RunHeader, SamplesTable
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_FORCED = 0, 1, 130
+log = logging.getLogger(__name__)
 
 
 class TrainingApp(App[int]):
@@ -49,6 +51,7 @@ class TrainingApp(App[int]):
     CHART_INTERVAL = 0.33  # seconds between chart redraws, at least
     CHART_DUTY = 0.05  # longest share of the UI thread the charts may take on long runs
     CHART_MAX_WAIT = 5.0  # seconds: even a slow machine sees its charts move
+    FORCE_AFTER = 5.0  # seconds after a stop request before q can abandon a stop that hangs
 
     state: reactive[str] = reactive("starting")
     step: reactive[int] = reactive(0)
@@ -59,8 +62,10 @@ class TrainingApp(App[int]):
         super().__init__(ansi_color=True if "NO_COLOR" in os.environ else None)
         self.feed = feed
         self.controller = controller
-        self.run_state = RunState(feed.title, read_only=controller.read_only)
+        self.run_state = RunState(feed.title, read_only=controller.read_only, run_dir=feed.run_dir)
         self.exit_requested = False
+        self.forced = False  # left without waiting for the producer
+        self._stop_asked: list[float] = []
         self.terminal_lost = False
         # --on-hangup continue: called with terminal_lost after a SIGHUP; training goes on (run_app sets it)
         self.after_hangup = None
@@ -159,14 +164,25 @@ class TrainingApp(App[int]):
             self.push_screen(HelpScreen(self.controller.read_only))
 
     def action_stop(self) -> None:
-        """Stop the producer and exit once it has finished (at once if it already has)."""
-        self.exit_requested = True
+        """Stop the producer and exit once it has finished (at once if it already has). A stop
+        that hangs (a stalled data source) can be abandoned: q three times, FORCE_AFTER apart."""
+        now = time.monotonic()
         if self.run_state.done is not None:
             self.exit(self.run_state.done.exit_code, return_code=self.run_state.done.exit_code)
             return
-        if not self.controller.read_only:
-            self.run_state.set_state("stopping")
-        self._say(self.controller.stop())
+        if not self.exit_requested:
+            self.exit_requested, self._stop_asked = True, [now]
+            if not self.controller.read_only:
+                self.run_state.set_state("stopping")
+            self._say(self.controller.stop())
+            return
+        self._stop_asked.append(now)
+        if len(self._stop_asked) >= 3 and now - self._stop_asked[0] >= self.FORCE_AFTER:
+            self.forced = True
+            self.exit(EXIT_FORCED, return_code=EXIT_FORCED)
+            return
+        self._say(f"{self.controller.stop()}; if it hangs, q twice more after {self.FORCE_AFTER:.0f}s "
+                  f"leaves without the final files", "warning")
 
     # ---- signals ---------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:
@@ -216,6 +232,11 @@ class TrainingApp(App[int]):
             fresh.start()
             driver._writer_thread = fresh
 
+    def _handle_exception(self, error: Exception) -> None:
+        # a bug in the app: Textual shows the traceback on exit; the run's log keeps it too
+        log.error("the app failed", exc_info=error)
+        super()._handle_exception(error)
+
     def on_unmount(self) -> None:
         # an exit by any other road (an internal error included) still stops the trainer, so the
         # worker thread ends and the process can exit
@@ -244,6 +265,11 @@ def run_app(cfg, resume) -> int:
     code = app.run()
     if code is None:  # the app ended by an internal error (its traceback is printed)
         code = EXIT_FAILED
+    if app.forced:  # the trainer thread may never return: leave without it
+        print(f"neurogen-tui: left without waiting for the trainer at step {app.run_state.step}; "
+              f"the last checkpoint in {cfg.checkpoint_dir} is the last good state", file=sys.stderr)
+        sys.stdout.flush()
+        os._exit(EXIT_FORCED)
     where = (f"files: {cfg.viz_dir}  checkpoints: {cfg.checkpoint_dir}  "
              f"log: {Path(cfg.run_dir) / 'neurogen-tui.log'}")
     result = app.run_state.result

@@ -58,6 +58,7 @@ class Feed:
 
     read_only = True
     title = "neurogen-tui"
+    run_dir: str | None = None  # paths under it are shown relative to it
 
     def __init__(self) -> None:
         self._queue: deque = deque()
@@ -173,16 +174,33 @@ class LiveFeed(Feed):
         super().__init__()
         self.parts = parts
         self.title = parts.trainer.cfg.display_name
+        self.run_dir = parts.trainer.cfg.run_dir
         self.controller = LiveController(parts.trainer, parts.viz)
+        self._seed_from(parts.viz)
         parts.bus.subscribe(self.put)
         if parts.viz is not None and hasattr(parts.viz, "add_listener"):
             parts.viz.add_listener(self._on_viz)
 
+    def _seed_from(self, viz) -> None:
+        """A resumed run shows its whole history: the VisualizationManager has loaded it (up to the
+        checkpoint's step) before the trainer starts, so a copy now is consistent."""
+        history = getattr(viz, "history", None)
+        if history is None or not len(history):
+            return
+        from ..history import SOURCE_FIELD
+
+        columns = history.slice()
+        last = {SOURCE_FIELD.get(name, name): values[-1].item() for name, values in columns.items()}
+        last = {k: v for k, v in last.items() if v == v}  # NaN: not recorded
+        self.put(MetricsRows(columns, [last]))
+        for sample in list(getattr(viz, "samples", ())):
+            self.put(sample)
+
     def _on_viz(self, kind: str, detail: str) -> None:
         if kind == "error":
             self.put(LogMessage("error", f"dashboard: {detail}"))
-        else:
-            self.put(LogMessage("info", f"{kind} written: {detail}"))
+        elif kind != "json" or self.parts.trainer.state in ("stopping", "finished", "failed"):
+            self.put(LogMessage("info", f"{kind} written: {detail}"))  # periodic JSON rewrites are not news
 
     def produce(self) -> None:
         code = 0

@@ -2,6 +2,7 @@
 (ETA, memory line, which log lines appear) are tested directly and shared by live and watch."""
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections import deque
@@ -49,7 +50,8 @@ def last_frames(tb: str, n: int = 3) -> list[str]:
 class RunState:
     """Applies feed events; the app reads the fields and takes the new log lines and samples."""
 
-    def __init__(self, run_name: str = "", read_only: bool = False) -> None:
+    def __init__(self, run_name: str = "", read_only: bool = False, run_dir: str | os.PathLike | None = None) -> None:
+        self.run_dir = os.path.abspath(run_dir) if run_dir else None
         self.history = MetricsHistory()
         self.samples: deque[TextSample] = deque(maxlen=SAMPLES_KEPT)
         self.run_name = run_name
@@ -140,6 +142,8 @@ class RunState:
             f"{event.device} ({event.device_name})")
         verb = f"resumed from {event.resumed_from} at step {event.start_step}" if event.resumed_from else "started"
         self.log("info", f"{verb}: {event.n_params / 1e6:.2f}M parameters on {self.device}")
+        if self.run_dir:
+            self._new_logs.append(LogLine("info", f"run dir {self.run_dir} (paths below are inside it)"))
 
     def _failed(self, event: RunFailed) -> None:
         self.result, self.ended_at = event, time.time()
@@ -158,6 +162,8 @@ class RunState:
         self.state = state
 
     def log(self, level: str, text: str) -> None:
+        if self.run_dir and self.run_dir + os.sep in text:  # paths inside the run dir, shortened
+            text = text.replace(self.run_dir + os.sep, "")
         self._new_logs.append(LogLine(level, text))
 
     def log_exception(self, where: str, exc: BaseException) -> None:

@@ -250,13 +250,19 @@ class SamplesTable(DataTable):
     MAX_ROWS = 50  # rebuilt whole on each new sample: kept small, it stays cheap
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        super().__init__(cursor_type="row", zebra_stripes=True, show_cursor=False, **kwargs)
         self._samples: list[TextSample] = []
         self._version = -1
         self._widths: tuple[int, ...] = ()
 
     def on_resize(self) -> None:
         self._rebuild()
+
+    def on_focus(self) -> None:
+        self.show_cursor = True
+
+    def on_blur(self) -> None:
+        self.show_cursor = False  # no highlighted row unless someone is reading the table
 
     def show(self, samples, version: int) -> None:
         """Show the newest MAX_ROWS of `samples` (oldest first) unless `version` was shown already."""
@@ -350,6 +356,7 @@ KEYS = (
     ("q, Ctrl+C, Ctrl+Q", "stop: finish the step, write the final checkpoint, dashboard and JSON, exit"),
     ("Tab / arrows", "move to the samples table or log and scroll them"),
     ("Enter", "on a sample: show it in full"),
+    ("q q q", "while stopping, after 5 s: leave without waiting (no final checkpoint)"),
     ("?", "this help (Esc closes it)"),
 )
 
