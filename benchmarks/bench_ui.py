@@ -223,34 +223,50 @@ def cmd_overhead(args) -> None:
 
 # ---- charts -------------------------------------------------------------------------------------
 def cmd_charts(args) -> None:
-    from neurogen_tui.tui.widgets import reduced_series
+    """One redraw as the app does it: the rows added since the last redraw (100 here) read into
+    each chart's ChartSeries, reduced to the chart's width, and the plotext build at 60x12."""
+    from textual_plotext.plot import Plot
+
+    from neurogen_tui.tui.widgets import chart_series
 
     print(f"machine: {machine()}\n")
-    print("| history (steps) | reduction, 4 charts (ms) | plot build, 4 charts at 60x12 each (ms) | points drawn |")
-    print("|---|---|---|---|")
+    print("| history (steps) | first load, 4 charts (ms) | redraw: 100 new rows, reduction (ms) | "
+          "redraw: plot build, 4 charts at 60x12 (ms) | points drawn |")
+    print("|---|---|---|---|---|")
     for n in (int(s) for s in args.sizes.split(",")):
         h = MetricsHistory()
-        steps = np.arange(1, n + 1)
         rng = np.random.default_rng(0)
-        h.extend_columns({"steps": steps, "loss": 5 * np.exp(-steps / n) + rng.random(n) * 0.1,
-                          "accuracy": rng.random(n), "throughput": 1e4 + rng.random(n), "learning_rate": np.full(n, 1e-3),
-                          "val_loss": np.where(steps % 250 == 0, 4.0, np.nan)})
-        t0 = time.perf_counter()
-        points = sum(len(x) for spec in CHARTS for x, _ in reduced_series(h, spec, 120).values())
-        reduce_ms = (time.perf_counter() - t0) * 1000
-        build_ms = 0.0
-        from textual_plotext.plot import Plot
 
-        for spec in CHARTS:
-            plt = Plot()
-            for x, y in reduced_series(h, spec, 120).values():
-                if len(x):
-                    plt.plot(x.tolist(), y.tolist(), marker="braille")
-            plt.plotsize(60, 12)
+        def grow(start: int, count: int) -> None:
+            steps = np.arange(start + 1, start + count + 1)
+            h.extend_columns({"steps": steps, "loss": 5 * np.exp(-steps / max(n, 1)) + rng.random(count) * 0.1,
+                              "accuracy": rng.random(count), "throughput": 1e4 + rng.random(count),
+                              "learning_rate": np.full(count, 1e-3), "val_loss": np.where(steps % 250 == 0, 4.0, np.nan)})
+
+        grow(0, n)
+        series = [chart_series(spec) for spec in CHARTS]
+        t0 = time.perf_counter()
+        for cs in series:
+            cs.update(h)
+        first_ms = (time.perf_counter() - t0) * 1000
+        reduce_ms, build_ms, points = [], [], 0
+        for r in range(5):
+            grow(n + r * 100, 100)
+            t0 = time.perf_counter()
+            lines = [cs.points(120) for cs in series if cs.update(h) or True]
+            reduce_ms.append((time.perf_counter() - t0) * 1000)
             t1 = time.perf_counter()
-            plt.build()
-            build_ms += (time.perf_counter() - t1) * 1000
-        print(f"| {n:,} | {reduce_ms:.1f} | {build_ms:.1f} | {points} |", flush=True)
+            for chart_lines in lines:
+                plt = Plot()
+                for x, y in chart_lines.values():
+                    if len(x):
+                        plt.plot(x.tolist(), y.tolist(), marker="braille")
+                plt.plotsize(60, 12)
+                plt.build()
+            build_ms.append((time.perf_counter() - t1) * 1000)
+            points = sum(len(x) for chart_lines in lines for x, _ in chart_lines.values())
+        print(f"| {n:,} | {first_ms:.0f} | {statistics.median(reduce_ms):.1f} | {statistics.median(build_ms):.1f} | "
+              f"{points} |", flush=True)
 
 
 # ---- GIL ----------------------------------------------------------------------------------------

@@ -98,12 +98,14 @@ def test_app_in_tmux_at_80x24_trains_shows_every_panel_and_q_exits_0(tmux, tmp_p
 
 
 @pytest.mark.slow
-def test_losing_the_terminal_stops_the_run_like_q(tmux, tmp_path):
+@pytest.mark.timeout(900)
+def test_losing_the_terminal_with_on_hangup_stop_stops_the_run_like_q(tmux, tmp_path):
     """tmux kill-session hangs up the pane's terminal (SIGHUP, then SIGCONT), as an SSH drop does."""
     t = tmux(120, 40)
     run_dir = tmp_path / "run"
     pid_file = tmp_path / "pid"
-    t.start(command(run_dir, "--test", "--max-chunks", "5000", "--epochs", "0", pid_file=pid_file),
+    t.start(command(run_dir, "--test", "--max-chunks", "5000", "--epochs", "0", "--on-hangup", "stop",
+                    pid_file=pid_file),
             env={"NO_COLOR": "1"})
     t.wait_for(r"RUNNING .*step [1-9]")
     escaped = t.screen(escapes=True)

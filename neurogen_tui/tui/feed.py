@@ -11,6 +11,7 @@ so a control socket can later drive a remote run with the same keys.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -176,6 +177,7 @@ class LiveFeed(Feed):
         self.title = parts.trainer.cfg.display_name
         self.run_dir = parts.trainer.cfg.run_dir
         self.controller = LiveController(parts.trainer, parts.viz)
+        self._last_step_png = float("-inf")
         self._seed_from(parts.viz)
         parts.bus.subscribe(self.put)
         if parts.viz is not None and hasattr(parts.viz, "add_listener"):
@@ -197,10 +199,20 @@ class LiveFeed(Feed):
             self.put(sample)
 
     def _on_viz(self, kind: str, detail: str) -> None:
+        """Called on the dashboard thread. Periodic JSON rewrites are not news, nor the copy to
+        training_latest.png right after a training_step_*.png."""
+        now = time.monotonic()
         if kind == "error":
             self.put(LogMessage("error", f"dashboard: {detail}"))
-        elif kind != "json" or self.parts.trainer.state in ("stopping", "finished", "failed"):
-            self.put(LogMessage("info", f"{kind} written: {detail}"))  # periodic JSON rewrites are not news
+            return
+        if kind == "json" and self.parts.trainer.state not in ("stopping", "finished", "failed"):
+            return
+        if kind == "dashboard":
+            if detail.endswith("training_latest.png") and now - self._last_step_png < 2.0:
+                return
+            if not detail.endswith("training_latest.png"):
+                self._last_step_png = now
+        self.put(LogMessage("info", f"{kind} written: {detail}"))
 
     def produce(self) -> None:
         code = 0

@@ -273,7 +273,7 @@ class SamplesTable(DataTable):
         self._rebuild()
 
     def column_widths(self) -> tuple[int, ...]:
-        free = max(30, self.size.width - 6 - 5 - 2 * 5 - 1)  # step, acc, cell padding, scrollbar
+        free = max(30, self.size.width - 6 - 5 - 2 * 5 - 2)  # step, acc, cell padding, scrollbar and a spare
         inp = free * 4 // 10
         tgt = (free - inp) // 2
         return 6, inp, tgt, free - inp - tgt, 5
