@@ -98,7 +98,7 @@ def test_dashboard_draws_an_empty_history():
 def test_a_reused_dashboard_draws_what_a_fresh_one_does():
     reused = Dashboard()
     render_png({k: v[:30] for k, v in columns(30, seed=3).items()}, samples_dicts(2), "first", reuse=reused)
-    later, samples = columns(3000), samples_dicts(7)
+    later, samples = columns(600), samples_dicts(7)
     assert render_png(later, samples, "second", reuse=reused) == render_png(later, samples, "second")
 
 
