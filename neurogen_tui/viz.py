@@ -377,6 +377,7 @@ class VisualizationManager:
             self._backend.run(self.history, samples, req, self._notify)
         except ProcessDied as exc:  # carry on in this process rather than lose the dashboards
             self._notify("error", f"{exc}; drawing in the training process from now on")
+            self._backend.close()  # reap it
             self._backend = _ThreadBackend(self._writer_args, self.history, map(sample_dict, list(self.samples)))
             self._backend.run(self.history, [], req, self._notify)
 
