@@ -457,3 +457,24 @@ def test_a_stop_that_hangs_can_be_abandoned_with_q_three_times():
     run(scenario())
     assert app.return_code == 130 and app.forced
 
+
+def test_a_subclass_calling_super_on_mount_still_starts_one_producer():
+    class CountingFeed(ScriptedFeed):
+        calls = 0
+
+        def produce(self):
+            CountingFeed.calls += 1
+
+    class Sub(TrainingApp):
+        def on_mount(self):  # Textual calls TrainingApp.on_mount too
+            super().on_mount()
+
+    app = Sub(CountingFeed([]), NullController())
+
+    async def scenario():
+        async with app.run_test() as pilot:
+            await pilot.pause(0.3)
+
+    run(scenario())
+    assert CountingFeed.calls == 1
+

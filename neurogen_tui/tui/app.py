@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 class TrainingApp(App[int]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses elsewhere find it too
     ENABLE_COMMAND_PALETTE = False
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
@@ -63,6 +63,7 @@ class TrainingApp(App[int]):
         self.feed = feed
         self.controller = controller
         self.run_state = RunState(feed.title, read_only=controller.read_only, run_dir=feed.run_dir)
+        self._mounted_once = False
         self.exit_requested = False
         self.forced = False  # left without waiting for the producer
         self._stop_asked: list[float] = []
@@ -85,6 +86,11 @@ class TrainingApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # Textual also calls a base class's on_mount, so a subclass that calls super() as well
+        # would start a second producer (two threads in one trainer): only the first call counts
+        if self._mounted_once:
+            return
+        self._mounted_once = True
         # kept, not queried: app.query_one looks at the active screen, which may be the help
         self.header_widget, self.log_pane = self.query_one(RunHeader), self.query_one(LogPane)
         self.samples_table, self.charts = self.query_one(SamplesTable), list(self.query(ChartPanel))
@@ -235,6 +241,8 @@ class TrainingApp(App[int]):
     def _handle_exception(self, error: Exception) -> None:
         # a bug in the app: Textual shows the traceback on exit; the run's log keeps it too
         log.error("the app failed", exc_info=error)
+        if self.run_state.done is None:
+            self.controller.stop()  # the worker thread must end, or the process cannot exit
         super()._handle_exception(error)
 
     def on_unmount(self) -> None:

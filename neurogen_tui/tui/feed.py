@@ -178,6 +178,7 @@ class LiveFeed(Feed):
         self.run_dir = parts.trainer.cfg.run_dir
         self.controller = LiveController(parts.trainer, parts.viz)
         self._last_step_png = float("-inf")
+        self._produced = False
         self._seed_from(parts.viz)
         parts.bus.subscribe(self.put)
         if parts.viz is not None and hasattr(parts.viz, "add_listener"):
@@ -215,6 +216,9 @@ class LiveFeed(Feed):
         self.put(LogMessage("info", f"{kind} written: {detail}"))
 
     def produce(self) -> None:
+        if self._produced:
+            raise RuntimeError("LiveFeed.produce() runs once: a trainer is not re-entrant")
+        self._produced = True
         code = 0
         try:
             result = self.parts.trainer.run()
