@@ -41,6 +41,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_trainer import OtherLoad  # noqa: E402  (the machine is shared: measure the others too)
 
 from textual import events  # noqa: E402
 from textual.binding import Binding  # noqa: E402
@@ -162,10 +165,13 @@ def cmd_latency(args) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for model in args.model.split(","):
         for composed in ([False, True] if args.dashboards else [False]):
+            OtherLoad.wait_quiet(args.wait_quiet)
+            load = OtherLoad()
             with tempfile.TemporaryDirectory() as tmp:
                 cfg = make_cfg(Path(tmp), model, 100_000)
                 r = asyncio.run(run_latency(cfg, args.seconds, composed))
             name = f"{model} model" + (", dashboards every 10 steps" if composed else "")
+            name += f" (others {load.share():.0%} of the CPU)"
             print(f"| {name} | {r['answered']}/{r['keys']} | {r['p50']:.1f} / {r['p95']:.1f} / {r['max']:.1f} | "
                   f"{r['paint_p50']:.1f} / {r['paint_p95']:.1f} / {r['paint_max']:.1f} | {r['tick_hz']:.1f} Hz | "
                   f"{r['tick_p95']:.1f} / {r['tick_max']:.1f} | {r['steps_per_s']:.1f} | {r['chart_ms']:.1f} |",
@@ -204,20 +210,26 @@ def run_app(cfg: TrainingConfig) -> float:
 
 def cmd_overhead(args) -> None:
     print(f"machine: {machine()}\n")
-    print("| model | steps | rounds | no display (tok/s, median) | under the app (tok/s, median) | app / none | spread of rounds |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | steps | rounds | no display (tok/s, median) | under the app (tok/s, median) | app / none | "
+          "spread of rounds | others' CPU share, worst run |")
+    print("|---|---|---|---|---|---|---|---|")
     for model in args.model.split(","):
         results = {"bare": [], "app": []}
+        others = []
         for r in range(args.rounds):
             order = ("bare", "app") if r % 2 == 0 else ("app", "bare")
             for variant in order:
+                OtherLoad.wait_quiet(args.wait_quiet)
+                load = OtherLoad()
                 with tempfile.TemporaryDirectory() as tmp:
                     cfg = make_cfg(Path(tmp), model, args.steps)
                     results[variant].append((run_bare if variant == "bare" else run_app)(cfg))
+                others.append(load.share())
+                print(f"<!-- {model} {variant}: {results[variant][-1]:,.0f} tok/s, others {others[-1]:.0%} -->", flush=True)
         bare, app = statistics.median(results["bare"]), statistics.median(results["app"])
         spread = max(max(v) / min(v) - 1 for v in results.values()) * 100
         print(f"| {model} | {args.steps} | {args.rounds} | {bare:,.0f} | {app:,.0f} | {app / bare * 100:.1f}% | "
-              f"±{spread / 2:.1f}% |", flush=True)
+              f"±{spread / 2:.1f}% | {max(others):.0%} |", flush=True)
 
 
 # ---- charts -------------------------------------------------------------------------------------
@@ -340,6 +352,8 @@ def cmd_tmux(args) -> None:
 
         try:
             wait(r"RUNNING .*step \d+")
+            OtherLoad.wait_quiet(args.wait_quiet)
+            load = OtherLoad()
             time.sleep(3)
             t_poll = []
             for _ in range(20):
@@ -354,6 +368,7 @@ def cmd_tmux(args) -> None:
                 time.sleep(random.uniform(0.2, 0.5))
                 subprocess.run([*tm, "send-keys", "-t", "b", "Escape"])
                 closed.append(wait("neurogen-tui keys", present=False) * 1000)
+            others = load.share()
             subprocess.run([*tm, "send-keys", "-t", "b", "q"])
             wait(r"RUNNING", present=False)
         finally:
@@ -363,7 +378,7 @@ def cmd_tmux(args) -> None:
     print(f"machine: {machine()}; one capture-pane takes {statistics.median(t_poll) * 1000:.1f} ms (included)\n")
     print("| key, through tmux | presses | to screen p50 (ms) | p95 (ms) | max (ms) |")
     print("|---|---|---|---|---|")
-    print(f"| `?` opens help, Esc closes it | {len(both)} | {pct(both, 50):.0f} | {pct(both, 95):.0f} | {max(both):.0f} |")
+    print(f"| `?` opens help, Esc closes it (others {others:.0%} of the CPU) | {len(both)} | {pct(both, 50):.0f} | {pct(both, 95):.0f} | {max(both):.0f} |")
 
 
 def main() -> None:
@@ -383,6 +398,9 @@ def main() -> None:
     a.add_argument("--seconds", type=float, default=10.0)
     a = sub.add_parser("tmux")
     a.add_argument("--presses", type=int, default=20)
+    for a in sub.choices.values():
+        a.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                       help="wait up to S seconds for other processes to leave the CPU before each measurement")
     args = p.parse_args()
     {"latency": cmd_latency, "overhead": cmd_overhead, "charts": cmd_charts, "gil": cmd_gil, "tmux": cmd_tmux}[args.cmd](args)
 

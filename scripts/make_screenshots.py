@@ -43,7 +43,12 @@ async def shoot(app: TrainingApp, size: tuple[int, int], at_step: int, svg: Path
         while app.step < at_step and app.run_state.done is None:
             await pilot.pause(0.2)
         await pilot.pause(1.0)  # a chart redraw after the last step counted
+        while app.charts_building:
+            await pilot.pause(0.1)
         app.draw_charts(force=True)
+        await pilot.pause(0.1)
+        while app.charts_building:
+            await pilot.pause(0.1)
         await pilot.pause(0.3)
         app.save_screenshot(filename=svg.name, path=str(svg.parent))
         await pilot.press("q")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 
@@ -88,6 +89,8 @@ def test_charts_and_samples_fill_then_q_exits_with_final_files(tmp_path):
             await pilot.pause(0.5)  # one chart redraw interval
             charts = list(app.query(MetricChart))
             assert len(charts) == len(CHARTS) and all(c.points > 0 for c in charts)
+            await wait_for(pilot, lambda: all(re.search("[\u2801-\u28ff]", c.render().plain) for c in charts),
+                           "braille plots on screen")
             caption = str(app.query_one("#chart-loss", ChartPanel).query_one(ChartCaption).text)
             assert caption.startswith("loss ") and "avg50" in caption
             table = app.query_one(SamplesTable)

@@ -16,9 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from textual import work
+from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.containers import Grid, Horizontal
 from textual.reactive import reactive
 from textual.widgets import Footer
@@ -31,6 +32,14 @@ from .widgets import CHARTS, ChartPanel, HelpScreen, LogPane, RunHeader, Samples
 
 EXIT_OK, EXIT_FAILED, EXIT_FORCED = 0, 1, 130
 log = logging.getLogger(__name__)
+
+
+class ChartsBuilt(Message):
+    """Plot builds done in the charts' thread, ready to show."""
+
+    def __init__(self, results: list, started: float, built: float) -> None:
+        super().__init__()
+        self.results, self.started, self.built = results, started, built
 
 
 class TrainingApp(App[int]):
@@ -73,6 +82,7 @@ class TrainingApp(App[int]):
         self._chart_key: tuple = ()
         self._next_chart_at = 0.0
         self.chart_seconds = 0.0  # the last redraw's cost (data reduction + plot build)
+        self.charts_building = False
         self._chart_update_seconds = 0.0
 
     def compose(self) -> ComposeResult:
@@ -126,20 +136,39 @@ class TrainingApp(App[int]):
             self.exit(rs.done.exit_code, return_code=rs.done.exit_code)
 
     def draw_charts(self, force: bool = False) -> None:
-        """Redraw the charts when the history or the size changed, at most every CHART_INTERVAL and
-        never more than CHART_DUTY of the UI thread (the last redraw's measured cost: reduction
-        plus plot building), so a run of millions of steps stays smooth."""
+        """Redraw the charts when the history or the size changed: new rows and captions here,
+        the plot builds in a thread (one redraw in flight at a time). At most every
+        CHART_INTERVAL, and never more than CHART_DUTY of the time (the last redraw's measured
+        cost), so a slow machine or a huge terminal degrades the charts' rate, not the keys."""
         now = time.perf_counter()
         key = (len(self.run_state.history), self.size)
-        if self.terminal_lost or (not force and (key == self._chart_key or now < self._next_chart_at)):
+        if self.terminal_lost or self.charts_building:
+            return
+        if not force and (key == self._chart_key or now < self._next_chart_at):
             return
         self._chart_key = key
-        self.chart_seconds = self._chart_update_seconds + sum(p.chart.render_seconds for p in self.charts)
-        for panel in self.charts:
-            panel.update_from(self.run_state.history)
+        builds = [(panel.chart, panel.prepare(self.run_state.history)) for panel in self.charts]
         self._chart_update_seconds = time.perf_counter() - now
+        self.charts_building = True
+        self.build_charts([(chart, build) for chart, build in builds if build is not None], now)
+
+    @work(thread=True, exit_on_error=False, group="charts")
+    def build_charts(self, builds: list, started: float) -> None:
+        t0 = time.perf_counter()
+        results = [(chart, build()) for chart, build in builds]
+        # post_message is thread-safe and does not wait (call_from_thread would wait forever for
+        # an app that closes meanwhile, and the process could not exit)
+        self.post_message(ChartsBuilt(results, started, time.perf_counter() - t0))
+
+    @on(ChartsBuilt)
+    def _show_charts(self, message: ChartsBuilt) -> None:
+        results, started, built = message.results, message.started, message.built
+        for chart, text in results:
+            chart.show(text)
+        self.charts_building = False
+        self.chart_seconds = self._chart_update_seconds + built
         wait = min(self.CHART_MAX_WAIT, max(self.CHART_INTERVAL, self.chart_seconds / self.CHART_DUTY))
-        self._next_chart_at = now + wait
+        self._next_chart_at = started + wait
 
     def watch_state(self, state: str) -> None:
         self.refresh_bindings()

@@ -11,6 +11,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from rich.text import Text
@@ -22,6 +23,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import DataTable, RichLog, Static
 from textual_plotext import PlotextPlot
+from textual_plotext.plot import Plot
 
 from ..events import TextSample
 from ..headless import format_count
@@ -142,21 +144,23 @@ def y_ticks(lo: float, hi: float, n: int, log: bool = False) -> tuple[list[float
 
 
 class MetricChart(PlotextPlot):
-    """One plotext chart of a history column; `update_from` replaces its data (drawn on render)."""
+    """One plotext chart of a history column. `prepare` (UI thread) reads the new rows and sets up
+    a fresh plotext figure; the returned build (any thread) turns it into text; `show` puts that
+    text on screen. Building a plot is slow pure Python: off the UI thread it delays no key."""
 
     def __init__(self, spec: ChartSpec, **kwargs) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.series = chart_series(spec)
         self.points = 0
-        self.render_seconds = 0.0  # the last plot build, for the app's redraw budget
+        self._text = Text("")
 
-    def update_from(self, history: MetricsHistory) -> None:
-        plt, spec = self.plt, self.spec
+    def prepare(self, history: MetricsHistory) -> Callable[[], Text] | None:
         self.series.update(history)
-        plt.clear_data()
-        plt.clear_figure()
         width, height = self.size.width, self.size.height
+        if width < 4 or height < 2:
+            return None
+        spec, plt = self.spec, Plot()
         framed = height >= 10 and width >= 40
         plt.frame(framed)
         if not framed:
@@ -184,18 +188,26 @@ class MetricChart(PlotextPlot):
         if framed and len(x) > 1:
             xs = np.unique(np.linspace(x[0], x[-1], max(2, min(6, width // 14))).round())
             plt.xticks(xs.tolist(), [format_count(v) if v >= 10_000 else f"{v:.0f}" for v in xs])
+        plt.plotsize(width, height)
+        plt._set_size(width, height)  # as PlotextPlot.render does (textual-plotext issue #5)
+        plt.theme(self._get_plotext_theme_name(self.app.theme))
+
+        def build() -> Text:
+            # plotext has corner cases (a log axis over one value...): a chart that cannot draw
+            # says so instead of taking the app, and the training, down with it
+            try:
+                return Text.from_ansi(plt.build())
+            except Exception as exc:
+                return Text(f"(chart unavailable: {type(exc).__name__})", style="dim")
+
+        return build
+
+    def show(self, text: Text) -> None:
+        self._text = text
         self.refresh()
 
-    def render(self):
-        # plotext has corner cases (a log axis over one value...): a chart that cannot draw says
-        # so instead of taking the app, and the training, down with it
-        started = time.perf_counter()
-        try:
-            return super().render()
-        except Exception as exc:
-            return Text(f"(chart unavailable: {type(exc).__name__})", style="dim")
-        finally:
-            self.render_seconds = time.perf_counter() - started
+    def render(self) -> Text:
+        return self._text
 
 
 class ChartCaption(Widget):
@@ -222,10 +234,12 @@ class ChartPanel(Vertical):
     def chart(self) -> MetricChart:
         return self.query_one(MetricChart)
 
-    def update_from(self, history: MetricsHistory) -> None:
+    def prepare(self, history: MetricsHistory) -> Callable[[], Text] | None:
+        """New rows into the chart and the caption; returns the chart's plot build."""
         chart = self.chart
-        chart.update_from(history)
+        build = chart.prepare(history)
         self.query_one(ChartCaption).text = self.caption(chart.series)
+        return build
 
     def caption(self, series: ChartSeries) -> Text:
         spec, last = self.spec, series.last
