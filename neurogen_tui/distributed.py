@@ -291,17 +291,7 @@ class DistributedTrainer(_trainer_base()):
             metrics = self.train_step()
             step = self.step
             if main:  # rank 0 alone evaluates, publishes and samples; the others wait at the next agreement
-                if self.eval_batches and (step % cfg.eval_interval == 0 or step == cfg.max_chunks):
-                    result = self.evaluate()
-                    if result is not None:
-                        metrics.val_loss = result.val_loss
-                        self.bus.publish(result)
-                self.bus.publish(metrics)
-                if self._sample_due(step):
-                    started = time.perf_counter()
-                    self.bus.publish(self.text_sample())
-                    self._sample_cost = time.perf_counter() - started
-                    self._train_time_since_sample = 0.0
+                self.publish_step(metrics)
             if step % cfg.checkpoint_interval == 0:
                 self.save_checkpoint()
             if self.bad_steps >= cfg.max_bad_steps:

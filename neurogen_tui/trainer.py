@@ -291,23 +291,29 @@ class Trainer:
             if metrics is None:
                 return "data exhausted"
             step = self.step
-            if self.eval_batches and (step % cfg.eval_interval == 0 or step == cfg.max_chunks):
-                result = self.evaluate()
-                if result is not None:
-                    metrics.val_loss = result.val_loss
-                    self.bus.publish(result)
-            self.bus.publish(metrics)
-            if self._sample_due(step):
-                started = time.perf_counter()
-                self.bus.publish(self.text_sample())
-                self._sample_cost = time.perf_counter() - started
-                self._train_time_since_sample = 0.0
+            self.publish_step(metrics)
             if step % cfg.checkpoint_interval == 0 or self._checkpoint_now.is_set():
                 self._checkpoint_now.clear()
                 self.save_checkpoint()
             if self.bad_steps >= cfg.max_bad_steps:
                 self._say(f"stopping: {self.bad_steps} steps in a row had a non-finite loss", "error")
                 return "too many bad steps"
+
+    def publish_step(self, metrics: TrainingMetrics) -> None:
+        """After a step: evaluate when due (its loss rides on the step's metrics), publish the
+        metrics, then a text sample when due."""
+        cfg, step = self.cfg, metrics.step
+        if self.eval_batches and (step % cfg.eval_interval == 0 or step == cfg.max_chunks):
+            result = self.evaluate()
+            if result is not None:
+                metrics.val_loss = result.val_loss
+                self.bus.publish(result)
+        self.bus.publish(metrics)
+        if self._sample_due(step):
+            started = time.perf_counter()
+            self.bus.publish(self.text_sample())
+            self._sample_cost = time.perf_counter() - started
+            self._train_time_since_sample = 0.0
 
     def _sample_due(self, step: int) -> bool:
         """Every sample_interval steps, but never so often that greedy generation costs more than
