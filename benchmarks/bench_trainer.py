@@ -1,0 +1,541 @@
+"""How fast the trainer trains: against a bare loop, and against nanoGPT's CPU recipe.
+
+    python benchmarks/bench_trainer.py overhead [--config default|nanogpt] [--variants bare,trainer] [--quick]
+    python benchmarks/bench_trainer.py nanogpt [--variants nanogpt,trainer] [--quick]
+    python benchmarks/bench_trainer.py profile [--config default|nanogpt] [--quick]
+
+overhead: the trainer as `neurogen-tui --headless` composes it (run.build_trainer: metrics.jsonl,
+    a text sample every 5 steps, evaluation every 250, a dashboard every 50 in the dashboard
+    process, run.json and the control socket; plus the headless progress display drawing to a
+    terminal on /dev/null) against a bare loop on the same GPT class, seed, optimizer, LR schedule
+    and data. Both read batches through the same BatchStream, so data loading is in both. Whole
+    runs alternate A B, B A, ... in one process (background work such as dashboards lands in the
+    run that caused it); tokens/s is the median over rounds.
+nanogpt: our trainer with the recipe's flags against benchmarks/nanogpt_reference.py, 2000 steps
+    each: wall time per step and validation loss.
+profile: what each piece of monitoring costs per step, and a cProfile of a short run.
+
+`--variants` may also name `nodash`: the trainer with its VisualizationManager closed before the
+run, to tell the dashboards' share of the overhead from the rest. Every result prints as a
+markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nanogpt_reference as ref  # noqa: E402
+
+from neurogen_tui.cli import build_parser, config_from_args  # noqa: E402
+from neurogen_tui.config import TrainingConfig, validate  # noqa: E402
+from neurogen_tui.data import SAMPLE_TRAIN, SAMPLE_VAL, BatchStream, DocumentStream, open_local, train_opener  # noqa: E402
+from neurogen_tui.events import (EvalResult, EventBus, RunFinished, RunStarted, StateChanged,  # noqa: E402
+                                 TextSample, TrainingMetrics)
+from neurogen_tui.model import GPT, GPTConfig  # noqa: E402
+from neurogen_tui.run import build_trainer  # noqa: E402
+from neurogen_tui.tokenizer import load_tokenizer  # noqa: E402
+from neurogen_tui.trainer import Trainer, lr_at  # noqa: E402
+
+# The recipe's flags as the issue gives them, in neurogen-tui's spelling.
+NANOGPT_FLAGS = ("--n-layer 4 --n-head 4 --n-embd 128 --seq-len 64 --batch-size 12 --tokens-per-chunk 768 "
+                 "--lr 1e-3 --min-lr 1e-4 --warmup-steps 100 --max-chunks 2000 --eval-interval 250 "
+                 "--eval-iters 20 --dataset sample").split()
+
+
+def make_config(name: str, steps: int, run_dir: str) -> TrainingConfig:
+    """'default': what `neurogen-tui --headless --dataset sample` trains; 'nanogpt': the recipe's flags."""
+    argv = ["--dataset", "sample"] if name == "default" else list(NANOGPT_FLAGS)
+    cfg = config_from_args(build_parser().parse_args(argv + ["--run-dir", run_dir]))
+    cfg.max_chunks = steps
+    return validate(cfg)
+
+
+# ---- one run of each contestant --------------------------------------------------------------------
+@dataclass
+class Trial:
+    variant: str
+    seconds: float  # the training loop's wall time
+    steps: int
+    tokens: int
+    step_times: list[float] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    cpu_seconds: float = 0.0  # CPU time of this process (all threads) and its dashboard process
+
+    @property
+    def cpu_ms_per_step(self) -> float:
+        return self.cpu_seconds / self.steps * 1e3
+
+    @property
+    def tokens_per_sec(self) -> float:
+        return self.tokens / self.seconds
+
+    @property
+    def ms_per_step(self) -> float:
+        return self.seconds / self.steps * 1e3
+
+    @property
+    def median_step_ms(self) -> float:
+        return statistics.median(self.step_times) * 1e3
+
+
+class LoopClock:
+    """First subscriber on the bus: times the loop from RunStarted to the 'stopping' state (setup,
+    the final checkpoint and the final exports, once per run, are outside), step by step."""
+
+    def __init__(self):
+        self.start = self.end = self._last = self.cpu = 0.0
+        self.step_times: list[float] = []
+        self.evals: list[EvalResult] = []
+        self.samples = 0
+
+    def __call__(self, event) -> None:
+        now = time.perf_counter()
+        if isinstance(event, RunStarted):
+            self.start = self._last = now
+            self.cpu = -_cpu_seconds(os.getpid())
+        elif isinstance(event, TrainingMetrics):  # from one step's metrics to the next: one whole iteration
+            self.step_times.append(now - self._last)
+            self._last = now
+        elif isinstance(event, EvalResult):
+            self.evals.append(event)
+        elif isinstance(event, TextSample):
+            self.samples += 1
+        elif isinstance(event, StateChanged) and event.state == "stopping":
+            self.end = now
+            self.cpu += _cpu_seconds(os.getpid())
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (0 where unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def trainer_trial(cfg: TrainingConfig, variant: str = "trainer", display: bool = True) -> Trial:
+    """One run composed as run_headless composes it, on this thread; the display draws to a
+    terminal on /dev/null, so rich renders exactly what it renders for a user."""
+    parts = build_trainer(cfg, None)
+    if variant == "nodash" and parts.viz is not None:  # attribution only: the same run without dashboards
+        parts.bus.unsubscribe(parts.viz)
+        parts.viz.close()
+        parts.viz = None
+    clock = LoopClock()
+    parts.bus.subscribers.insert(0, clock)
+    dashboards = []
+    if parts.viz is not None and hasattr(parts.viz, "add_listener"):
+        parts.viz.add_listener(lambda kind, path: dashboards.append(path) if kind == "dashboard" and "training_step_" in str(path) else None)
+    with contextlib.ExitStack() as stack:
+        if display:
+            from rich.console import Console
+
+            from neurogen_tui.headless import HeadlessDisplay
+
+            devnull = stack.enter_context(open(os.devnull, "w"))
+            shown = HeadlessDisplay(cfg, console=Console(file=devnull, force_terminal=True, width=120))
+            parts.bus.subscribe(shown)
+            stack.enter_context(shown)
+        result = parts.trainer.run()
+    proc = getattr(getattr(getattr(parts.viz, "_backend", None), "_proc", None), "pid", None)
+    viz_cpu = _cpu_seconds(proc) if proc else 0.0  # the dashboard process, up to the loop's end
+    parts.close()
+    if not isinstance(result, RunFinished) or result.step != cfg.max_chunks:
+        raise SystemExit(f"{variant}: the run did not complete: {result}")
+    return Trial(variant, clock.end - clock.start, result.step, result.tokens_seen, clock.step_times,
+                 {"evals": [(e.step, e.val_loss) for e in clock.evals], "samples": clock.samples,
+                  "dashboards": len(dashboards), "viz_process_cpu_s": viz_cpu, "model": parts.trainer.model},
+                 clock.cpu + viz_cpu)
+
+
+def bare_trial(cfg: TrainingConfig) -> Trial:
+    """Nothing but training: the trainer's model class, seed, optimizer, LR schedule, clipping and
+    BatchStream (data loading is in both); the loss is read once per step, as any loop logs it."""
+    torch.manual_seed(cfg.seed)
+    tok = load_tokenizer(cfg.tokenizer)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.seq_len, n_layer=cfg.n_layer,
+                          n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout))
+    optimizer = model.configure_optimizer(cfg.lr, cfg.weight_decay, "cpu")
+    opener, _ = train_opener(cfg)
+    batches = BatchStream(DocumentStream(opener, epochs=cfg.epochs), tok, cfg.seq_len, cfg.batch_size)
+    accum = cfg.grad_accum_steps
+    model.train()
+    cpu = -_cpu_seconds(os.getpid())
+    marks = [time.perf_counter()]
+    for step in range(cfg.max_chunks):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_chunks)
+        for _ in range(accum):
+            x, y = batches.next_batch()
+            logits = model(x)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+            (loss / accum).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()
+        marks.append(time.perf_counter())
+    cpu += _cpu_seconds(os.getpid())
+    return Trial("bare", marks[-1] - marks[0], cfg.max_chunks, cfg.max_chunks * cfg.tokens_per_chunk,
+                 [b - a for a, b in zip(marks, marks[1:])], cpu_seconds=cpu)
+
+
+def nanogpt_trial(steps: int, data_dir: Path, work: Path) -> Trial:
+    """benchmarks/nanogpt_reference.py: nanoGPT's train.py loop (steps + 1 iterations)."""
+    work.mkdir(parents=True, exist_ok=True)
+    c = ref.RecipeConfig(out_dir=str(work / "out"), max_iters=steps, lr_decay_iters=steps)
+    with open(work / "nanogpt.log", "w") as fh:
+        cpu = -_cpu_seconds(os.getpid())  # setup (model init, ~0.1 s) included
+        res = ref.train(c, data_dir, log=lambda line: print(line, file=fh))
+        cpu += _cpu_seconds(os.getpid())
+    return Trial("nanogpt", res.loop_seconds, res.iterations, res.iterations * c.batch_size * c.block_size,
+                 res.step_times, {"evals": [(e["iter"], e["val"]) for e in res.evals], "model": res.model,
+                                  "recipe": c}, cpu)
+
+
+class OtherLoad:
+    """The machine is shared: how much of its CPU other processes used over a window, from
+    /proc/stat's busy time less this process's and its dashboard process's."""
+
+    def __init__(self):
+        self.busy, self.total, self.own = self._machine() + (_cpu_seconds(os.getpid()),)
+
+    @staticmethod
+    def _machine() -> tuple[float, float]:
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:9]]
+        hz = os.sysconf("SC_CLK_TCK")
+        return (sum(f) - f[3] - f[4]) / hz, sum(f) / hz  # busy, all (idle and iowait are not busy)
+
+    def share(self, extra_own: float = 0.0) -> float:
+        """Others' share of all cores since this object was made, 0..1."""
+        busy, total = self._machine()
+        own = _cpu_seconds(os.getpid()) - self.own + extra_own
+        return max(0.0, busy - self.busy - own) / max(1e-9, total - self.total)
+
+    @classmethod
+    def wait_quiet(cls, limit: float, threshold: float = 0.15) -> float:
+        """Wait until others use under `threshold` of the cores for 3 s running, at most `limit` s."""
+        start, quiet = time.monotonic(), 0
+        while quiet < 3 and time.monotonic() - start < limit:
+            probe = cls()
+            time.sleep(1.0)
+            quiet = quiet + 1 if probe.share() < threshold else 0
+        return time.monotonic() - start
+
+
+def rounds(variants: list[str], n: int) -> list[str]:
+    """A B, B A, A B, ...: slow drift on the machine falls on every variant alike."""
+    return [v for r in range(n) for v in (variants if r % 2 == 0 else variants[::-1])]
+
+
+# ---- overhead: trainer vs bare loop ------------------------------------------------------------
+def cmd_overhead(args) -> dict:
+    variants = args.variants.split(",")
+    for v in variants:  # untimed warm-up: imports, allocator, datasets cache, matplotlib's font cache
+        one_overhead_trial(v, args.config, 3, args.display)
+    trials: list[Trial] = []
+    for i, v in enumerate(rounds(variants, args.rounds)):
+        waited = OtherLoad.wait_quiet(args.wait_quiet)
+        load = OtherLoad()
+        t = one_overhead_trial(v, args.config, args.steps, args.display)
+        t.info["others"] = load.share(t.info.get("viz_process_cpu_s", 0.0))
+        trials.append(t)
+        extra = (f", {t.info['samples']} samples, {t.info['dashboards']} dashboards, dashboard process "
+                 f"{t.info['viz_process_cpu_s']:.1f} s CPU" if v != "bare" else "")
+        print(f"trial {i + 1}: {v:>8} {t.tokens_per_sec:7.0f} tok/s ({t.seconds:.1f} s, median step "
+              f"{t.median_step_ms:.1f} ms, CPU {t.cpu_ms_per_step:.1f} ms/step{extra}; other processes {t.info['others']:.0%} of the CPU, "
+              f"waited {waited:.0f} s for quiet)", flush=True)
+    by = {v: [t for t in trials if t.variant == v] for v in variants}
+    med = {v: statistics.median(t.tokens_per_sec for t in ts) for v, ts in by.items()}
+    base = variants[0]
+    print(f"\nconfig {args.config}: {args.steps} steps per run, {args.rounds} rounds, "
+          f"{torch.get_num_threads()} threads, headless display {'on' if args.display else 'off'}\n")
+    print(f"| loop | tokens/s, median of {args.rounds} | min | max | median step ms | ratio to {base} (medians) "
+          f"| ratio per round | CPU ms/step (median) | others' CPU share per run |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---|")
+    rows = {}
+    for v, ts in by.items():
+        tps = [t.tokens_per_sec for t in ts]
+        per_round = [a.tokens_per_sec / b.tokens_per_sec for a, b in zip(ts, by[base])]
+        step_ms = statistics.median(t.median_step_ms for t in ts)
+        cpu_ms = statistics.median(t.cpu_ms_per_step for t in ts)
+        rows[v] = {"tokens_per_sec": tps, "median": med[v], "ratio": med[v] / med[base], "per_round": per_round,
+                   "median_step_ms": step_ms, "cpu_ms_per_step": cpu_ms, "info": [{k: x for k, x in t.info.items() if k != "model"} for t in ts]}
+        print(f"| {v} | {med[v]:.0f} | {min(tps):.0f} | {max(tps):.0f} | {step_ms:.1f} | {med[v] / med[base]:.3f} | "
+              + ", ".join(f"{r:.3f}" for r in per_round) + f" | {cpu_ms:.1f} | "
+              + ", ".join(f"{t.info['others']:.0%}" for t in ts) + " |")
+    return {"config": args.config, "steps": args.steps, "rounds": args.rounds, "results": rows}
+
+
+def one_overhead_trial(variant: str, config: str, steps: int, display: bool) -> Trial:
+    run_dir = tempfile.mkdtemp(prefix=f"bench-{variant}-")
+    try:
+        cfg = make_config(config, steps, run_dir)
+        return bare_trial(cfg) if variant == "bare" else trainer_trial(cfg, variant, display)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+# ---- nanoGPT's CPU recipe ----------------------------------------------------------------------
+@torch.no_grad()
+def val_loss_ours(model: GPT, cfg: TrainingConfig) -> float:
+    """Mean loss over every seq_len window of the whole validation file, packed as training packs."""
+    model.eval()
+    stream = BatchStream(DocumentStream(lambda: open_local([str(SAMPLE_VAL)])), load_tokenizer(None),
+                         cfg.seq_len, cfg.batch_size)
+    total, count = 0.0, 0
+    while (batch := stream.next_batch()) is not None:
+        x, y = batch
+        logits = model(x)
+        total += F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
+        count += y.numel()
+    return total / count
+
+
+@torch.no_grad()
+def val_loss_ref(model: ref.GPT, data_dir: Path, c: ref.RecipeConfig) -> float:
+    """The same yardstick for the reference: every block_size window of val.bin."""
+    model.eval()
+    data = torch.from_numpy(np.fromfile(data_dir / "val.bin", dtype=np.uint8).astype(np.int64))
+    n = (len(data) - 1) // c.block_size
+    xs, ys = data[: n * c.block_size].view(n, -1), data[1: n * c.block_size + 1].view(n, -1)
+    total = 0.0
+    for i in range(0, n, c.batch_size):
+        _, loss = model(xs[i:i + c.batch_size], ys[i:i + c.batch_size])
+        total += loss.item() * ys[i:i + c.batch_size].numel()
+    return total / ys.numel()
+
+
+def cmd_nanogpt(args) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="bench-nanogpt-"))
+    texts = {p: [row["text"] for row in open_local([str(p)])] for p in (SAMPLE_TRAIN, SAMPLE_VAL)}
+    data_dir = ref.write_bins(work / "data", "\n".join(texts[SAMPLE_TRAIN]), "\n".join(texts[SAMPLE_VAL]))
+    rows = []
+    for i, v in enumerate(rounds(args.variants.split(","), args.rounds)):
+        run = work / f"{i}-{v}"
+        waited = OtherLoad.wait_quiet(args.wait_quiet)
+        load = OtherLoad()
+        if v == "nanogpt":
+            t = nanogpt_trial(args.steps, data_dir, run)
+            full = val_loss_ref(t.info["model"], data_dir, t.info["recipe"])
+            name = "nanoGPT recipe (nanogpt_reference.py)"
+        else:
+            cfg = make_config("nanogpt", args.steps, str(run))
+            t = trainer_trial(cfg, v)
+            full = val_loss_ours(t.info["model"], cfg)
+            name = f"neurogen-tui --headless ({v})"
+        at, val = t.info["evals"][-1]
+        t.info["others"] = load.share(t.info.get("viz_process_cpu_s", 0.0))
+        row = {"run": name, "variant": v, "steps": t.steps, "seconds": t.seconds, "ms_per_step": t.ms_per_step,
+               "median_step_ms": t.median_step_ms, "cpu_ms_per_step": t.cpu_ms_per_step, "val_loss": val, "val_at": at, "whole_val_loss": full,
+               **{k: x for k, x in t.info.items() if k in ("samples", "dashboards", "viz_process_cpu_s", "others")}}
+        rows.append(row)
+        print(f"run {i + 1}: {name}: {t.ms_per_step:.1f} ms/step (median {t.median_step_ms:.1f}), "
+              f"val {val:.4f} @ {at}, whole val file {full:.4f}; other processes {t.info['others']:.0%} "
+              f"of the CPU, waited {waited:.0f} s for quiet", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{args.steps} steps (nanoGPT's loop runs {args.steps + 1}), 12 x 64 tokens per step, "
+          f"{torch.get_num_threads()} threads\n")
+    print("| run | steps | loop s | ms/step (wall, all included) | median step ms | CPU ms/step | "
+          "val loss, own eval | val loss, whole val file | others' CPU share |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['run']} | {r['steps']} | {r['seconds']:.1f} | {r['ms_per_step']:.1f} | {r['median_step_ms']:.1f} | "
+              f"{r['cpu_ms_per_step']:.1f} | {r['val_loss']:.4f} @ {r['val_at']} | {r['whole_val_loss']:.4f} | {r['others']:.0%} |")
+    return {"steps": args.steps, "rows": rows}
+
+
+# ---- profile: where the trainer's time goes ---------------------------------------------------
+def _ms(fn, n: int = 1) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+def cmd_profile(args) -> dict:
+    from rich.console import Console
+
+    from neurogen_tui.headless import HeadlessDisplay
+    from neurogen_tui.recorder import MetricsRecorder
+    from neurogen_tui.trainer import rss_mb
+
+    run_dir = tempfile.mkdtemp(prefix="bench-profile-")
+    cfg = make_config(args.config, 10**6, run_dir)
+    trainer = Trainer(cfg, EventBus())
+    trainer.setup()
+    for _ in range(20):
+        metrics = trainer.train_step()
+    model, opt = trainer.model, trainer.optimizer
+
+    def bare_step():
+        for _ in range(cfg.grad_accum_steps):
+            x, y = trainer.batches.next_batch()
+            logits = model(x)
+            (F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1)) / cfg.grad_accum_steps).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    x, y = trainer._last_batch
+    with torch.no_grad():
+        logits = model(x)
+    n = max(1, min(cfg.sample_tokens, cfg.seq_len // 2))
+    prompt = torch.cat([x[0], y[0, -1:]])[:-n].unsqueeze(0)
+    recorder = MetricsRecorder(Path(run_dir) / "viz")
+    display = HeadlessDisplay(cfg, console=Console(file=io.StringIO(), force_terminal=True, width=120))
+    display.task = display.progress.add_task("bench", total=None, loss="-", acc="-", tps="-")
+    probes = {  # name: (function, calls per timing, runs every N steps)
+        "bare step (forward, backward, clip, AdamW)": (bare_step, 1, 1),
+        "Trainer.train_step": (trainer.train_step, 1, 1),
+        f"text_sample ({n} tokens, KV cache), if every {cfg.sample_interval} steps": (trainer.text_sample, 1, cfg.sample_interval),
+        f"  GPT.generate without the cache ({n} full forwards)": (lambda: uncached_generate(model, prompt, n), 1, cfg.sample_interval),
+        "accuracy argmax, one micro-batch": (lambda: (logits.argmax(-1) == y).sum().item(), 20, 1 / cfg.grad_accum_steps),
+        "rss_mb (/proc/self/statm)": (rss_mb, 20, 1),
+        "metrics.jsonl line (dumps + flush)": (lambda: recorder(metrics), 20, 1),
+        "headless display, one metrics event": (lambda: display(metrics), 20, 1),
+    }
+    times: dict[str, list[float]] = {name: [] for name in probes}
+    for _ in range(args.repeats):  # interleaved, so a noisy moment hits every probe alike
+        for name, (fn, calls, _) in probes.items():
+            model.train()
+            times[name].append(_ms(fn, calls))
+    times["evaluate (eval_iters batches)"] = [_ms(trainer.evaluate) for _ in range(3)]
+    every = {name: per for name, (_, _, per) in probes.items()} | {"evaluate (eval_iters batches)": cfg.eval_interval}
+    times["dashboard draw (dashboard process, CPU)"] = [dashboard_cpu_ms(cfg, rows=500) for _ in range(2)]
+    every["dashboard draw (dashboard process, CPU)"] = cfg.viz_interval
+    recorder.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    bare = med["bare step (forward, backward, clip, AdamW)"]
+    if cfg.sample_budget:  # Trainer._sample_due: at multiples of sample_interval, once the budget allows
+        name = next(k for k in med if k.startswith("text_sample"))
+        wait = med[name] / (cfg.sample_budget * med["Trainer.train_step"])
+        med[f"text_sample as spaced by the {cfg.sample_budget:.0%} budget"] = med[name]
+        every[f"text_sample as spaced by the {cfg.sample_budget:.0%} budget"] = max(
+            cfg.sample_interval, -(-wait // cfg.sample_interval) * cfg.sample_interval)
+    print(f"\nconfig {args.config}: {cfg.tokens_per_chunk} tokens/step, sample due every {cfg.sample_interval} "
+          f"steps under a {cfg.sample_budget:.0%} time budget ({n} tokens), eval every {cfg.eval_interval} "
+          f"({cfg.eval_iters} batches), dashboard every {cfg.viz_interval}\n")
+    print("| piece | ms each (median) | every N steps | ms per step | % of a bare step |")
+    print("|---|---:|---:|---:|---:|")
+    for name, ms in med.items():
+        per = every[name]
+        print(f"| {name} | {ms:.3f} | {per:g} | {ms / per:.3f} | {ms / per / bare * 100:.2f}% |")
+    if args.profile_steps:
+        profile_run(args.config, args.profile_steps)
+    return {"config": args.config, "median_ms": med, "every": every}
+
+
+@torch.no_grad()
+def uncached_generate(model: GPT, idx: torch.Tensor, n: int) -> torch.Tensor:
+    """The greedy continuation as the seed computed it: the whole context again for every token."""
+    for _ in range(n):
+        idx = torch.cat([idx, model(idx[:, -model.cfg.block_size:])[:, -1, :].argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+def dashboard_cpu_ms(cfg: TrainingConfig, rows: int) -> float:
+    """CPU time of one dashboard as the dashboard process draws it, in a fresh process (so the
+    first draw's matplotlib import is the one measured second time round, not twice)."""
+    code = f"""
+import time, tempfile
+from neurogen_tui.viz import DashboardWriter, DrawRequest
+from neurogen_tui.events import TrainingMetrics
+w = DashboardWriter(tempfile.mkdtemp())
+for i in range(1, {rows} + 1):
+    w.history.append(vars(TrainingMetrics(step=i, loss=3 / i ** 0.1, accuracy=0.3, tokens_per_sec=3e3,
+        gpu_memory_mb=0, learning_rate=1e-3, timestamp=time.time(), rss_mb=500, step_time=0.1)))
+w.samples.extend({{"step": s, "input": "text " * 9, "output": "abc", "target": "abd", "accuracy": 0.5}}
+                 for s in range({cfg.display_samples}))
+w.handle(DrawRequest({rows} // 2, periodic=True), lambda *a: None)  # imports matplotlib
+t = time.process_time()
+w.handle(DrawRequest({rows}, periodic=True), lambda *a: None)
+print((time.process_time() - t) * 1e3)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def profile_run(config: str, steps: int) -> None:
+    """cProfile of a whole default run on this thread: the top entries by cumulative time."""
+    run_dir = tempfile.mkdtemp(prefix="bench-cprofile-")
+    parts = build_trainer(make_config(config, steps, run_dir), None)
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    parts.trainer.run()
+    prof.disable()
+    seconds = time.perf_counter() - t0
+    parts.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(
+        r"neurogen_tui|torch/(optim/adam|nn/utils/clip|_tensor)", 24)
+    print(f"\ncProfile of a {steps}-step run ({seconds:.1f} s with setup and final checkpoint):\n")
+    print("\n".join(line for line in out.getvalue().splitlines() if line.strip()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch.set_num_threads, for every loop")
+    p.add_argument("--json", metavar="PATH", help="also write the raw results here")
+    p.add_argument("--wait-quiet", type=float, default=300, metavar="S",
+                   help="before each run, wait up to S seconds for other processes to leave the CPU idle")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    o = sub.add_parser("overhead", help="trainer vs bare loop, tokens/s")
+    o.add_argument("--config", choices=("default", "nanogpt"), default="default")
+    o.add_argument("--steps", type=int, default=250, help="steps per run (250: one evaluation, 5 dashboards, as in a long run)")
+    o.add_argument("--rounds", type=int, default=4, help="runs of each variant, order alternating")
+    o.add_argument("--variants", default="bare,trainer", help="comma list of bare, trainer, nodash; the first is the base")
+    o.add_argument("--no-display", dest="display", action="store_false", help="leave out the headless progress bar")
+    o.add_argument("--quick", action="store_true", help="smoke run: 20 steps, 2 rounds")
+    n = sub.add_parser("nanogpt", help="our trainer vs nanoGPT's CPU recipe, 2000 steps each")
+    n.add_argument("--steps", type=int, default=2000)
+    n.add_argument("--rounds", type=int, default=1, help="runs of each variant, order alternating")
+    n.add_argument("--variants", default="nanogpt,trainer", help="comma list of nanogpt, trainer, nodash")
+    n.add_argument("--quick", action="store_true", help="smoke run: 200 steps")
+    f = sub.add_parser("profile", help="per-step cost of each piece of monitoring, and a cProfile")
+    f.add_argument("--config", choices=("default", "nanogpt"), default="default")
+    f.add_argument("--repeats", type=int, default=15)
+    f.add_argument("--profile-steps", type=int, default=100, help="cProfile a run this long (0: skip)")
+    f.add_argument("--quick", action="store_true", help="smoke run: 3 repeats, 10-step cProfile")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.steps, args.rounds, args.repeats, args.profile_steps = {"overhead": 20, "nanogpt": 200}.get(args.cmd), 2, 3, 10
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} | {platform.machine()} | {os.cpu_count()} CPUs | torch "
+          f"{torch.__version__} | {torch.get_num_threads()} threads | python {platform.python_version()} | "
+          f"{commit} | load {os.getloadavg()[0]:.1f}", flush=True)
+    result = {"overhead": cmd_overhead, "nanogpt": cmd_nanogpt, "profile": cmd_profile}[args.cmd](args)
+    print(f"# done {time.strftime('%H:%M')}, load {os.getloadavg()[0]:.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
