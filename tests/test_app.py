@@ -368,6 +368,19 @@ def test_state_eta_memory_and_failure_frames():
     assert rs.state == "failed"  # a late event cannot hide a failure
 
 
+def test_a_flood_of_metrics_in_one_drain_lands_whole_and_in_order():
+    bulk, single = RunState("r"), RunState("r")
+    events = [_metrics(step, 1000.0 + step * 0.001, rss=100.0) for step in range(1, 5001)]
+    events[2500].val_loss = 3.5
+    bulk.apply_all(events)  # one drain of a fast trainer: the bulk path
+    for event in events:
+        single.apply_all([event])  # one event per drain: the row path
+    for name in ("steps", "loss", "val_loss", "timestamp", "tokens_seen"):
+        np.testing.assert_array_equal(bulk.history.column(name), single.history.column(name))
+    assert bulk.step == single.step == 5000 and bulk.tokens_seen == 5000 * 1024
+    assert bulk.header().memory == ("RSS", "100 MB")
+
+
 def _metrics(step, ts, rss=0.0, gpu=0.0):
     from neurogen_tui.events import TrainingMetrics
 

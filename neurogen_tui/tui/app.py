@@ -19,8 +19,8 @@ from pathlib import Path
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.message import Message
 from textual.containers import Grid, Horizontal
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
@@ -155,10 +155,13 @@ class TrainingApp(App[int]):
     @work(thread=True, exit_on_error=False, group="charts")
     def build_charts(self, builds: list, started: float) -> None:
         t0 = time.perf_counter()
-        results = [(chart, build()) for chart, build in builds]
-        # post_message is thread-safe and does not wait (call_from_thread would wait forever for
-        # an app that closes meanwhile, and the process could not exit)
-        self.post_message(ChartsBuilt(results, started, time.perf_counter() - t0))
+        results = []
+        try:
+            results = [(chart, build()) for chart, build in builds]  # each build catches its own errors
+        finally:
+            # post_message is thread-safe and does not wait (call_from_thread would wait forever
+            # for an app that closes meanwhile, and the process could not exit)
+            self.post_message(ChartsBuilt(results, started, time.perf_counter() - t0))
 
     @on(ChartsBuilt)
     def _show_charts(self, message: ChartsBuilt) -> None:

@@ -17,7 +17,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from ..events import LogMessage, RunFailed
+from ..history import COLUMNS, SOURCE_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +50,24 @@ class HistoryReset:
 
 @dataclass
 class RunInfo:
-    """What a feed learnt about the run other than from RunStarted (watch reads a checkpoint)."""
+    """What a feed learnt about the run other than from RunStarted (watch reads run.json)."""
 
     run_name: str = ""
     device: str = ""
     total: int | None = None
+
+
+def rows_to_columns(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Metrics rows (metrics.jsonl dicts, TrainingMetrics fields) as MetricsHistory columns, missing
+    values NaN: many rows are appended in one go instead of one at a time."""
+    out = {}
+    for name, dtype in COLUMNS.items():
+        field = SOURCE_FIELD.get(name, name)
+        if dtype == np.int64:
+            out[name] = np.array([int(r.get(field) or 0) for r in rows], dtype=np.int64)
+        else:
+            out[name] = np.array([r.get(field) for r in rows], dtype=np.float64).astype(dtype)
+    return out
 
 
 class Feed:

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from ..events import (CheckpointSaved, EvalResult, LogMessage, RunFailed, RunFinished, RunStarted, StateChanged,
                       TextSample, TrainingMetrics)
 from ..history import MetricsHistory
-from .feed import FeedDone, HistoryReset, MetricsRows, RunInfo
+from .feed import FeedDone, HistoryReset, MetricsRows, RunInfo, rows_to_columns
 
 SAMPLES_KEPT = 200
 ETA_WINDOW = 100  # steps over which the step rate for the ETA is measured
+BULK_ROWS = 32  # metrics rows in one drain from which a bulk append is cheaper
 
 
 @dataclass
@@ -74,8 +75,24 @@ class RunState:
 
     # ---- applying events -------------------------------------------------------------------
     def apply_all(self, events: list) -> None:
+        """Apply a drained batch in order; a long run of metrics (a fast trainer) goes into the
+        history in one bulk append rather than row by row."""
+        pending: list[dict] = []
         for event in events:
+            if isinstance(event, TrainingMetrics):
+                pending.append(vars(event))
+                continue
+            self._flush_metrics(pending)
             self.apply(event)
+        self._flush_metrics(pending)
+
+    def _flush_metrics(self, rows: list[dict]) -> None:
+        if len(rows) >= BULK_ROWS:
+            self.apply(MetricsRows(rows_to_columns(rows), rows[-ETA_WINDOW:]))
+        else:
+            for row in rows:
+                self._metrics(row)
+        rows.clear()
 
     def apply(self, event) -> None:
         if isinstance(event, TrainingMetrics):

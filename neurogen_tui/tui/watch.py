@@ -20,9 +20,8 @@ import numpy as np
 
 from ..events import CheckpointSaved, LogMessage, StateChanged, TextSample
 from ..files import read_jsonl
-from ..history import COLUMNS, SOURCE_FIELD
 from ..runinfo import liveness, read_run_info
-from .feed import Feed, FeedDone, HistoryReset, MetricsRows, ReadOnlyController, RunInfo
+from .feed import Feed, FeedDone, HistoryReset, MetricsRows, ReadOnlyController, RunInfo, rows_to_columns
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +33,6 @@ SAMPLE_FIELDS = ("step", "input", "target", "output", "accuracy")
 IDLE_AFTER = 30.0  # seconds without a new metrics line before a live run is shown as idle
 LOG_TAIL = 256 * 1024  # bytes of an existing log read at start
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$")
-
-
-def rows_to_columns(rows: list[dict]) -> dict[str, np.ndarray]:
-    """metrics.jsonl rows as MetricsHistory columns (missing values become NaN), built off the UI thread."""
-    out = {}
-    for name, dtype in COLUMNS.items():
-        field = SOURCE_FIELD.get(name, name)
-        if dtype == np.int64:
-            out[name] = np.array([int(r.get(field) or 0) for r in rows], dtype=np.int64)
-        else:
-            out[name] = np.array([r.get(field) for r in rows], dtype=np.float64).astype(dtype)
-    return out
 
 
 class TailedFile:
