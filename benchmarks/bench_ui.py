@@ -56,7 +56,7 @@ from neurogen_tui.run import RunParts, build_trainer  # noqa: E402
 from neurogen_tui.trainer import Trainer  # noqa: E402
 from neurogen_tui.tui.app import TrainingApp  # noqa: E402
 from neurogen_tui.tui.feed import LiveFeed  # noqa: E402
-from neurogen_tui.tui.widgets import CHARTS, MetricChart  # noqa: E402
+from neurogen_tui.tui.widgets import CHARTS  # noqa: E402
 
 
 def pct(values, q) -> float:
@@ -401,7 +401,13 @@ def main() -> None:
     for a in sub.choices.values():
         a.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                        help="wait up to S seconds for other processes to leave the CPU before each measurement")
+        a.add_argument("--threads", type=int, default=0,
+                       help="torch threads (default: torch's own); 1 keeps a shared machine's noise down")
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     {"latency": cmd_latency, "overhead": cmd_overhead, "charts": cmd_charts, "gil": cmd_gil, "tmux": cmd_tmux}[args.cmd](args)
 
 

@@ -16,8 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..events import CheckpointSaved, LogMessage, StateChanged, TextSample
 from ..files import read_jsonl
 from ..runinfo import liveness, read_run_info

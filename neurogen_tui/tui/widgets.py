@@ -27,7 +27,7 @@ from textual_plotext.plot import Plot
 
 from ..events import TextSample
 from ..headless import format_count
-from ..history import MetricsHistory, minmax_downsample, moving_average
+from ..history import MetricsHistory
 from ..text import sanitize
 from .series import ChartSeries
 from .state import HeaderInfo, LogLine
