@@ -17,7 +17,8 @@ json: a simulated run of N steps arriving at --rate steps/s (a simulated clock) 
 training: the real trainer (run.build_trainer, default model, bundled sample) in one run whose
     steps alternate between blocks with a dashboard every 50 steps and blocks without (ABBA order,
     so drifting machine load hits both alike); once with the drawing in a process (the default),
-    once in a thread. Ratio = harmonic-mean tokens/s of 'on' blocks over 'off' blocks.
+    once in a thread. A round is A B B A; its ratio is tokens/s of its 'on' blocks over its 'off'
+    blocks; the median over rounds resists bursts of other work on a shared machine.
 Results print as markdown tables; see benchmarks/results/dashboard.md.
 """
 from __future__ import annotations
@@ -241,18 +242,19 @@ def train_blocks(mode: str, rounds: int, block: int) -> tuple[list[float], list[
 def bench_training(rounds: int, block: int, modes: list[str]) -> None:
     import torch
 
-    load = os.getloadavg()
     print(f"\n### Training speed with dashboards on vs off (default model, a dashboard every 50 steps, "
-          f"{len(ORDER) * rounds} blocks of {block} steps per run, torch threads {torch.get_num_threads()}, "
-          f"load average at start {load[0]:.1f})\n")
-    print("| dashboards drawn in | tokens/s on | tokens/s off | ratio on/off (pooled) | ratio per ABBA round |")
-    print("|---|---:|---:|---:|---|")
+          f"{rounds} ABBA rounds of {block}-step blocks per run, torch threads {torch.get_num_threads()}, "
+          f"load average at start {os.getloadavg()[0]:.1f})\n")
+    print("| dashboards drawn in | tokens/s on (median block) | tokens/s off (median block) | "
+          "ratio on/off: median of rounds [quartiles] | pooled |")
+    print("|---|---:|---:|---:|---:|")
     for mode in modes:
         on, off = train_blocks(mode, rounds, block)
         per_round = [sum(on[2 * r:2 * r + 2]) / sum(off[2 * r:2 * r + 2]) for r in range(rounds)]
-        print(f"| {mode} | {statistics.mean(on):,.0f} | {statistics.mean(off):,.0f} | "
-              f"{len(on) / sum(1 / r for r in on) / (len(off) / sum(1 / r for r in off)):.3f} | "
-              f"{', '.join(f'{r:.3f}' for r in per_round)} |", flush=True)
+        q1, q2, q3 = statistics.quantiles(per_round, n=4) if rounds > 1 else (per_round * 3)
+        pooled = (len(on) / sum(1 / r for r in on)) / (len(off) / sum(1 / r for r in off))
+        print(f"| {mode} | {statistics.median(on):,.0f} | {statistics.median(off):,.0f} | "
+              f"{statistics.median(per_round):.3f} [{q1:.3f}, {q3:.3f}] | {pooled:.3f} |", flush=True)
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 

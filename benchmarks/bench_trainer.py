@@ -145,7 +145,8 @@ def trainer_trial(cfg: TrainingConfig, variant: str = "trainer", display: bool =
     parts.bus.subscribers.insert(0, clock)
     dashboards = []
     if parts.viz is not None and hasattr(parts.viz, "add_listener"):
-        parts.viz.add_listener(lambda kind, path: dashboards.append(path) if kind == "dashboard" and "training_step_" in str(path) else None)
+        parts.viz.add_listener(lambda kind, path: dashboards.append(path)
+                               if kind == "dashboard" and "training_step_" in str(path) else None)
     with contextlib.ExitStack() as stack:
         if display:
             from rich.console import Console
@@ -406,6 +407,8 @@ def cmd_profile(args) -> dict:
     recorder = MetricsRecorder(Path(run_dir) / "viz")
     display = HeadlessDisplay(cfg, console=Console(file=io.StringIO(), force_terminal=True, width=120))
     display.task = display.progress.add_task("bench", total=None, loss="-", acc="-", tps="-")
+    parts = build_trainer(make_config(args.config, 10**6, str(Path(run_dir) / "parts")), None)
+    metrics.step = 51  # not a dashboard step: the per-step path only
     probes = {  # name: (function, calls per timing, runs every N steps)
         "bare step (forward, backward, clip, AdamW)": (bare_step, 1, 1),
         "Trainer.train_step": (trainer.train_step, 1, 1),
@@ -415,6 +418,9 @@ def cmd_profile(args) -> dict:
         "rss_mb (/proc/self/statm)": (rss_mb, 20, 1),
         "metrics.jsonl line (dumps + flush)": (lambda: recorder(metrics), 20, 1),
         "headless display, one metrics event": (lambda: display(metrics), 20, 1),
+        "bus.publish(metrics) to build_trainer's subscribers": (lambda: parts.bus.publish(metrics), 20, 1),
+        "progress bar redraw (rich, 10 per second)": (
+            lambda: display.progress.console.print(display.progress.get_renderable()), 20, None),
     }
     times: dict[str, list[float]] = {name: [] for name in probes}
     for _ in range(args.repeats):  # interleaved, so a noisy moment hits every probe alike
@@ -422,6 +428,7 @@ def cmd_profile(args) -> dict:
             model.train()
             times[name].append(_ms(fn, calls))
     times["evaluate (eval_iters batches)"] = [_ms(trainer.evaluate) for _ in range(3)]
+    parts.close()
     every = {name: per for name, (_, _, per) in probes.items()} | {"evaluate (eval_iters batches)": cfg.eval_interval}
     times["dashboard draw (dashboard process, CPU)"] = [dashboard_cpu_ms(cfg, rows=500) for _ in range(2)]
     every["dashboard draw (dashboard process, CPU)"] = cfg.viz_interval
@@ -429,6 +436,7 @@ def cmd_profile(args) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     bare = med["bare step (forward, backward, clip, AdamW)"]
+    every["progress bar redraw (rich, 10 per second)"] = 1 / (10 * bare / 1e3)
     if cfg.sample_budget:  # Trainer._sample_due: at multiples of sample_interval, once the budget allows
         name = next(k for k in med if k.startswith("text_sample"))
         wait = med[name] / (cfg.sample_budget * med["Trainer.train_step"])

@@ -179,22 +179,48 @@ def cmd_latency(args) -> None:
 
 
 # ---- overhead -----------------------------------------------------------------------------------
-def rate(cfg: TrainingConfig, skip: int) -> float:
-    """Tokens/s from metrics.jsonl timestamps, leaving out the first `skip` steps (warm-up)."""
-    rows = [json.loads(line) for line in (cfg.viz_dir / "metrics.jsonl").read_text().splitlines()]
-    rows = rows[skip:]
-    return (rows[-1]["tokens_seen"] - rows[0]["tokens_seen"]) / (rows[-1]["timestamp"] - rows[0]["timestamp"])
+class Run:
+    """One training run's figures: tokens/s over the run, the median step time (the trainer's own
+    measure of one optimizer step), and CPU seconds of the trainer thread and of everything else in
+    the process (the UI: event loop, chart thread) - CPU time is not stretched by other processes."""
+
+    def __init__(self, cfg: TrainingConfig, trainer_cpu: float, process_cpu: float, wall: float):
+        rows = [json.loads(line) for line in (cfg.viz_dir / "metrics.jsonl").read_text().splitlines()][5:]
+        self.tok_s = (rows[-1]["tokens_seen"] - rows[0]["tokens_seen"]) / (rows[-1]["timestamp"] - rows[0]["timestamp"])
+        self.step_ms = statistics.median(r["step_time"] for r in rows) * 1000
+        self.trainer_cpu, self.other_cpu, self.wall = trainer_cpu, process_cpu - trainer_cpu, wall
 
 
-def run_bare(cfg: TrainingConfig) -> float:
+def timed(parts: RunParts) -> dict:
+    """Make parts.trainer.run record its own thread's CPU time."""
+    seen: dict = {}
+    run = parts.trainer.run
+
+    def timed_run():
+        t0 = time.thread_time()
+        try:
+            return run()
+        finally:
+            seen["cpu"] = time.thread_time() - t0
+
+    parts.trainer.run = timed_run
+    return seen
+
+
+def run_bare(cfg: TrainingConfig) -> Run:
     parts = bare_parts(cfg)
-    parts.trainer.run()
+    seen = timed(parts)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    thread = threading.Thread(target=parts.trainer.run)  # a thread, as under the app
+    thread.start()
+    thread.join()
     parts.close()
-    return rate(cfg, 5)
+    return Run(cfg, seen["cpu"], time.process_time() - cpu0, time.perf_counter() - wall0)
 
 
-def run_app(cfg: TrainingConfig) -> float:
+def run_app(cfg: TrainingConfig) -> Run:
     parts = bare_parts(cfg)
+    seen = timed(parts)
     feed = LiveFeed(parts)
     app = TrainingApp(feed, feed.controller)
 
@@ -204,32 +230,42 @@ def run_app(cfg: TrainingConfig) -> float:
                 await pilot.pause(0.1)
             await pilot.press("q")
 
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     asyncio.run(scenario())
-    return rate(cfg, 5)
+    return Run(cfg, seen["cpu"], time.process_time() - cpu0, time.perf_counter() - wall0)
 
 
 def cmd_overhead(args) -> None:
     print(f"machine: {machine()}\n")
-    print("| model | steps | rounds | no display (tok/s, median) | under the app (tok/s, median) | app / none | "
-          "spread of rounds | others' CPU share, worst run |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | runs | tok/s, no display / app (median) | median step, no display / app (ms) | "
+          "UI CPU per second of run | trainer CPU per step, no display / app (ms) | others' CPU share |")
+    print("|---|---|---|---|---|---|---|")
     for model in args.model.split(","):
-        results = {"bare": [], "app": []}
+        runs: dict[str, list[Run]] = {"bare": [], "app": []}
         others = []
         for r in range(args.rounds):
-            order = ("bare", "app") if r % 2 == 0 else ("app", "bare")
-            for variant in order:
+            for variant in (("bare", "app") if r % 2 == 0 else ("app", "bare")):
                 OtherLoad.wait_quiet(args.wait_quiet)
                 load = OtherLoad()
                 with tempfile.TemporaryDirectory() as tmp:
                     cfg = make_cfg(Path(tmp), model, args.steps)
-                    results[variant].append((run_bare if variant == "bare" else run_app)(cfg))
+                    runs[variant].append((run_bare if variant == "bare" else run_app)(cfg))
                 others.append(load.share())
-                print(f"<!-- {model} {variant}: {results[variant][-1]:,.0f} tok/s, others {others[-1]:.0%} -->", flush=True)
-        bare, app = statistics.median(results["bare"]), statistics.median(results["app"])
-        spread = max(max(v) / min(v) - 1 for v in results.values()) * 100
-        print(f"| {model} | {args.steps} | {args.rounds} | {bare:,.0f} | {app:,.0f} | {app / bare * 100:.1f}% | "
-              f"±{spread / 2:.1f}% | {max(others):.0%} |", flush=True)
+                one = runs[variant][-1]
+                print(f"<!-- {model} {variant}: {one.tok_s:,.0f} tok/s, step {one.step_ms:.1f} ms, trainer CPU "
+                      f"{one.trainer_cpu:.1f} s, other CPU {one.other_cpu:.1f} s in {one.wall:.1f} s; "
+                      f"others {others[-1]:.0%} -->", flush=True)
+
+        def med(variant: str, fn) -> float:
+            return statistics.median(fn(x) for x in runs[variant])
+
+        ui = med("app", lambda x: x.other_cpu / x.wall) - med("bare", lambda x: x.other_cpu / x.wall)
+        print(f"| {model} | {args.rounds} + {args.rounds} | {med('bare', lambda x: x.tok_s):,.0f} / "
+              f"{med('app', lambda x: x.tok_s):,.0f} | {med('bare', lambda x: x.step_ms):.1f} / "
+              f"{med('app', lambda x: x.step_ms):.1f} | {ui * 1000:.0f} ms ({ui:.1%} of a core) | "
+              f"{med('bare', lambda x: x.trainer_cpu / args.steps) * 1000:.0f} / "
+              f"{med('app', lambda x: x.trainer_cpu / args.steps) * 1000:.0f} | "
+              f"{min(others):.0%}-{max(others):.0%} |", flush=True)
 
 
 # ---- charts -------------------------------------------------------------------------------------
