@@ -1,8 +1,16 @@
-"""Checkpoints: atomic save, `weights_only=True` load, retention, and finding the latest readable one."""
+"""Checkpoints: atomic save, `weights_only=True` load, retention, and finding the latest readable one.
+
+A checkpoint is one file, `checkpoint_step_XXXXXX.pt`, or for a sharded run (`--strategy fsdp`) a
+directory `checkpoint_step_XXXXXX.dcp/` written by torch.distributed.checkpoint: every rank's
+shards, DCP's `.metadata`, and `meta.pt` (step, data positions, config; everything but the model
+and optimizer) from rank 0. Both appear under their final name only when complete.
+"""
 from __future__ import annotations
 
 import logging
+import pickle
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -11,15 +19,29 @@ from .files import atomic_write
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^checkpoint_step_(\d+)\.pt$")
+_NAME = re.compile(r"^checkpoint_step_(\d+)\.(pt|dcp)$")
+META_FILE = "meta.pt"  # in a sharded checkpoint directory
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used; the message is one line naming the file."""
 
 
-def checkpoint_path(directory: Path, step: int) -> Path:
-    return Path(directory) / f"checkpoint_step_{step:06d}.pt"
+def checkpoint_path(directory: Path, step: int, sharded: bool = False) -> Path:
+    return Path(directory) / f"checkpoint_step_{step:06d}.{'dcp' if sharded else 'pt'}"
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step in a checkpoint's name, or None for another name."""
+    m = _NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def remove_checkpoint(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -28,6 +50,7 @@ def list_checkpoints(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    found.sort(key=lambda sp: (sp[0], sp[1].suffix == ".dcp"))
     return [p for _, p in sorted(found)]
 
 
@@ -35,17 +58,24 @@ def save_checkpoint(state: dict, directory: Path, step: int, keep: int = 0) -> P
     """Write `state` atomically as checkpoint_step_XXXXXX.pt; keep the newest `keep` (0: all)."""
     path = checkpoint_path(directory, step)
     atomic_write(path, lambda fh: torch.save(state, fh))
+    prune_checkpoints(directory, keep, path)
+    return path
+
+
+def prune_checkpoints(directory: Path, keep: int, newest: Path) -> None:
+    """Keep the newest `keep` checkpoints (0: all), never `newest`."""
     if keep:
         for old in list_checkpoints(directory)[:-keep]:
-            if old != path:
-                old.unlink(missing_ok=True)
+            if old != newest:
+                remove_checkpoint(old)
                 log.info("removed old checkpoint %s (--keep-checkpoints %d)", old, keep)
-    return path
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Load with weights_only=True: tensors and plain containers only, so a crafted file cannot run code."""
     path = Path(path)
+    if path.is_dir():
+        return load_sharded_meta(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
@@ -73,3 +103,45 @@ def resolve_resume(spec: str, checkpoint_dir: Path) -> tuple[Path, dict, list[st
             warnings.append(f"{exc}; trying an older checkpoint")
     raise CheckpointError(f"--resume latest: no readable checkpoint in {checkpoint_dir} "
                           f"({len(candidates)} file(s) failed to load)")
+
+
+# ---- sharded checkpoints (torch.distributed.checkpoint) ---------------------------------------------
+# DCP reads its `.metadata` with plain pickle, which runs code named in the file. Before DCP sees a
+# directory, its metadata is read once with an unpickler that only knows DCP's own record types and
+# a few torch values; anything else (os.system, builtins.eval, ...) is refused.
+_DCP_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem",
+                "torch.distributed.checkpoint.planner")
+_DCP_GLOBALS = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"),
+                ("pathlib", "WindowsPath"), ("pathlib", "PurePosixPath"), ("collections", "OrderedDict")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if module in _DCP_MODULES and not name.startswith("__"):
+            obj = super().find_class(module, name)
+            if isinstance(obj, type) or name == "_MEM_FORMAT_ENCODING":
+                return obj
+        elif (module, name) in _DCP_GLOBALS:
+            return super().find_class(module, name)
+        elif module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+
+def check_sharded_metadata(directory: Path) -> None:
+    try:
+        with open(Path(directory) / ".metadata", "rb") as fh:
+            _MetadataUnpickler(fh).load()
+    except FileNotFoundError:
+        raise CheckpointError(f"cannot load checkpoint {directory}: no .metadata (an incomplete sharded checkpoint)") from None
+    except Exception as exc:
+        raise CheckpointError(f"cannot load checkpoint {directory}: unsafe or corrupt .metadata ({exc})") from None
+
+
+def load_sharded_meta(directory: Path) -> dict:
+    """A sharded checkpoint's state without the model and optimizer (each rank loads its own
+    shards of those through DCP): `model` is None and `sharded_dir` names the directory."""
+    check_sharded_metadata(directory)
+    state = load_checkpoint(directory / META_FILE)
+    state["sharded_dir"] = str(directory)
+    return state

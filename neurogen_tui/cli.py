@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nproc-per-node", type=int, metavar="N",
                    help="train on N processes of this machine (one per GPU; gloo on CPU), data parallel, "
                         "started through torchrun (default: 1, in this process)")
+    g.add_argument("--strategy", choices=("ddp", "fsdp"),
+                   help="with several ranks: ddp keeps a whole model on each (DistributedDataParallel); fsdp "
+                        "shards parameters, gradients and optimizer state across them (FSDP2 fully_shard) "
+                        "and checkpoints with torch.distributed.checkpoint (default: ddp)")
     g.add_argument("--peak-tflops", type=float, metavar="T",
                    help="peak dense bf16 TFLOP/s of one GPU, for MFU (default: from a table of known GPUs)")
 

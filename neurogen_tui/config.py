@@ -64,6 +64,7 @@ class TrainingConfig:
     device: str = "auto"
     compile: bool = False
     nproc_per_node: int = 1  # >1: this many ranks through torchrun, data parallel
+    strategy: str = "ddp"  # with several ranks: ddp (a full model per rank) or fsdp (FSDP2, sharded)
     peak_tflops: float | None = None  # per-device dense bf16 peak for MFU; None: from the GPU table
     # monitoring (names from the seed)
     viz_interval: int = 50
@@ -163,6 +164,8 @@ def validate(cfg: TrainingConfig, *, check_paths: bool = True) -> TrainingConfig
         raise ConfigError(
             f"--tokens-per-chunk ({cfg.tokens_per_chunk}) must be a multiple of --batch-size x "
             f"--seq-len ({cfg.batch_size} x {cfg.seq_len} = {micro}); try {lower} or {lower + micro}")
+    if cfg.strategy not in ("ddp", "fsdp"):
+        raise ConfigError(f"--strategy must be ddp or fsdp (got {cfg.strategy!r})")
     if cfg.on_hangup not in ("continue", "stop"):
         raise ConfigError(f"--on-hangup must be continue or stop (got {cfg.on_hangup!r})")
     if cfg.device not in ("auto", "cpu", "mps") and not cfg.device.startswith("cuda"):

@@ -53,14 +53,22 @@ def job_world_size(cfg) -> int:
     return env_world_size() if under_launcher() else cfg.nproc_per_node
 
 
-def check_world_size(state: dict, world_size: int) -> None:
-    """Refuse, before anything starts, a checkpoint written by another number of ranks."""
+def check_world_size(state: dict, world_size: int, strategy: str = "ddp") -> None:
+    """Refuse, before anything starts, a checkpoint written by another number of ranks, or by the
+    other strategy (a sharded directory and a single file hold the model differently)."""
     from .config import ConfigError
 
     saved = int(state.get("world_size", 1))
     if saved != world_size:
         raise ConfigError(f"cannot resume: the checkpoint was written by {saved} rank(s) and this run would have "
                           f"{world_size}; resume it with --nproc-per-node {saved} ({saved} processes in all under torchrun)")
+    sharded = bool(state.get("sharded_dir"))
+    if sharded and strategy != "fsdp":
+        raise ConfigError(f"cannot resume: {state['sharded_dir']} is a sharded checkpoint of a --strategy fsdp run; "
+                          f"resume it with --strategy fsdp --nproc-per-node {saved}")
+    if not sharded and strategy == "fsdp" and world_size > 1:
+        raise ConfigError("cannot resume with --strategy fsdp from a single-file checkpoint (written by one process "
+                          "or --strategy ddp); resume it with --strategy ddp")
 
 
 class DistContext:
@@ -83,13 +91,16 @@ class DistContext:
         s, p, c, n = (bool(v) for v in flags.tolist())
         return s, p, c, n
 
-    def gather_floats(self, values: list[float]) -> list[list[float]] | None:
-        """Every rank's `values`, as rows indexed by rank, on rank 0 (None elsewhere). One
-        collective per optimizer step: the log point, never a micro-step."""
+    def gather_floats(self, values: list[float], everywhere: bool = False) -> list[list[float]] | None:
+        """Every rank's `values`, as rows indexed by rank, on rank 0 (None elsewhere, unless
+        `everywhere`). One collective per optimizer step: the log point, never a micro-step."""
         mine = torch.tensor(values, dtype=torch.float64, device=self._coll_device)
         rows = [torch.empty_like(mine) for _ in range(self.world_size)]
         dist.all_gather(rows, mine)
-        return [r.tolist() for r in rows] if self.is_main else None
+        return [r.tolist() for r in rows] if self.is_main or everywhere else None
+
+    def barrier(self) -> None:
+        dist.barrier()
 
     def gather_objects(self, obj) -> list | None:
         """Every rank's `obj` (picklable) on rank 0, None elsewhere."""
@@ -214,18 +225,68 @@ class DistributedTrainer(_trainer_base()):
 
         self.dist = init_from_env(self.cfg.device)
         self.data_rank, self.data_world = self.dist.rank, self.dist.world_size
+        self.sharded = self.cfg.strategy == "fsdp"
+        self._sample_agreed = False
         self._job_name = False  # the MFU table needs the bare device name
         super().setup()
         self._job_name = True
         self._accum, note = accumulation(self.cfg.tokens_per_chunk, self.cfg.tokens_per_micro_batch, self.data_world)
         if note and self.dist.is_main:
             self._say(note, "warning")
-        # the model has no buffers, so DDP's forward holds no collective: rank 0 can evaluate alone
-        self.ddp = DistributedDataParallel(self.model,
-                                           device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self._local_forward = self.forward
-        self.forward = torch.compile(self.ddp) if self.cfg.compile else self.ddp
+        if not self.sharded:
+            # the model has no buffers, so DDP's forward holds no collective: rank 0 can evaluate alone
+            self.ddp = DistributedDataParallel(self.model,
+                                               device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.forward = torch.compile(self.ddp) if self.cfg.compile else self.ddp
         self.batches = _StepBatches(self.batches)
+
+    # ---- FSDP2 (--strategy fsdp): parameters, gradients and optimizer state sharded over ranks ---------
+    def _prepare_model(self, model):
+        """With fsdp, shard each block and then the root (embeddings, final norm, the tied head)
+        with FSDP2's fully_shard before the optimizer is built over the shards."""
+        if not self.sharded:
+            return model
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        if self.dist.is_main:
+            self._say(f"FSDP2: {len(model.blocks) + 1} shard groups (each block, then embeddings, final norm and "
+                      f"head) over {self.dist.world_size} ranks")
+        return model
+
+    def _set_grad_sync(self, last_micro_step: bool) -> None:
+        if self.sharded:  # reduce-scatter gradients on the last micro-step only
+            self.model.set_requires_gradient_sync(last_micro_step)
+        else:
+            self.ddp.require_backward_grad_sync = last_micro_step
+
+    def _evaluation_interrupted(self) -> bool:
+        return False if self.sharded else super()._evaluation_interrupted()
+
+    def _whole_model(self):
+        """Greedy sampling calls the root's submodules outside its forward: gather the root's own
+        parameters (embeddings, head) first; each block gathers its own as it runs."""
+        if not self.sharded:
+            return super()._whole_model()
+        model = self.model
+
+        @contextlib.contextmanager
+        def gathered():
+            model.unshard()
+            try:
+                yield
+            finally:
+                model.reshard()
+
+        return gathered()
+
+    def _sample_due(self, step: int) -> bool:
+        """Sharded: every rank generates (each forward gathers shards from all), at the moments
+        rank 0 chose (its timing-based budget travels in the step's metrics gather)."""
+        return self._sample_agreed if self.sharded else super()._sample_due(step)
 
     def _setup_data(self, state: dict | None) -> None:
         if state is not None:  # this rank's own position (check_resume_compatible checked the world size)
@@ -290,8 +351,8 @@ class DistributedTrainer(_trainer_base()):
                 continue
             metrics = self.train_step()
             step = self.step
-            if main:  # rank 0 alone evaluates, publishes and samples; the others wait at the next agreement
-                self.publish_step(metrics)
+            if main or self.sharded:  # DDP: rank 0 alone evaluates, publishes and samples, the others wait at
+                self.publish_step(metrics)  # the next agreement; FSDP: all do (ranks > 0 publish to nobody)
             if step % cfg.checkpoint_interval == 0:
                 self.save_checkpoint()
             if self.bad_steps >= cfg.max_bad_steps:
@@ -320,7 +381,10 @@ class DistributedTrainer(_trainer_base()):
         self._set_state("running")
 
     def evaluate(self):
-        """Rank 0 only, on the bare model: DDP's forward is for training steps."""
+        """DDP: rank 0 only, on the bare model (DDP's forward is for training steps). FSDP: every
+        rank, on the sharded model, together."""
+        if self.sharded:
+            return super().evaluate()
         forward, self.forward = self.forward, self._local_forward
         try:
             return super().evaluate()
@@ -333,9 +397,12 @@ class DistributedTrainer(_trainer_base()):
         metrics = super().train_step()
         world = self.dist.world_size
         self.tokens_seen += (world - 1) * self._accum * self.cfg.tokens_per_micro_batch  # base counted this rank's
+        sample = float(self.sharded and self.dist.is_main and super()._sample_due(self.step))
         rows = self.dist.gather_floats([metrics.loss, metrics.accuracy, metrics.tokens_per_sec,
-                                        metrics.gpu_memory_mb, metrics.rss_mb])
-        if rows is not None:
+                                        metrics.gpu_memory_mb, metrics.rss_mb, sample], everywhere=self.sharded)
+        if self.sharded:
+            self._sample_agreed = bool(rows[0][5])
+        if self.dist.is_main:
             cols = list(zip(*rows))
             metrics.loss = sum(cols[0]) / world
             metrics.accuracy = sum(cols[1]) / world
@@ -344,7 +411,7 @@ class DistributedTrainer(_trainer_base()):
             metrics.mfu = self.mfu(metrics.tokens_per_sec)
             if self.step == 1 or self.step % self.cfg.viz_interval == 0:
                 log.info("step %d memory per rank (MB, GPU peak / RSS): %s", self.step,
-                         ", ".join(f"r{r} {g:.0f}/{m:.0f}" for r, (_, _, _, g, m) in enumerate(rows)))
+                         ", ".join(f"r{r} {row[3]:.0f}/{row[4]:.0f}" for r, row in enumerate(rows)))
         metrics.tokens_seen = self.tokens_seen
         return metrics
 
@@ -353,14 +420,88 @@ class DistributedTrainer(_trainer_base()):
         from . import checkpoint as ckpt
 
         positions = self.dist.gather_objects(self.batches.state())
+        if self.sharded:
+            self._positions = positions
+            return self._save_sharded(retry_delay)
         if not self.dist.is_main:
             self.last_checkpoint = str(ckpt.checkpoint_path(self.cfg.checkpoint_dir, self.step))
             return self.last_checkpoint
         self._positions = positions
         return super().save_checkpoint(retry_delay)
 
-    def checkpoint_state(self) -> dict:
-        state = super().checkpoint_state()
+    def _save_sharded(self, retry_delay: float) -> str:
+        """FSDP: every rank writes its own shards of the model and optimizer state with
+        torch.distributed.checkpoint into checkpoint_step_XXXXXX.dcp.partial/, rank 0 adds meta.pt,
+        and only when every rank succeeded does rank 0 rename the directory to its final name. A
+        failure on any rank is seen by all (DCP raises everywhere; meta.pt's write is agreed): retry
+        once, then every rank stops with the previous checkpoints intact."""
+        import shutil
+
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.api import CheckpointException
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        from . import checkpoint as ckpt
+        from .events import CheckpointSaved
+        from .files import atomic_write
+
+        main = self.dist.is_main
+        final = ckpt.checkpoint_path(self.cfg.checkpoint_dir, self.step, sharded=True)
+        partial = final.with_name(final.name + ".partial")
+        for attempt in (1, 2):
+            error = ""
+            try:
+                if main:
+                    shutil.rmtree(partial, ignore_errors=True)
+                    partial.mkdir(parents=True)
+                self.dist.barrier()
+                model_state, optim_state = get_state_dict(self.model, self.optimizer)
+                dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(partial))
+                if main:
+                    meta = {**self.checkpoint_meta(), "model": None, "sharded": "torch.distributed.checkpoint"}
+                    atomic_write(partial / ckpt.META_FILE, lambda fh: torch.save(meta, fh))
+            except (OSError, RuntimeError, CheckpointException) as exc:  # DCP: raised on every rank if any failed
+                error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            failed = self.dist.agree(bool(error), False, False)[0]
+            if not failed:
+                break
+            error = error or "another rank could not write its shards"
+            if main:
+                shutil.rmtree(partial, ignore_errors=True)
+            if attempt == 2:
+                raise ckpt.CheckpointError(
+                    f"cannot write checkpoint at step {self.step}: {error}; training stopped, "
+                    f"last good checkpoint: {self.last_checkpoint or 'none'}")
+            if main:
+                self._say(f"checkpoint write failed ({error}); retrying in {retry_delay:.0f}s", "warning")
+            time.sleep(retry_delay)
+        if main:
+            if final.exists():  # the same step saved again (a checkpoint request, then the final one)
+                ckpt.remove_checkpoint(final)
+            partial.rename(final)
+            ckpt.prune_checkpoints(self.cfg.checkpoint_dir, self.cfg.keep_checkpoints, final)
+        self.dist.barrier()  # the directory is final before any rank goes on
+        self.last_checkpoint = str(final)
+        if main:
+            self.bus.publish(CheckpointSaved(self.step, str(final)))
+        return str(final)
+
+    def _restore_weights(self, state: dict) -> None:
+        """A sharded checkpoint: each rank reads its own shards through DCP (the metadata was
+        checked by load_checkpoint's safe unpickler before)."""
+        if not state.get("sharded_dir"):
+            return super()._restore_weights(state)
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model_state, optim_state = get_state_dict(self.model, self.optimizer)
+        loaded = {"model": model_state, "optimizer": optim_state}
+        dcp.load(loaded, checkpoint_id=state["sharded_dir"])
+        set_state_dict(self.model, self.optimizer, model_state_dict=loaded["model"],
+                       optim_state_dict=loaded["optimizer"])
+
+    def checkpoint_meta(self) -> dict:
+        state = super().checkpoint_meta()
         state["data"] = self._positions[0]
         state["data_ranks"] = self._positions
         state["world_size"] = self.dist.world_size

@@ -69,8 +69,11 @@ def prepare_run(args: argparse.Namespace) -> tuple[TrainingConfig, tuple[str, di
         resume = (str(path), state)
     cfg = config_from_args(args, base)
     validate(cfg)
+    if cfg.strategy == "fsdp" and job_world_size(cfg) < 2:
+        raise ConfigError("--strategy fsdp shards the model across ranks: add --nproc-per-node N (N > 1), "
+                          "or start the ranks with torchrun")
     if resume is not None:
-        check_world_size(resume[1], job_world_size(cfg))
+        check_world_size(resume[1], job_world_size(cfg), cfg.strategy)
     if not holds_run_dir():  # a rank > 0, or a rank whose launcher holds the lock and archived
         return cfg, resume, NoLock()
     lock = RunLock(cfg.run_dir)

@@ -103,7 +103,6 @@ class Trainer:
         # data parallel (distributed.DistributedTrainer): this rank's share of the stream, and the
         # DDP wrapper whose gradient all-reduce runs on the last micro-step only
         self.data_rank, self.data_world = 0, 1
-        self.ddp = None
 
     # ---- control, safe from any thread ------------------------------------------------------
     def pause(self) -> None:
@@ -155,9 +154,9 @@ class Trainer:
         if self._resume:
             _, state = self._resume
             check_resume_compatible(cfg, state, self.tokenizer.identity(), self.data_world)
-        self.model = GPT(GPTConfig(vocab_size=self.tokenizer.vocab_size, block_size=cfg.seq_len,
-                                   n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                                   dropout=cfg.dropout)).to(self.device)
+        self.model = self._prepare_model(GPT(GPTConfig(
+            vocab_size=self.tokenizer.vocab_size, block_size=cfg.seq_len, n_layer=cfg.n_layer,
+            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)).to(self.device))
         self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, self.device.type)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         head_dim = cfg.n_embd // cfg.n_head
@@ -167,6 +166,10 @@ class Trainer:
         self._setup_data(state)
         if state is not None:
             self._restore(state)
+
+    def _prepare_model(self, model: GPT) -> GPT:
+        """The model the optimizer will hold (the sharded trainer shards it here)."""
+        return model
 
     def _setup_data(self, state: dict | None) -> None:
         cfg = self.cfg
@@ -190,8 +193,7 @@ class Trainer:
                            leftover.numpy() if leftover is not None else None)
 
     def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._restore_weights(state)
         self.step = int(state["step"])
         self.tokens_seen = int(state.get("tokens_seen", 0))
         rng = state.get("rng", {})
@@ -200,12 +202,18 @@ class Trainer:
         if rng.get("cuda") and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(rng["cuda"])
 
+    def _restore_weights(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
     def checkpoint_state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), **self.checkpoint_meta()}
+
+    def checkpoint_meta(self) -> dict:
+        """Everything a checkpoint holds besides the model and optimizer state."""
         cfg = self.cfg
         return {
             "format": CHECKPOINT_FORMAT,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "scheduler": {"kind": "warmup_cosine", "lr": cfg.lr, "min_lr": cfg.min_lr,
                           "warmup_steps": cfg.warmup_steps, "decay_steps": self.decay_steps},
             "step": self.step,
@@ -255,7 +263,7 @@ class Trainer:
             self._set_state("running")
             reason = self._loop()
             self._set_state("stopping")
-            if self.step and (self.last_checkpoint is None or not self.last_checkpoint.endswith(f"{self.step:06d}.pt")):
+            if self.step and (self.last_checkpoint is None or ckpt.checkpoint_step(self.last_checkpoint) != self.step):
                 self.save_checkpoint()
             result: RunFinished | RunFailed = RunFinished(self.step, reason, self.tokens_seen, self.last_checkpoint)
             log.info("run finished (%s) at step %d", reason, self.step)  # `watch` reads this line
@@ -354,8 +362,7 @@ class Trainer:
                 return None
             self._last_batch = batch
             x, y = (t.to(self.device, non_blocking=True) for t in batch)
-            if self.ddp is not None:  # all-reduce gradients once per step, in the last backward
-                self.ddp.require_backward_grad_sync = micro == accum - 1
+            self._set_grad_sync(micro == accum - 1)
             with self.autocast:
                 logits = self.forward(x)
                 loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
@@ -366,6 +373,8 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         # .item() synchronises with the GPU: taken once per optimizer step, never per micro-batch
         loss_value = (loss_sum / accum).item()
+        if hasattr(grad_norm, "full_tensor"):  # sharded parameters: the norm is a DTensor
+            grad_norm = grad_norm.full_tensor()
         norm_value = grad_norm.item()
         skipped = not (math.isfinite(loss_value) and math.isfinite(norm_value))
         if skipped:
@@ -394,12 +403,24 @@ class Trainer:
     def accum_steps(self) -> int:
         return self.cfg.grad_accum_steps
 
+    def _set_grad_sync(self, last_micro_step: bool) -> None:
+        """Data parallel: gradients are all-reduced once per step, in the last backward."""
+
+    def _evaluation_interrupted(self) -> bool:
+        """A stop request does not wait for a long evaluation (a sharded run finishes it: every
+        rank must make the same collective calls)."""
+        return self._stop.is_set()
+
+    def _whole_model(self):
+        """A context in which the model's parameters are whole (sharded runs gather them)."""
+        return contextlib.nullcontext()
+
     @torch.no_grad()
     def evaluate(self) -> EvalResult | None:
         self.model.eval()
         losses, correct, count = [], 0, 0
         for x, y in self.eval_batches:
-            if self._stop.is_set():  # a stop request does not wait for a long evaluation
+            if self._evaluation_interrupted():
                 return None
             x, y = x.to(self.device), y.to(self.device)
             with self.autocast:
@@ -418,7 +439,7 @@ class Trainer:
         seq = torch.cat([x[0], y[0, -1:]])
         n = max(1, min(self.cfg.sample_tokens, self.cfg.seq_len // 2))
         prompt, target = seq[:-n], seq[-n:]
-        with self.autocast:
+        with self.autocast, self._whole_model():
             out = self.model.generate(prompt.unsqueeze(0).to(self.device), n)[0, -n:].cpu()
         decode = self.tokenizer.decode
         return TextSample(step=self.step, input=decode(prompt.tolist()), target=decode(target.tolist()),

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 VIZ_DIR, CHECKPOINT_DIR, LOG_FILE = "training_viz", "checkpoints", "neurogen-tui.log"
 METRICS_FILE, SAMPLES_FILE, TEXT_SAMPLES, LATEST_PNG = ("metrics.jsonl", "samples.jsonl", "text_samples.json",
                                                         "training_latest.png")
-CHECKPOINT_NAME = re.compile(r"^checkpoint_step_(\d+)\.pt$")
+CHECKPOINT_NAME = re.compile(r"^checkpoint_step_(\d+)\.(pt|dcp)$")
 SAMPLE_FIELDS = ("step", "input", "target", "output", "accuracy")
 IDLE_AFTER = 30.0  # seconds without a new metrics line before a live run is shown as idle
 LOG_TAIL = 256 * 1024  # bytes of an existing log read at start
