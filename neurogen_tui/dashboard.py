@@ -28,7 +28,7 @@ FIGSIZE, DPI = (20, 12), 150
 HEADER_GREEN = "#4CAF50"
 PANEL_TITLES = ("Training Loss", "Training Accuracy", "Token Throughput", "Learning Rate Schedule",
                 "Loss vs Accuracy", f"Recent Performance (last {RECENT_STEPS} steps)", "Recent Text Samples")
-DASHBOARD_COLUMNS = ("steps", "loss", "accuracy", "throughput", "learning_rate", "val_loss")
+DASHBOARD_COLUMNS = ("steps", "loss", "accuracy", "throughput", "learning_rate", "val_loss", "mfu")
 LATEST_FILE = "training_latest.png"
 STEP_FILE = re.compile(r"^training_step_(\d+)\.png$")
 
@@ -79,8 +79,10 @@ def dashboard_title(run_name: str, columns: Mapping[str, np.ndarray]) -> str:
     if not len(steps):
         return f"{sanitize(run_name, limit=80)} — no steps yet"
     acc = float(columns["accuracy"][-1]) * 100
+    mfu = columns.get("mfu")
+    mfu_text = f", MFU {float(mfu[-1]) * 100:.1f}%" if mfu is not None and len(mfu) and np.isfinite(mfu[-1]) else ""
     return (f"{sanitize(run_name, limit=80)} — step {int(steps[-1]):,}   "
-            f"(loss {float(columns['loss'][-1]):.4f}, accuracy {acc:.1f}%)")
+            f"(loss {float(columns['loss'][-1]):.4f}, accuracy {acc:.1f}%{mfu_text})")
 
 
 def _set(line, x, y, max_points: int | None = None) -> bool:
@@ -123,7 +125,7 @@ class Dashboard:
         self.loss_ma = axes[0].plot([], [], color="red", ls="--", lw=2, label=ma, zorder=3)[0]
         self.acc = axes[1].plot([], [], color="tab:green", lw=1, alpha=0.7, label="accuracy")[0]
         self.acc_ma = axes[1].plot([], [], color="orange", ls="--", lw=2, label=ma)[0]
-        self.throughput = axes[2].plot([], [], color="purple", lw=1)[0]
+        self.throughput = axes[2].plot([], [], color="purple", lw=1, label="tokens/s")[0]
         self.lr = axes[3].plot([], [], color="darkorange", lw=1.5)[0]
         self.scatter = axes[4].scatter(np.empty(0), np.empty(0), c=np.empty(0), cmap="viridis", s=8, alpha=0.7)
         fig.colorbar(self.scatter, ax=axes[4], label="step")
@@ -138,6 +140,7 @@ class Dashboard:
         self.empty[-1].set_text("no text samples yet")
         self.table = None
         self._legends: dict[int, tuple] = {}
+        self.mfu = None  # MFU (%) on the throughput panel's right axis, made on the first finite value
 
     def update(self, columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], run_name: str,
                display_samples: int = 5, max_points: int = MAX_POINTS):
@@ -156,6 +159,9 @@ class Dashboard:
         shown.append(long_enough and _set(self.acc_ma, x, moving_average(acc, MA_WINDOW), max_points))
         self._legend(1, [self.acc, self.acc_ma], shown, "lower right")
         _set(self.throughput, x, c["throughput"], max_points)
+        mfu = c.get("mfu")
+        if mfu is not None and (self.mfu is not None or np.isfinite(mfu).any()):
+            self._update_mfu(x, mfu * 100.0, max_points)
         if _set(self.lr, x, c["learning_rate"], max_points) and (self.lr.get_ydata() > 0).all():
             if self.axes[3].get_yscale() != "log":
                 self.axes[3].set_yscale("log")
@@ -170,6 +176,19 @@ class Dashboard:
             text.set_visible(not len(x))
         self._update_table(list(samples)[-display_samples:] if display_samples > 0 else [])
         return self.fig
+
+    def _update_mfu(self, x, mfu, max_points) -> None:
+        """Model FLOPs utilization over the device's peak (a CUDA run on a known or --peak-tflops
+        GPU): a second series of the throughput panel, on its own axis."""
+        if self.mfu is None:
+            right = self.axes[2].twinx()
+            right.set_ylabel("MFU (%)", color="tab:red")
+            self.mfu = right.plot([], [], color="tab:red", lw=1, alpha=0.8, label="MFU (%)")[0]
+            self.axes[2].legend(handles=[self.throughput, self.mfu], loc="lower right", fontsize=9)
+        ok = np.isfinite(mfu)
+        _set(self.mfu, x[ok], mfu[ok], max_points)
+        top = float(mfu[ok].max()) if ok.any() else 1.0
+        self.mfu.axes.set_ylim(0, max(1.0, top * 1.6))  # from zero: utilization, not its wiggle
 
     def _legend(self, i: int, lines: list, shown: list, loc: str) -> None:
         for line, ok in zip(lines, shown):

@@ -1,6 +1,6 @@
 """The metrics history in compact columnar storage, and the maths the charts share.
 
-A step costs 52 bytes (int64 step, float64 timestamp, nine float32 series) and storage grows in
+A step costs 56 bytes (int64 step, float64 timestamp, ten float32 series) and storage grows in
 fixed chunks, never by doubling, so 10 million steps hold in ~0.5 GB. Plain functions do the maths
 (moving average, min/max downsampling) so the dashboards, the terminal charts and tests share them.
 """
@@ -27,6 +27,7 @@ COLUMNS: dict[str, type] = {
     "grad_norm": np.float32,
     "val_loss": np.float32,  # NaN except on evaluation steps
     "tokens_seen": np.float32,
+    "mfu": np.float32,  # NaN where the device's peak is unknown (CPU, an unlisted GPU)
 }
 # metrics.jsonl / TrainingMetrics field for each column
 SOURCE_FIELD = {"steps": "step", "throughput": "tokens_per_sec"}

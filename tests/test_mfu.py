@@ -1,6 +1,7 @@
 """MFU: PaLM's FLOPs per token, the GPU peak table, and no made-up peak for an unknown device."""
 import pytest
 
+from neurogen_tui.events import TrainingMetrics
 from neurogen_tui.mfu import MfuMeter, flops_per_token, mfu, peak_tflops
 
 
@@ -41,3 +42,56 @@ def test_meter_says_so_for_an_unknown_gpu_and_accepts_an_override():
     given = MfuMeter("cuda", "NVIDIA A10G", 70.0, fpt=1e9)
     assert given(7e4) == pytest.approx(1e9 * 7e4 / 70e12) and not given.note
     assert MfuMeter("cpu", "cpu", None, fpt=1e9)(1e5) is None  # no MFU on CPU, and nothing to say
+
+
+def _row(step: int, mfu_value):
+    return {"step": step, "loss": 3.0, "accuracy": 0.25, "tokens_per_sec": 1e5, "learning_rate": 1e-3,
+            "timestamp": 1.7e9 + step, "tokens_seen": step * 1024, "gpu_memory_mb": 1000.0, "mfu": mfu_value}
+
+
+def test_header_shows_mfu_where_metrics_have_it_and_nothing_on_cpu():
+    import asyncio
+
+    from textual.app import App
+
+    from neurogen_tui.tui.state import RunState
+    from neurogen_tui.tui.widgets import RunHeader
+
+    gpu, cpu = RunState("gpu-run"), RunState("cpu-run")
+    gpu.apply_all([TrainingMetrics(**_row(1, 0.4123))])
+    cpu.apply_all([TrainingMetrics(**_row(1, None))])
+    assert gpu.header().mfu == pytest.approx(0.4123) and cpu.header().mfu is None
+
+    class HeaderApp(App):
+        def compose(self):
+            yield RunHeader()
+
+    async def shown(state: RunState) -> str:
+        app = HeaderApp()
+        async with app.run_test(size=(120, 4)) as pilot:
+            header = app.query_one(RunHeader)
+            header.info = state.header()
+            await pilot.pause()
+            return header.render().plain
+
+    assert "MFU 41.2%" in asyncio.run(shown(gpu))
+    assert "MFU" not in asyncio.run(shown(cpu))
+
+
+def test_dashboard_draws_mfu_on_the_throughput_panel_only_when_known():
+    from neurogen_tui.dashboard import DASHBOARD_COLUMNS, Dashboard, dashboard_title
+    from neurogen_tui.history import MetricsHistory
+
+    def columns(mfu_value):
+        history = MetricsHistory()
+        for step in range(1, 101):
+            history.append(_row(step, mfu_value))
+        return history.slice(names=DASHBOARD_COLUMNS)
+
+    board = Dashboard()
+    board.update(columns(None), [], "cpu-run")
+    assert board.mfu is None and "MFU" not in board.title.get_text()
+    board.update(columns(0.38), [], "gpu-run")
+    assert board.mfu.axes.get_ylabel() == "MFU (%)"
+    assert list(board.mfu.get_ydata()) == pytest.approx([38.0] * len(board.mfu.get_ydata()))
+    assert "MFU 38.0%" in dashboard_title("gpu-run", columns(0.38))

@@ -39,6 +39,7 @@ class HeaderInfo:
     tokens_seen: int = 0
     tokens_per_sec: float = 0.0
     memory: tuple[str, ...] = ()  # (label, value): CUDA peak where there is one, else process RSS
+    mfu: float | None = None  # model FLOPs utilization (0..1) where the GPU's peak is known
     read_only: bool = False
 
 
@@ -64,6 +65,7 @@ class RunState:
         self.tokens_seen = 0
         self.tokens_per_sec = 0.0
         self.memory: tuple[str, ...] = ()  # (label, value)
+        self.mfu: float | None = None
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.last_timestamp = 0.0  # of the newest metrics row
@@ -148,6 +150,8 @@ class RunState:
         self.tokens_per_sec = float(row.get("tokens_per_sec") or 0.0)
         gpu, rss = row.get("gpu_memory_mb") or 0.0, row.get("rss_mb") or 0.0
         self.memory = ("GPU peak", f"{gpu:,.0f} MB") if gpu else (("RSS", f"{rss:,.0f} MB") if rss else ())
+        mfu = row.get("mfu")
+        self.mfu = float(mfu) if mfu is not None and mfu == mfu else None
         if self.started_at is None:
             self.started_at = float(row.get("timestamp") or time.time()) - float(row.get("step_time") or 0.0)
 
@@ -212,4 +216,5 @@ class RunState:
         elapsed = max(0.0, end - self.started_at) if self.started_at else 0.0
         return HeaderInfo(run_name=self.run_name, device=self.device, state=self.state, step=self.step,
                           total=self.total, elapsed=int(elapsed), eta=self.eta(), tokens_seen=self.tokens_seen,
-                          tokens_per_sec=self.tokens_per_sec, memory=self.memory, read_only=self.read_only)
+                          tokens_per_sec=self.tokens_per_sec, memory=self.memory, mfu=self.mfu,
+                          read_only=self.read_only)

@@ -83,6 +83,8 @@ class RunHeader(Widget):
         eta = "paused" if i.state == "paused" else format_duration(i.eta)
         parts = [("elapsed", format_duration(i.elapsed)), ("ETA", eta if i.total else "-"),
                  ("tokens", format_count(i.tokens_seen)), ("tok/s", format_count(i.tokens_per_sec))]
+        if i.mfu is not None:
+            parts.append(("MFU", f"{i.mfu * 100:.1f}%"))
         if i.memory:
             parts.append(i.memory)
         for n, (name, value) in enumerate(parts):
