@@ -82,14 +82,24 @@ class HeadlessDisplay:
             self._line(f"  sample @{s.step}: {sanitize(s.input[-40:])!s} → {sanitize(s.output, 60)}", "dim")
 
 
+# A repeat within this many seconds is the same request arriving twice, not a second request:
+# under plain `torchrun`, Ctrl+C reaches each rank from the terminal and again from torchrun, which
+# forwards the signal to its workers; exiting on that echo would lose the final checkpoint.
+REPEAT_WINDOW_S = 1.5
+
+
 def install_stop_signals(request_stop, announce, hangup: bool = True) -> None:
-    """First SIGINT/SIGTERM (and SIGHUP if `hangup`): stop at the next step boundary. A second: exit at once."""
-    state = {"count": 0}
+    """First SIGINT/SIGTERM (and SIGHUP if `hangup`): stop at the next step boundary. Another one,
+    more than REPEAT_WINDOW_S later: exit at once."""
+    state: dict = {"first": None}
 
     def handler(signum, _frame):
-        state["count"] += 1
-        if state["count"] > 1:
-            os._exit(128 + signum)
+        now = time.monotonic()
+        if state["first"] is not None:
+            if now - state["first"] > REPEAT_WINDOW_S:
+                os._exit(128 + signum)
+            return  # the same Ctrl+C, delivered twice
+        state["first"] = now
         announce(f"{signal.Signals(signum).name}: stopping after this step "
                  f"(final checkpoint and exports); signal again to exit at once")
         request_stop()

@@ -53,3 +53,27 @@ def test_ctrl_c_stops_at_a_step_boundary_with_final_checkpoint(tmp_path):
     ckpts = sorted((tmp_path / "checkpoints").glob("checkpoint_step_*.pt"))
     assert ckpts and ckpts[-1].name == f"checkpoint_step_{steps:06d}.pt"
     assert "stopping after this step" in out
+
+
+STOP_SIGNALS_PROBE = """
+import os, signal, sys, time
+from neurogen_tui.headless import REPEAT_WINDOW_S, install_stop_signals
+stops = []
+install_stop_signals(lambda: stops.append(1), lambda msg: print(msg, flush=True))
+os.kill(os.getpid(), signal.SIGINT)   # Ctrl+C from the terminal ...
+os.kill(os.getpid(), signal.SIGINT)   # ... and torchrun forwarding the same one
+time.sleep(0.1)
+print(f"alive, {len(stops)} stop request(s)", flush=True)
+time.sleep(REPEAT_WINDOW_S + 0.2)
+os.kill(os.getpid(), signal.SIGTERM)  # a deliberate second signal
+time.sleep(5)
+print("not reached", flush=True)
+"""
+
+
+def test_a_signal_echoed_by_torchrun_is_one_stop_request_and_a_later_one_exits():
+    proc = subprocess.run([sys.executable, "-c", STOP_SIGNALS_PROBE], capture_output=True, text=True, timeout=60)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("SIGINT: stopping after this step")
+    assert lines[1] == "alive, 1 stop request(s)"
+    assert "not reached" not in proc.stdout and proc.returncode == 128 + signal.SIGTERM
