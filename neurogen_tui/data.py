@@ -123,8 +123,22 @@ class DocumentStream:
     def __init__(self, opener: Callable[[], object], *, start: int = 0, epochs: int = 1, epoch: int = 0,
                  first: int = 0, retries: int = 5, backoff: float = 1.0, remote: bool = False,
                  stop_event: threading.Event | None = None, on_warning: Callable[[str], None] | None = None,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, by_shard: bool | None = None):
         self._opener = opener
+        self.rank, self.world_size = rank, world_size
+        # Data parallel, two ways. When the source's shards (files) divide among the ranks, each
+        # rank opens only its own shards (datasets' split_dataset_by_node): on the hub, 8 ranks
+        # download the data once between them, not 8 times. Otherwise each rank keeps documents
+        # rank, rank + W, ... of the whole stream (split_dataset_by_node's "examples" strategy,
+        # done here so `index` stays a position in the stream). `index` counts the documents of
+        # this rank's own stream in the first mode, of the whole stream in the second; a resumed
+        # run keeps the mode its checkpoint was written in (`by_shard`).
+        self.by_shard = False
+        if world_size > 1:
+            self.shards = int(getattr(opener(), "n_shards", 1) or 1)
+            self.by_shard = self.shards % world_size == 0 if by_shard is None else by_shard
+            if self.by_shard and rank:
+                first = 0  # the held-out documents open shard 0, which is rank 0's
         self.first = first  # documents held out at the start of every epoch (validation slice)
         self.index = max(start, first)  # documents consumed in the current epoch
         self.epoch = epoch
@@ -135,16 +149,16 @@ class DocumentStream:
         self.stats = DataStats()
         self._stop = stop_event or threading.Event()
         self._warn = on_warning or (lambda msg: log.warning(msg))
-        # Data parallel: this rank keeps documents rank, rank + W, rank + 2W, ... after the held-out
-        # slice (split_dataset_by_node's "examples" strategy). Done here rather than on the dataset
-        # so `index` stays a position in the whole stream, which resume, holdout and epochs use.
-        self.rank, self.world_size = rank, world_size
 
     def state(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index}
+        return {"epoch": self.epoch, "index": self.index, "by_shard": self.by_shard}
 
     def _open_at(self, index: int) -> Iterator:
         ds = self._opener()
+        if self.by_shard:
+            from datasets.distributed import split_dataset_by_node
+
+            ds = split_dataset_by_node(ds, rank=self.rank, world_size=self.world_size)
         return iter(ds.skip(index) if index else ds)
 
     def __iter__(self) -> Iterator[str]:
@@ -180,7 +194,7 @@ class DocumentStream:
                 continue
             failures = 0
             self.index += 1
-            if self.world_size > 1 and (self.index - 1 - self.first) % self.world_size != self.rank:
+            if self.world_size > 1 and not self.by_shard and (self.index - 1 - self.first) % self.world_size != self.rank:
                 continue  # another rank's document
             text = record.get("text") if isinstance(record, dict) else None
             if not isinstance(text, str) or not text.strip():

@@ -233,6 +233,12 @@ class DistributedTrainer(_trainer_base()):
         self._accum, note = accumulation(self.cfg.tokens_per_chunk, self.cfg.tokens_per_micro_batch, self.data_world)
         if note and self.dist.is_main:
             self._say(note, "warning")
+        docs = self.batches.docs
+        if self.dist.is_main:
+            self._say(f"data: each of {self.data_world} ranks reads its own {docs.shards // self.data_world} of "
+                      f"{docs.shards} shards" if docs.by_shard else
+                      f"data: {docs.shards} shard(s) do not divide among {self.data_world} ranks; each rank reads "
+                      f"the whole stream and trains on every {self.data_world}th document")
         self._local_forward = self.forward
         if not self.sharded:
             # the model has no buffers, so DDP's forward holds no collective: rank 0 can evaluate alone

@@ -187,7 +187,8 @@ class Trainer:
         cfg = self.cfg
         docs = DocumentStream(opener, start=int(data_state.get("index", 0)), epoch=int(data_state.get("epoch", 0)),
                               epochs=cfg.epochs, first=self._holdout, remote=remote, stop_event=self._stop,
-                              on_warning=lambda m: self._say(m, "warning"), rank=rank, world_size=world_size)
+                              on_warning=lambda m: self._say(m, "warning"), rank=rank, world_size=world_size,
+                              by_shard=data_state.get("by_shard", False) if data_state else None)  # old: by document
         leftover = data_state.get("leftover")
         return BatchStream(docs, self.tokenizer, cfg.seq_len, cfg.batch_size,
                            leftover.numpy() if leftover is not None else None)

@@ -131,6 +131,37 @@ def test_ranks_read_disjoint_documents_that_cover_the_stream(shard):
     assert tok  # the tokenizer is only needed below
 
 
+def test_ranks_open_only_their_own_shards_when_the_shards_divide(tmp_path):
+    """Four files, two ranks: each rank streams two whole shards (on the hub: downloads only
+    those), the held-out validation documents are skipped on rank 0 alone, and a saved position
+    continues the rank's own stream. Three files do not divide: every-other-document instead."""
+    from conftest import write_jsonl_zst
+
+    files = [str(write_jsonl_zst(tmp_path / f"part-{i}.jsonl.zst",
+                                 [{"text": f"shard {i} document {j}"} for j in range(6)])) for i in range(4)]
+    opener = lambda: open_local(files)  # noqa: E731
+    every = list(DocumentStream(opener, first=2))
+    ranks = [DocumentStream(opener, first=2, rank=r, world_size=2) for r in range(2)]
+    assert [d.by_shard for d in ranks] == [True, True] and ranks[0].shards == 4
+    halves = [list(d) for d in ranks]
+    assert {t.split()[1] for t in halves[0]} == {"0", "2"} and {t.split()[1] for t in halves[1]} == {"1", "3"}
+    assert sorted(halves[0] + halves[1]) == sorted(every)  # disjoint, and nothing but the holdout left out
+    assert halves[0][0] == "shard 0 document 2" and halves[1][0] == "shard 1 document 0"
+    docs = DocumentStream(opener, first=2, rank=1, world_size=2)
+    it = iter(docs)
+    head = [next(it) for _ in range(4)]
+    assert docs.state() == {"epoch": 0, "index": 4, "by_shard": True}
+    rest = list(DocumentStream(opener, start=docs.index, first=2, rank=1, world_size=2, by_shard=True))
+    assert head + rest == halves[1]
+    three = lambda: open_local(files[:3])  # noqa: E731
+    assert not DocumentStream(three, rank=0, world_size=2).by_shard
+    # a checkpoint from before shard reading (no by_shard) resumes in the mode it was written in
+    trainer = Trainer(TrainingConfig())
+    trainer.tokenizer, trainer._holdout = load_tokenizer(None), 2
+    old = trainer.train_batches({"index": 5, "epoch": 0}, opener, False, 1, 2)
+    assert old.docs.by_shard is False
+
+
 def test_batches_given_back_leave_the_position_unchanged(shard):
     tok = load_tokenizer(None)
     stream = BatchStream(DocumentStream(lambda: open_local([str(shard)])), tok, 64, 4)
