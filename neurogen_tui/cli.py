@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("monitoring")
     g.add_argument("--viz-interval", type=int, help="dashboard every N steps (default: 50)")
+    g.add_argument("--viz-budget", type=float, metavar="F",
+                   help="when every core is busy training, periodic dashboards wait so that drawing takes at most "
+                        "this share of the CPU (default: 0.01; 0: every --viz-interval steps whatever it costs)")
     g.add_argument("--checkpoint-interval", type=int, help="checkpoint every N steps (default: 2000)")
     g.add_argument("--keep-checkpoints", type=_keep, metavar="K|all", help="newest checkpoints kept (default: 3)")
     g.add_argument("--keep-dashboards", type=_keep, metavar="K|all", help="training_step_*.png kept (default: 20)")

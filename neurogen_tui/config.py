@@ -68,6 +68,7 @@ class TrainingConfig:
     peak_tflops: float | None = None  # per-device dense bf16 peak for MFU; None: from the GPU table
     # monitoring (names from the seed)
     viz_interval: int = 50
+    viz_budget: float = 0.01  # when every core is busy, periodic dashboards take at most this share of the CPU
     checkpoint_interval: int = 2000
     keep_checkpoints: int = 3  # 0 keeps every checkpoint
     keep_dashboards: int = 20  # 0 keeps every dashboard
@@ -127,6 +128,7 @@ class TrainingConfig:
         self.viz_interval = 2
         self.sample_interval = 1
         self.sample_budget = 0.0
+        self.viz_budget = 0.0
         self.eval_interval = 2
         self.eval_iters = 2
         self.warmup_steps = 2
@@ -148,7 +150,7 @@ def validate(cfg: TrainingConfig, *, check_paths: bool = True) -> TrainingConfig
                     "eval_interval", "eval_iters", "sample_interval", "sample_tokens",
                     "display_samples", "max_bad_steps", "log_interval", "lr_decay_steps"))
     _positive(cfg, ("nproc_per_node", "peak_tflops"))
-    for name in ("sample_budget", "warmup_steps", "keep_checkpoints", "keep_dashboards", "epochs", "grad_clip",
+    for name in ("sample_budget", "viz_budget", "warmup_steps", "keep_checkpoints", "keep_dashboards", "epochs", "grad_clip",
                  "weight_decay", "min_lr"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must not be negative (got {getattr(cfg, name)})")

@@ -13,6 +13,14 @@ Files, all under <run-dir>/training_viz/ and all written atomically (temporary f
   metrics_history.json      {"steps": [...], "loss": [...], ...}: rewritten at most once a minute
                             after 5% growth, and complete at the end of the run
   text_samples.json         the last MAX_SAMPLES samples (samples.jsonl holds all of them)
+
+Drawing costs CPU (about a second a dashboard), which on a machine whose cores are all busy
+training comes out of training: a dashboard every 50 steps of a fast model on a 2-core box took
+~10% of its speed. So when the machine is saturated (load average within half a core of its core
+count), periodic dashboards keep to `cpu_budget` of the machine's CPU time: after a draw that took
+c CPU-seconds, the next periodic one waits c / (cpu_budget x cores) seconds (it then shows the
+newest step). On a GPU box, whose cores are mostly idle, nothing waits. Explicit requests
+(`d`, the control channel) and the final dashboard never wait.
 """
 from __future__ import annotations
 
@@ -45,12 +53,20 @@ MAX_SAMPLES = 1000  # text_samples.json stays bounded; samples.jsonl is the full
 Listener = Callable[[str, str], None]
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 @dataclass
 class DrawRequest:
     rows: int  # draw the history's first `rows` rows: the run up to the step that asked
     draw: bool = True  # False: only the JSON exports are checked
     periodic: bool = False  # also write training_step_XXXXXX.png
     final: bool = False  # the run is over: JSON is written whatever its schedule says
+    now: bool = False  # asked for by the user (`d`, the control channel): never waits for the CPU budget
 
 
 class DashboardWriter:
@@ -198,8 +214,9 @@ def serve_dashboards(conn, writer_args: dict, log_file: str | None = None) -> No
             return
         columns, samples, req = message
         writer.add(columns, samples)
+        cpu = time.process_time()
         writer.handle(req, lambda *report: conn.send(report))
-        conn.send(("done",))
+        conn.send(("done", time.process_time() - cpu))
 
 
 class ProcessDied(RuntimeError):
@@ -220,7 +237,8 @@ class _ProcessBackend:
         child.close()
         self._sent_rows = 0
 
-    def run(self, history: MetricsHistory, samples: list[dict], req: DrawRequest, notify) -> None:
+    def run(self, history: MetricsHistory, samples: list[dict], req: DrawRequest, notify) -> float | None:
+        """Returns the CPU seconds the process spent on the request."""
         columns = history.slice(self._sent_rows, req.rows) if req.rows > self._sent_rows else None
         try:
             self._conn.send((columns, samples, req))
@@ -231,7 +249,7 @@ class _ProcessBackend:
                         raise ProcessDied(f"the dashboard process exited (code {self._proc.exitcode})")
                 report = self._conn.recv()
                 if report[0] == "done":
-                    return
+                    return report[1] if len(report) > 1 else None
                 notify(*report)
         except (EOFError, OSError) as exc:
             raise ProcessDied(f"the dashboard process stopped answering ({exc})") from exc
@@ -253,9 +271,11 @@ class _ThreadBackend:
         self.writer = DashboardWriter(history=history, **writer_args)
         self.writer.add(None, samples)
 
-    def run(self, history: MetricsHistory, samples: list[dict], req: DrawRequest, notify) -> None:
+    def run(self, history: MetricsHistory, samples: list[dict], req: DrawRequest, notify) -> float:
+        cpu = time.thread_time()
         self.writer.add(None, samples)
         self.writer.handle(req, notify)
+        return time.thread_time() - cpu
 
     def close(self) -> None:
         pass
@@ -274,7 +294,8 @@ class VisualizationManager:
 
     def __init__(self, viz_dir: str | Path, run_name: str = "run", viz_interval: int = 50,
                  keep_dashboards: int = 20, display_samples: int = 5, history: MetricsHistory | None = None,
-                 samples: Iterable[TextSample] = (), mode: str | None = None, json_interval: float = 60.0):
+                 samples: Iterable[TextSample] = (), mode: str | None = None, json_interval: float = 60.0,
+                 cpu_budget: float = 0.0):
         mode = mode or self.default_mode
         if mode not in ("process", "thread"):
             raise ValueError(f"mode must be 'process' or 'thread' (got {mode!r})")
@@ -282,6 +303,10 @@ class VisualizationManager:
         self.viz_dir.mkdir(parents=True, exist_ok=True)
         self.viz_interval = viz_interval
         self.json_interval = json_interval
+        self.cpu_budget = cpu_budget  # share of the machine's CPU periodic dashboards may take when it is busy
+        self._not_before = 0.0  # monotonic time before which a periodic draw waits (the budget)
+        self.throttled = 0  # periodic draws that waited for the budget
+        self._said_throttled = False
         self.history = history if history is not None else MetricsHistory()
         self.samples: deque[TextSample] = deque(samples, maxlen=MAX_SAMPLES)
         self._samples_added = self._samples_sent = 0
@@ -313,6 +338,7 @@ class VisualizationManager:
             samples = [TextSample(**{k: s[k] for k in ("step", "input", "target", "output", "accuracy")})
                        for s in load_samples(cfg.viz_dir, max_step=resume_step, limit=MAX_SAMPLES)]
         prune_dashboards(cfg.viz_dir, cfg.keep_dashboards, after_step=resume_step or 0)
+        kwargs.setdefault("cpu_budget", cfg.viz_budget)
         return cls(cfg.viz_dir, cfg.display_name, cfg.viz_interval, cfg.keep_dashboards, cfg.display_samples,
                    history=history, samples=samples, **kwargs)
 
@@ -328,18 +354,20 @@ class VisualizationManager:
                 self._samples_added += 1
 
     def request_draw(self) -> None:
-        """Draw the dashboard now (training_latest.png only); safe from any thread."""
-        self._submit(periodic=False)
+        """Draw the dashboard now (training_latest.png only); safe from any thread; never waits
+        for the CPU budget."""
+        self._submit(periodic=False, now=True)
 
     def add_listener(self, fn: Listener) -> None:
         self._listeners.append(fn)
 
-    def _submit(self, periodic: bool) -> None:
+    def _submit(self, periodic: bool, now: bool = False) -> None:
         with self._cond:
             if self._closing:
                 return
             waiting = self._request  # not drawn yet: replaced by this newer one, never queued
-            self._request = DrawRequest(len(self.history), periodic=periodic or bool(waiting and waiting.periodic))
+            self._request = DrawRequest(len(self.history), periodic=periodic or bool(waiting and waiting.periodic),
+                                        now=now or bool(waiting and waiting.now))
             self._cond.notify()
 
     def close(self) -> None:
@@ -356,6 +384,9 @@ class VisualizationManager:
             with self._cond:
                 if self._request is None and not self._closing:
                     self._cond.wait(timeout=self.json_interval)
+                if self._must_wait(self._request):
+                    self._cond.wait(timeout=self._not_before - time.monotonic())
+                    continue  # a newer request, a `d`, closing, or the time has come
                 req, self._request = self._request, None
                 closing = self._closing
                 samples = self._take_new_samples()
@@ -372,18 +403,43 @@ class VisualizationManager:
         self._samples_sent = self._samples_added
         return [sample_dict(s) for s in list(self.samples)[len(self.samples) - fresh:]] if fresh else []
 
+    def _must_wait(self, req: DrawRequest | None) -> bool:
+        if req is None or self._closing or req.now or not req.draw or time.monotonic() >= self._not_before:
+            return False
+        self.throttled += 1
+        return True
+
     def _run(self, req: DrawRequest, samples: list[dict]) -> None:
         try:
-            self._backend.run(self.history, samples, req, self._notify)
+            cpu = self._backend.run(self.history, samples, req, self._notify)
         except ProcessDied as exc:  # carry on in this process rather than lose the dashboards
             self._notify("error", f"{exc}; drawing in the training process from now on")
             self._backend.close()  # reap it
             self._backend = _ThreadBackend(self._writer_args, self.history, map(sample_dict, list(self.samples)))
-            self._backend.run(self.history, [], req, self._notify)
+            cpu = self._backend.run(self.history, [], req, self._notify)
+        if req.draw and req.rows and cpu and self.cpu_budget > 0:
+            self._budget(cpu)
+
+    def _budget(self, cpu: float) -> None:
+        """After a draw that took `cpu` seconds: when every core is busy, the next periodic one
+        waits until the drawing has used no more than cpu_budget of the machine."""
+        cores = _cores()
+        if os.getloadavg()[0] < cores - 0.5:  # a spare core draws for free
+            self._not_before = 0.0
+            return
+        pause = cpu / (self.cpu_budget * cores)
+        self._not_before = time.monotonic() + pause
+        if not self._said_throttled and pause > 1.0:
+            self._said_throttled = True
+            self._notify("info", f"the machine's {cores} cores are busy training: a dashboard takes {cpu:.1f} s of "
+                                 f"CPU, so periodic dashboards come at most every {pause:.0f} s "
+                                 f"({self.cpu_budget:.0%} of the CPU, --viz-budget); the final one and `d` never wait")
 
     def _notify(self, kind: str, payload: str, detail: str = "") -> None:
         if kind == "error":
             log.error("%s%s", payload, f"\n{detail}" if detail else "")
+        elif kind == "info":
+            log.info("dashboards: %s", payload)
         else:
             log.debug("wrote %s", payload)
         for fn in list(self._listeners):

@@ -3,6 +3,7 @@ import json
 import math
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -431,3 +432,51 @@ def test_a_drawing_bug_is_reported_and_the_exports_still_happen(tmp_path, monkey
     assert ("error", "draw failed: ZeroDivisionError: oops") in reports
     assert json.loads((tmp_path / "metrics_history.json").read_text())["steps"] == [1, 2, 3]
     assert len(json.loads((tmp_path / "text_samples.json").read_text())) == 2
+
+
+def _burning_render(drawn):
+    def render(cols, samples, name, *args, **kwargs):
+        drawn.append(int(cols["steps"][-1]))
+        end = time.thread_time() + 0.05  # a dashboard's CPU cost, scaled down
+        while time.thread_time() < end:
+            pass
+        return b"\x89PNG" + PNG_END
+    return render
+
+
+@pytest.mark.parametrize("load, expect_waits", [(4.0, True), (0.2, False)])
+def test_periodic_dashboards_keep_to_the_cpu_budget_only_when_every_core_is_busy(
+        tmp_path, monkeypatch, load, expect_waits):
+    """2 cores at load 4: after a draw of 0.05 CPU-s, the next periodic one waits 0.05 / (1% x 2) =
+    2.5 s; `d` does not wait; the final one is always drawn. At load 0.2 nothing waits."""
+    import neurogen_tui.dashboard as dashboard
+
+    drawn, reports = [], []
+    monkeypatch.setattr(dashboard, "render_png", _burning_render(drawn))
+    monkeypatch.setattr(viz_module.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(viz_module, "_cores", lambda: 2)
+    manager = VisualizationManager(tmp_path, viz_interval=1, mode="thread", cpu_budget=0.01)
+    manager.add_listener(lambda kind, detail: reports.append((kind, detail)))
+    manager(metrics(1))
+    deadline = time.monotonic() + 10
+    while not drawn and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for step in range(2, 6):
+        manager(metrics(step))
+        time.sleep(0.1)
+    before_d = list(drawn)
+    latest = tmp_path / "training_latest.png"
+    manager.request_draw()  # `d`: drawn now, budget or not
+    deadline = time.monotonic() + 10
+    while drawn == before_d and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert drawn[-1] == 5 and latest.exists()
+    manager.close()
+    steps = sorted(int(p.stem[-6:]) for p in tmp_path.glob("training_step_*.png"))
+    if expect_waits:
+        assert steps == [1, 5]  # 2-4 waited; the final draw shows step 5
+        assert manager.throttled > 0
+        said = [d for k, d in reports if k == "info"]
+        assert len(said) == 1 and "cores are busy training" in said[0] and "(1% of the CPU, --viz-budget)" in said[0]
+    else:
+        assert steps == [1, 2, 3, 4, 5] and manager.throttled == 0

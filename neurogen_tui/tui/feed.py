@@ -219,8 +219,8 @@ class LiveFeed(Feed):
         """Called on the dashboard thread. Periodic JSON rewrites are not news, nor the copy to
         training_latest.png right after a training_step_*.png."""
         now = time.monotonic()
-        if kind == "error":
-            self.put(LogMessage("error", f"dashboard: {detail}"))
+        if kind in ("error", "info"):
+            self.put(LogMessage(kind, f"dashboard: {detail}"))
             return
         if kind == "json" and self.parts.trainer.state not in ("stopping", "finished", "failed"):
             return
