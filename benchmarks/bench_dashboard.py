@@ -61,7 +61,8 @@ def synthetic_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
             "learning_rate": (1e-4 + 0.5 * (1 + np.cos(np.pi * t)) * 9e-4).astype(np.float32),
             "gpu_memory_mb": np.zeros(n, np.float32), "rss_mb": np.full(n, 600, np.float32),
             "grad_norm": rng.uniform(0.5, 2, n).astype(np.float32), "val_loss": val,
-            "tokens_seen": (steps * 4096).astype(np.float32)}
+            "tokens_seen": (steps * 4096).astype(np.float32),
+            "mfu": np.full(n, np.nan, np.float32)}  # a CPU run: no MFU (the dashboard draws no MFU axis)
 
 
 def history_of(columns: dict[str, np.ndarray]) -> MetricsHistory:

@@ -1,6 +1,7 @@
 """How fast the trainer trains: against a bare loop, and against nanoGPT's CPU recipe.
 
     python benchmarks/bench_trainer.py overhead [--config default|nanogpt] [--variants bare,trainer] [--quick]
+    python benchmarks/bench_trainer.py interleaved [--block 25] [--blocks 24] [--quick]
     python benchmarks/bench_trainer.py nanogpt [--variants nanogpt,trainer] [--quick]
     python benchmarks/bench_trainer.py profile [--config default|nanogpt] [--quick]
 
@@ -11,6 +12,9 @@ overhead: the trainer as `neurogen-tui --headless` composes it (run.build_traine
     and data. Both read batches through the same BatchStream, so data loading is in both. Whole
     runs alternate A B, B A, ... in one process (background work such as dashboards lands in the
     run that caused it); tokens/s is the median over rounds.
+interleaved: the same two loops in one process, taking turns in blocks of steps (A B B A), the
+    trainer held between its blocks by its own pause at a step boundary. Whole runs on a shared VM
+    drift by 20% from one to the next; blocks of a few seconds see the same machine.
 nanogpt: our trainer with the recipe's flags against benchmarks/nanogpt_reference.py, 2000 steps
     each: wall time per step and validation loss.
 profile: what each piece of monitoring costs per step, and a cProfile of a short run.
@@ -289,6 +293,148 @@ def cmd_overhead(args) -> dict:
     return {"config": args.config, "steps": args.steps, "rounds": args.rounds, "results": rows}
 
 
+# ---- interleaved: trainer and bare loop taking turns in one process, block by block --------------
+class BareLoop:
+    """bare_trial's loop, a block of steps at a time."""
+
+    def __init__(self, cfg: TrainingConfig):
+        torch.manual_seed(cfg.seed)
+        tok = load_tokenizer(cfg.tokenizer)
+        self.cfg = cfg
+        self.model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.seq_len, n_layer=cfg.n_layer,
+                                   n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout))
+        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, "cpu")
+        opener, _ = train_opener(cfg)
+        self.batches = BatchStream(DocumentStream(opener, epochs=cfg.epochs), tok, cfg.seq_len, cfg.batch_size)
+        self.step = 0
+        self.model.train()
+
+    def run(self, n: int) -> None:
+        cfg, accum = self.cfg, self.cfg.grad_accum_steps
+        for _ in range(n):
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_chunks)
+            for _ in range(accum):
+                x, y = self.batches.next_batch()
+                logits = self.model(x)
+                loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+                (loss / accum).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.item()
+            self.step += 1
+
+
+class SteppedTrainer:
+    """The trainer exactly as `neurogen-tui --headless` composes and runs it (Trainer.run on its own
+    thread, every subscriber, the dashboard process, the progress display drawing to /dev/null),
+    held at a step boundary by its own pause between blocks: resume, let it do `n` steps, and time
+    from the resume to the moment it waits again (its whole loop body: step, evaluation, metrics,
+    sample, dashboard request, checkpoint)."""
+
+    def __init__(self, cfg: TrainingConfig, display: bool):
+        import threading
+
+        from neurogen_tui.events import StateChanged as _State
+
+        self.parts = build_trainer(cfg, None)
+        self.trainer = self.parts.trainer
+        self._stack = contextlib.ExitStack()
+        if display:
+            from rich.console import Console
+
+            from neurogen_tui.headless import HeadlessDisplay
+
+            devnull = self._stack.enter_context(open(os.devnull, "w"))
+            shown = HeadlessDisplay(cfg, console=Console(file=devnull, force_terminal=True, width=120))
+            self.parts.bus.subscribe(shown)
+            self._stack.enter_context(shown)
+        self.steps, self.dashboards, self.samples, self._target = 0, 0, 0, 0
+        self._paused = threading.Event()
+
+        def watch(event):
+            if isinstance(event, TrainingMetrics):
+                self.steps = event.step
+                if self.steps >= self._target:
+                    self.trainer.pause()  # it waits at the boundary after this step's sample
+            elif isinstance(event, TextSample):
+                self.samples += 1
+            elif isinstance(event, _State) and event.state in ("paused", "finished", "failed"):
+                self._paused.set()
+
+        self.parts.bus.subscribers.insert(0, watch)
+        if self.parts.viz is not None and hasattr(self.parts.viz, "add_listener"):
+            self.parts.viz.add_listener(lambda kind, path: setattr(self, "dashboards", self.dashboards + 1)
+                                        if kind == "dashboard" and "training_step_" in str(path) else None)
+        self.trainer.pause()  # setup runs, then it waits before step 1
+        self._thread = threading.Thread(target=self.trainer.run, daemon=True)
+        self._thread.start()
+        self._paused.wait()
+
+    @property
+    def viz_pid(self) -> int | None:
+        return getattr(getattr(getattr(self.parts.viz, "_backend", None), "_proc", None), "pid", None)
+
+    def run(self, n: int) -> None:
+        self._target = self.steps + n
+        self._paused.clear()
+        self.trainer.resume()
+        self._paused.wait()
+
+    def close(self) -> None:
+        self.trainer.request_stop()
+        self._thread.join()
+        self._stack.close()
+        self.parts.close()
+
+
+def cmd_interleaved(args) -> dict:
+    """Blocks of `--block` steps, A B B A: the trainer's block then the bare loop's, and so on. A
+    block takes seconds, so the machine's drift (which moves whole-run figures by 20% on a shared
+    VM) falls on both alike. The dashboard process may still be drawing when a bare block starts;
+    its CPU time is split by block so that spill-over is visible rather than hidden."""
+    run_dir = tempfile.mkdtemp(prefix="bench-interleaved-")
+    total = args.blocks * args.block
+    try:
+        trainer = SteppedTrainer(make_config(args.config, total + 1, str(Path(run_dir) / "t")), args.display)
+        bare = BareLoop(make_config(args.config, total + 1, str(Path(run_dir) / "b")))
+        trainer.run(args.block)  # untimed warm-up of both: first-step allocations, dashboard import
+        bare.run(args.block)
+        times = {"trainer": [], "bare": []}
+        viz_cpu = {"trainer": 0.0, "bare": 0.0}
+        load = OtherLoad()
+        order = [v for r in range(args.blocks // 2) for v in (("trainer", "bare", "bare", "trainer")[2 * (r % 2):][:2])]
+        for variant in order:
+            viz0 = _cpu_seconds(trainer.viz_pid) if trainer.viz_pid else 0.0
+            t0 = time.perf_counter()
+            (trainer if variant == "trainer" else bare).run(args.block)
+            times[variant].append(time.perf_counter() - t0)
+            if trainer.viz_pid:
+                viz_cpu[variant] += _cpu_seconds(trainer.viz_pid) - viz0
+        others = load.share(sum(viz_cpu.values()))
+        info = {"dashboards": trainer.dashboards, "samples": trainer.samples, "steps": trainer.steps}
+        trainer.close()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    n = len(times["trainer"])
+    per_pair = [b / t for t, b in zip(times["trainer"], times["bare"])]
+    ratio = sum(times["bare"]) / sum(times["trainer"])
+    q1, med, q3 = statistics.quantiles(per_pair, n=4)
+    tok = make_config(args.config, 1, run_dir).tokens_per_chunk
+    print(f"\nconfig {args.config}: {n} blocks of {args.block} steps each, interleaved A B B A, "
+          f"{torch.get_num_threads()} threads, headless display {'on' if args.display else 'off'}; "
+          f"{info['dashboards']} dashboards, {info['samples']} samples, other processes {others:.0%} of the CPU\n")
+    print("| loop | tokens/s (all blocks) | ms/step | dashboard process CPU during its blocks (s) |")
+    print("|---|---:|---:|---:|")
+    for v in ("bare", "trainer"):
+        secs = sum(times[v])
+        print(f"| {v} | {n * args.block * tok / secs:,.0f} | {secs / (n * args.block) * 1e3:.1f} | {viz_cpu[v]:.1f} |")
+    print(f"\n**trainer / bare = {ratio:.3f}** (block pairs: median {med:.3f}, quartiles {q1:.3f}-{q3:.3f})")
+    return {"config": args.config, "block": args.block, "blocks": n, "times": times, "ratio": ratio,
+            "per_pair": per_pair, "viz_cpu": viz_cpu, "others": others, **info}
+
+
 def one_overhead_trial(variant: str, config: str, steps: int, display: bool) -> Trial:
     run_dir = tempfile.mkdtemp(prefix=f"bench-{variant}-")
     try:
@@ -519,6 +665,12 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--variants", default="bare,trainer", help="comma list of bare, trainer, nodash; the first is the base")
     o.add_argument("--no-display", dest="display", action="store_false", help="leave out the headless progress bar")
     o.add_argument("--quick", action="store_true", help="smoke run: 20 steps, 2 rounds")
+    i = sub.add_parser("interleaved", help="trainer vs bare loop taking turns in blocks of steps, one process")
+    i.add_argument("--config", choices=("default", "nanogpt"), default="default")
+    i.add_argument("--block", type=int, default=25, help="steps per block")
+    i.add_argument("--blocks", type=int, default=24, help="blocks of each loop (even)")
+    i.add_argument("--no-display", dest="display", action="store_false", help="leave out the headless progress bar")
+    i.add_argument("--quick", action="store_true", help="smoke run: 4 blocks of 5 steps")
     n = sub.add_parser("nanogpt", help="our trainer vs nanoGPT's CPU recipe, 2000 steps each")
     n.add_argument("--steps", type=int, default=2000)
     n.add_argument("--rounds", type=int, default=1, help="runs of each variant, order alternating")
@@ -533,12 +685,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.quick:
         args.steps, args.rounds, args.repeats, args.profile_steps = {"overhead": 20, "nanogpt": 200}.get(args.cmd), 2, 3, 10
+        args.block, args.blocks = 5, 4
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} | {platform.machine()} | {os.cpu_count()} CPUs | torch "
           f"{torch.__version__} | {torch.get_num_threads()} threads | python {platform.python_version()} | "
           f"{commit} | load {os.getloadavg()[0]:.1f}", flush=True)
-    result = {"overhead": cmd_overhead, "nanogpt": cmd_nanogpt, "profile": cmd_profile}[args.cmd](args)
+    result = {"overhead": cmd_overhead, "interleaved": cmd_interleaved, "nanogpt": cmd_nanogpt,
+              "profile": cmd_profile}[args.cmd](args)
     print(f"# done {time.strftime('%H:%M')}, load {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=str))
