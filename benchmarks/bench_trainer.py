@@ -20,7 +20,9 @@ nanogpt: our trainer with the recipe's flags against benchmarks/nanogpt_referenc
 profile: what each piece of monitoring costs per step, and a cProfile of a short run.
 
 `--variants` may also name `nodash`: the trainer with its VisualizationManager closed before the
-run, to tell the dashboards' share of the overhead from the rest. Every result prints as a
+run, to tell the dashboards' share of the overhead from the rest, and `nodisplay`: the trainer
+without the headless progress bar; and `nanogpt` takes `bare` (our model in a bare loop), to tell
+the model's share of a difference from the trainer's. Every result prints as a
 markdown table.
 """
 from __future__ import annotations
@@ -202,7 +204,7 @@ def bare_trial(cfg: TrainingConfig) -> Trial:
         marks.append(time.perf_counter())
     cpu += _cpu_seconds(os.getpid())
     return Trial("bare", marks[-1] - marks[0], cfg.max_chunks, cfg.max_chunks * cfg.tokens_per_chunk,
-                 [b - a for a, b in zip(marks, marks[1:])], cpu_seconds=cpu)
+                 [b - a for a, b in zip(marks, marks[1:])], {"model": model, "evals": []}, cpu_seconds=cpu)
 
 
 def nanogpt_trial(steps: int, data_dir: Path, work: Path) -> Trial:
@@ -439,7 +441,7 @@ def one_overhead_trial(variant: str, config: str, steps: int, display: bool) -> 
     run_dir = tempfile.mkdtemp(prefix=f"bench-{variant}-")
     try:
         cfg = make_config(config, steps, run_dir)
-        return bare_trial(cfg) if variant == "bare" else trainer_trial(cfg, variant, display)
+        return bare_trial(cfg) if variant == "bare" else trainer_trial(cfg, variant, display and variant != "nodisplay")
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -487,12 +489,17 @@ def cmd_nanogpt(args) -> dict:
             t = nanogpt_trial(args.steps, data_dir, run)
             full = val_loss_ref(t.info["model"], data_dir, t.info["recipe"])
             name = "nanoGPT recipe (nanogpt_reference.py)"
+        elif v == "bare":
+            cfg = make_config("nanogpt", args.steps, str(run))
+            t = bare_trial(cfg)
+            full = val_loss_ours(t.info["model"], cfg)
+            name = "our model in a bare loop (no evaluation, no monitoring)"
         else:
             cfg = make_config("nanogpt", args.steps, str(run))
-            t = trainer_trial(cfg, v)
+            t = trainer_trial(cfg, v, display=v != "nodisplay")
             full = val_loss_ours(t.info["model"], cfg)
             name = f"neurogen-tui --headless ({v})"
-        at, val = t.info["evals"][-1]
+        at, val = t.info["evals"][-1] if t.info["evals"] else (None, float("nan"))
         t.info["others"] = load.share(t.info.get("viz_process_cpu_s", 0.0))
         row = {"run": name, "variant": v, "steps": t.steps, "seconds": t.seconds, "ms_per_step": t.ms_per_step,
                "median_step_ms": t.median_step_ms, "cpu_ms_per_step": t.cpu_ms_per_step, "val_loss": val, "val_at": at, "whole_val_loss": full,

@@ -56,9 +56,11 @@ class TrainingApp(App[int]):
         Binding("ctrl+q", "stop", "stop", show=False, priority=True),
         Binding("question_mark", "help", "help"),
     ]
-    DRAIN_INTERVAL = 0.1  # seconds between applying queued events
-    CHART_INTERVAL = 0.33  # seconds between chart redraws, at least
-    CHART_DUTY = 0.05  # longest share of the UI thread the charts may take on long runs
+    # The UI shares the trainer's process (and its GIL): what it draws, it takes from training.
+    # Keys do not wait for these timers; they only set how fresh the numbers on screen are.
+    DRAIN_INTERVAL = 0.25  # seconds between applying queued events (header, log, samples)
+    CHART_INTERVAL = 0.5  # seconds between chart redraws, at least
+    CHART_DUTY = 0.03  # longest share of the UI thread the charts may take on long runs
     CHART_MAX_WAIT = 5.0  # seconds: even a slow machine sees its charts move
     FORCE_AFTER = 5.0  # seconds after a stop request before q can abandon a stop that hangs
 

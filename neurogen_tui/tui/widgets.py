@@ -264,12 +264,14 @@ class SamplesTable(DataTable):
     shows that sample in full."""
 
     MAX_ROWS = 50  # rebuilt whole on each new sample: kept small, it stays cheap
+    MIN_REBUILD_S = 1.0  # a fast trainer samples many times a second: the table follows once a second
 
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, show_cursor=False, **kwargs)
         self._samples: list[TextSample] = []
         self._version = -1
         self._widths: tuple[int, ...] = ()
+        self._rebuilt_at = float("-inf")
 
     def on_resize(self) -> None:
         self._rebuild()
@@ -284,7 +286,10 @@ class SamplesTable(DataTable):
         """Show the newest MAX_ROWS of `samples` (oldest first) unless `version` was shown already."""
         if version == self._version:
             return
-        self._version = version
+        now = time.monotonic()
+        if self._version >= 0 and now - self._rebuilt_at < self.MIN_REBUILD_S:
+            return  # the next drain after the second is up shows it
+        self._version, self._rebuilt_at = version, now
         self._samples = list(samples)[-self.MAX_ROWS:]
         self._rebuild()
 
