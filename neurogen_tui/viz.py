@@ -188,14 +188,10 @@ def sample_dict(s: TextSample) -> dict:
 def _quiet_child(log_file: str | None) -> None:
     """The process shares the terminal: send its logs, warnings and any C-level output to the run's
     log file (or nowhere), so nothing can tear the app's screen."""
-    # The trainer comes first when the cores are busy. SCHED_IDLE (Linux) runs this process only
-    # on a core nothing else wants, so drawing never preempts one of torch's threads (with every
-    # core in one OpenMP team, a single preempted thread stalls the whole step); elsewhere, nice.
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        with contextlib.suppress(OSError):
-            os.nice(10)
+    # The trainer comes first when the cores are busy. Not SCHED_IDLE: on a machine another job
+    # keeps saturated it starved the final dashboard, and with it the end of the run (measured).
+    with contextlib.suppress(OSError):
+        os.nice(10)
     target = os.open(log_file or os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     for fd in (1, 2):
         os.dup2(target, fd)

@@ -386,8 +386,7 @@ def test_process_mode_draws_in_another_process_and_survives_its_death(tmp_path):
     assert ("dashboard", str(tmp_path / "training_step_000005.png")) in reports
     child = manager._backend._proc
     assert child.pid != os.getpid()
-    if hasattr(os, "SCHED_IDLE"):  # it draws only on a core that training does not want
-        assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) >= 10  # the trainer comes first
     while manager._request is not None:
         threading.Event().wait(0.01)
     child.kill()
