@@ -131,7 +131,8 @@ class TrainingApp(App[int]):
         else:
             for line in rs.take_logs():
                 self.log_pane.add(line)
-            self.samples_table.show(rs.samples, rs.samples_version)
+            # while samples stream in, once a second; the run's last ones show at once
+            self.samples_table.show(rs.samples, rs.samples_version, throttle=rs.state in ("running", "watching"))
             self.header_widget.info = rs.header()
         self.state, self.step = rs.state, rs.step
         if rs.done is not None and self.exit_requested:

@@ -282,12 +282,12 @@ class SamplesTable(DataTable):
     def on_blur(self) -> None:
         self.show_cursor = False  # no highlighted row unless someone is reading the table
 
-    def show(self, samples, version: int) -> None:
+    def show(self, samples, version: int, throttle: bool = True) -> None:
         """Show the newest MAX_ROWS of `samples` (oldest first) unless `version` was shown already."""
         if version == self._version:
             return
         now = time.monotonic()
-        if self._version >= 0 and now - self._rebuilt_at < self.MIN_REBUILD_S:
+        if throttle and self._version >= 0 and now - self._rebuilt_at < self.MIN_REBUILD_S:
             return  # the next drain after the second is up shows it
         self._version, self._rebuilt_at = version, now
         self._samples = list(samples)[-self.MAX_ROWS:]
