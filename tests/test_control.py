@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import socket
 import stat
 import threading
@@ -274,9 +276,11 @@ def idle_service(cfg: TrainingConfig) -> tuple[Trainer, EventBus, RunService]:
     return trainer, bus, RunService.start(cfg, trainer, bus)
 
 
-def test_long_run_dir_puts_the_socket_in_a_private_directory(tmp_path, monkeypatch):
-    runtime = tmp_path / "xdg"
-    runtime.mkdir(mode=0o700)
+def test_long_run_dir_puts_the_socket_in_a_private_directory(tmp_path, monkeypatch, request):
+    # a short runtime dir, as /run/user/UID is: pytest's own tmp path can itself be too long
+    runtime = Path(tempfile.mkdtemp(prefix="xdg", dir="/tmp"))
+    runtime.chmod(0o700)
+    request.addfinalizer(lambda: shutil.rmtree(runtime, ignore_errors=True))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     cfg = make_cfg(tmp_path / ("d" * 60) / ("e" * 60))
     _, _, service = idle_service(cfg)
