@@ -50,7 +50,6 @@ def list_checkpoints(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
-    found.sort(key=lambda sp: (sp[0], sp[1].suffix == ".dcp"))
     return [p for _, p in sorted(found)]
 
 
