@@ -6,6 +6,7 @@ say goes out as an event on its EventBus (see events.py), at the end of each ste
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -154,9 +155,12 @@ class Trainer:
         if self._resume:
             _, state = self._resume
             check_resume_compatible(cfg, state, self.tokenizer.identity(), self.data_world)
-        self.model = self._prepare_model(GPT(GPTConfig(
+        self.model_config = GPTConfig(
             vocab_size=self.tokenizer.vocab_size, block_size=cfg.seq_len, n_layer=cfg.n_layer,
-            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)).to(self.device))
+            n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout,
+            # a checkpoint from before `model_config` was saved has LayerNorm biases
+            bias=bool(state.get("model_config", {"bias": True}).get("bias", False)) if state else False)
+        self.model = self._prepare_model(GPT(self.model_config).to(self.device))
         self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, self.device.type)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         head_dim = cfg.n_embd // cfg.n_head
@@ -223,6 +227,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
             "config": cfg.to_dict(),
+            "model_config": dataclasses.asdict(self.model_config),
             "tokenizer": self.tokenizer.identity(),
         }
 

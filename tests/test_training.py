@@ -73,6 +73,44 @@ def test_resume_continues_step_count_and_equals_uninterrupted_training(tiny_cfg,
     assert second.tokens_seen == straight.tokens_seen
 
 
+class _LegacyTrainer(Trainer):
+    """The trainer as it was before `model_config` was saved: LayerNorms with biases."""
+
+    def setup(self):
+        from neurogen_tui import trainer as trainer_mod
+
+        real = trainer_mod.GPTConfig
+        trainer_mod.GPTConfig = lambda **kw: real(**{**kw, "bias": True})
+        try:
+            super().setup()
+        finally:
+            trainer_mod.GPTConfig = real
+
+    def checkpoint_meta(self):
+        meta = super().checkpoint_meta()
+        del meta["model_config"]
+        return meta
+
+
+def test_model_has_no_layernorm_biases_and_a_checkpoint_from_before_resumes_with_them(tiny_cfg):
+    tiny_cfg.max_chunks = 4
+    trainer, _, result = run_trainer(tiny_cfg)
+    assert not any(name.endswith(("ln1.bias", "ln_f.bias")) for name in trainer.model.state_dict())
+    assert load_checkpoint(result.checkpoint)["model_config"]["bias"] is False
+
+    legacy_cfg = type(tiny_cfg)(**{**tiny_cfg.to_dict(), "run_dir": tiny_cfg.run_dir + "-legacy", "max_chunks": 2})
+    bus = EventBus()
+    legacy = _LegacyTrainer(legacy_cfg, bus)
+    old = legacy.run()
+    state = load_checkpoint(old.checkpoint)
+    assert "model_config" not in state and "ln_f.bias" in state["model"]
+    legacy_cfg.max_chunks = 4
+    resumed, losses, result = run_trainer(legacy_cfg, resume=(old.checkpoint, state))
+    assert sorted(losses) == [3, 4] and all(math.isfinite(v) for v in losses.values())
+    assert "ln_f.bias" in dict(resumed.model.named_parameters())  # built as the checkpoint was
+    assert load_checkpoint(result.checkpoint)["model_config"]["bias"] is True  # it stays what it was
+
+
 def test_resume_via_cli_appends_metrics_without_duplicates(tmp_path):
     run = str(tmp_path / "run")
     assert main(["--test", "--headless", "--run-dir", run]) == 0
