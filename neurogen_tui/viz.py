@@ -16,10 +16,12 @@ Files, all under <run-dir>/training_viz/ and all written atomically (temporary f
 
 Drawing costs CPU (about a second a dashboard), which on a machine whose cores are all busy
 training comes out of training: a dashboard every 50 steps of a fast model on a 2-core box took
-~10% of its speed. So when the machine is saturated (load average within half a core of its core
-count), periodic dashboards keep to `cpu_budget` of the machine's CPU time: after a draw that took
-c CPU-seconds, the next periodic one waits c / (cpu_budget x cores) seconds (it then shows the
-newest step). On a GPU box, whose cores are mostly idle, nothing waits. Explicit requests
+~10% of its speed. So when the machine is saturated (the cores it kept busy between two draws,
+from /proc/stat, within half a core of its core count), periodic dashboards keep to `cpu_budget`
+of the machine's CPU time: after a draw that took c CPU-seconds, the next periodic one waits
+c / (cpu_budget x cores) seconds (it then shows the newest step). On a GPU box, whose cores are
+mostly idle, nothing waits. (The 1-minute load average was used first: it lags a run's start by a
+minute, so a short run on a busy box drew every dashboard.) Explicit requests
 (`d`, the control channel) and the final dashboard never wait.
 """
 from __future__ import annotations
@@ -58,6 +60,40 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+class MachineLoad:
+    """How many cores the whole machine kept busy between two calls of `busy_cores`, from
+    /proc/stat's first line (the 1-minute load average where /proc/stat cannot be read)."""
+
+    MIN_WINDOW = 0.2  # seconds: a shorter window says little; the previous figure stands
+
+    def __init__(self):
+        self._mark = self._read()
+        self._last = 0.0
+
+    @staticmethod
+    def _read() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as fh:
+                ticks = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        return time.monotonic(), sum(ticks[:8]) - idle, sum(ticks[:8])  # guest time is inside user
+
+    def busy_cores(self) -> float:
+        now = self._read()
+        if now is None or self._mark is None:
+            return os.getloadavg()[0]
+        if now[0] - self._mark[0] >= self.MIN_WINDOW and now[2] > self._mark[2]:
+            self._last = _cores() * (now[1] - self._mark[1]) / (now[2] - self._mark[2])
+            self._mark = now
+        return self._last
+
+    def mark(self) -> None:
+        """Start the next window here (after a draw, so the draw's own CPU is not counted)."""
+        self._mark = self._read()
 
 
 @dataclass
@@ -307,6 +343,7 @@ class VisualizationManager:
         self.json_interval = json_interval
         self.cpu_budget = cpu_budget  # share of the machine's CPU periodic dashboards may take when it is busy
         self._not_before = 0.0  # monotonic time before which a periodic draw waits (the budget)
+        self._load = MachineLoad()  # measured from here to each draw's start
         self.throttled = 0  # periodic draws that waited for the budget
         self._said_throttled = False
         self.history = history if history is not None else MetricsHistory()
@@ -412,6 +449,7 @@ class VisualizationManager:
         return True
 
     def _run(self, req: DrawRequest, samples: list[dict]) -> None:
+        busy = self._load.busy_cores() if req.draw else 0.0  # training (and anything else) since the last draw
         try:
             cpu = self._backend.run(self.history, samples, req, self._notify)
         except ProcessDied as exc:  # carry on in this process rather than lose the dashboards
@@ -419,14 +457,17 @@ class VisualizationManager:
             self._backend.close()  # reap it
             self._backend = _ThreadBackend(self._writer_args, self.history, map(sample_dict, list(self.samples)))
             cpu = self._backend.run(self.history, [], req, self._notify)
+        if req.draw:
+            self._load.mark()
         if req.draw and req.rows and cpu and self.cpu_budget > 0:
-            self._budget(cpu)
+            self._budget(cpu, busy)
 
-    def _budget(self, cpu: float) -> None:
-        """After a draw that took `cpu` seconds: when every core is busy, the next periodic one
-        waits until the drawing has used no more than cpu_budget of the machine."""
+    def _budget(self, cpu: float, busy: float) -> None:
+        """After a draw that took `cpu` seconds, while `busy` cores were kept busy before it: when
+        every core is busy, the next periodic one waits until the drawing has used no more than
+        cpu_budget of the machine."""
         cores = _cores()
-        if os.getloadavg()[0] < cores - 0.5:  # a spare core draws for free
+        if busy < cores - 0.5:  # a spare core draws for free
             self._not_before = 0.0
             return
         pause = cpu / (self.cpu_budget * cores)
