@@ -11,8 +11,10 @@ latency: the app over a real training run (headless Textual, 120x40). A separate
     the key's action ran (and until the screen after it was composed) is the key latency. A 60 Hz
     timer measures how often the UI loop gets to run (its frame-rate ceiling). --dashboards adds
     the dashboard writer (drawing in its own process) with a dashboard every 10 steps.
-overhead: trainer tokens/s without any display against the same run under the app (charts,
-    table, log, 10 Hz drain); whole runs alternate A B, B A, ... and the median is reported.
+overhead: trainer tokens/s without the app against the same run under it (charts, table, log):
+    the trainer on a thread of the app's process (--in-process), and the trainer in a child
+    process (the default) alone and under the app. Whole runs alternate A B, B A, ... and the
+    median is reported.
 charts: the cost of one chart redraw (reduction + plotext build) against the history's length.
 gil: the UI loop's rate while another thread holds the GIL in 50 ms pieces (json.dumps of a big
     object), the issue's warning, measured.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -74,6 +77,7 @@ def make_cfg(run_dir: Path, model: str, steps: int) -> TrainingConfig:
     cfg = TrainingConfig(run_dir=str(run_dir))
     cfg.apply_test_mode()
     cfg.apply_preset(model)
+    cfg._model = model  # for the child's command line
     cfg.tokens_per_chunk = cfg.batch_size * cfg.seq_len * (4 if model == "small" else 2)
     cfg.max_chunks = steps
     cfg.epochs = 0
@@ -91,27 +95,33 @@ def bare_parts(cfg: TrainingConfig) -> RunParts:
     return RunParts(trainer=Trainer(cfg, bus), bus=bus, recorder=recorder, viz=None)
 
 
-class ProbeApp(TrainingApp):
-    """The app plus an invisible key whose action records when it ran and when the screen after it
+def probe_class(base):
+    """`base` plus an invisible key whose action records when it ran and when the screen after it
     was composed; the action writes a log line, as p, c and d do."""
 
-    BINDINGS = [Binding("f12", "probe", show=False, priority=True)]
+    class Probe(base):
+        BINDINGS = [Binding("f12", "probe", show=False, priority=True)]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.handled: dict[int, float] = {}
-        self.painted: dict[int, float] = {}
-        self.ticks: list[float] = []
-        self.probe_id = 0
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.handled: dict[int, float] = {}
+            self.painted: dict[int, float] = {}
+            self.ticks: list[float] = []
+            self.probe_id = 0
 
-    def on_mount(self) -> None:  # Textual calls TrainingApp.on_mount as well
-        self.set_interval(1 / 60, lambda: self.ticks.append(time.perf_counter()))
+        def on_mount(self) -> None:  # Textual calls TrainingApp.on_mount as well
+            self.set_interval(1 / 60, lambda: self.ticks.append(time.perf_counter()))
 
-    def action_probe(self) -> None:
-        n = self.probe_id
-        self.handled[n] = time.perf_counter()
-        self._say(f"probe {n}")
-        self.call_after_refresh(lambda: self.painted.setdefault(n, time.perf_counter()))
+        def action_probe(self) -> None:
+            n = self.probe_id
+            self.handled[n] = time.perf_counter()
+            self._say(f"probe {n}")
+            self.call_after_refresh(lambda: self.painted.setdefault(n, time.perf_counter()))
+
+    return Probe
+
+
+ProbeApp = probe_class(TrainingApp)
 
 
 def press_keys(app: ProbeApp, loop, sent: dict, stop: threading.Event) -> None:
@@ -128,10 +138,21 @@ def press_keys(app: ProbeApp, loop, sent: dict, stop: threading.Event) -> None:
         loop.call_soon_threadsafe(post)
 
 
-async def run_latency(cfg: TrainingConfig, seconds: float, composed: bool) -> dict:
-    parts = build_trainer(cfg, None, control=False) if composed else bare_parts(cfg)
-    feed = LiveFeed(parts)
-    app = ProbeApp(feed, feed.controller)
+async def run_latency(cfg: TrainingConfig, seconds: float, composed: bool, child: bool = False) -> dict:
+    proc = None
+    if child:  # the default: the trainer in a child process (dashboards: composed, every 10 steps)
+        from neurogen_tui.launch import trainer_command
+        from neurogen_tui.tui.owner import ChildFeed, OwnerApp
+
+        flags = child_flags(cfg) + (["--viz-interval", "10", "--viz-budget", "0"] if composed else [])
+        proc = subprocess.Popen(trainer_command(flags), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, cwd=ROOT)
+        feed = ChildFeed(cfg.run_dir, proc)
+        app = probe_class(OwnerApp)(feed, feed.controller)
+    else:
+        parts = build_trainer(cfg, None, control=False) if composed else bare_parts(cfg)
+        feed = LiveFeed(parts)
+        app = ProbeApp(feed, feed.controller)
     sent: dict[int, float] = {}
     async with app.run_test(size=(120, 40)) as pilot:
         while app.step < 3:
@@ -150,6 +171,8 @@ async def run_latency(cfg: TrainingConfig, seconds: float, composed: bool) -> di
         await pilot.press("q")
         while app.return_code is None:
             await pilot.pause(0.1)
+    if proc is not None:
+        proc.wait()
     handled = [(app.handled[n] - sent[n]) * 1000 for n in sent if n in app.handled]
     painted = [(app.painted[n] - sent[n]) * 1000 for n in sent if n in app.painted]
     return {"keys": len(sent), "answered": len(handled), "p50": pct(handled, 50), "p95": pct(handled, 95),
@@ -164,14 +187,16 @@ def cmd_latency(args) -> None:
           "UI loop (60 Hz timer) | tick p95 / max (ms) | steps/s | chart redraw (ms) |")
     print("|---|---|---|---|---|---|---|---|")
     for model in args.model.split(","):
-        for composed in ([False, True] if args.dashboards else [False]):
+        for child, composed in itertools.product([m == "child" for m in args.modes.split(",")],
+                                                 [False, True] if args.dashboards else [False]):
             OtherLoad.wait_quiet(args.wait_quiet)
             load = OtherLoad()
             with tempfile.TemporaryDirectory() as tmp:
-                cfg = make_cfg(Path(tmp), model, 100_000)
-                r = asyncio.run(run_latency(cfg, args.seconds, composed))
-            name = f"{model} model" + (", dashboards every 10 steps" if composed else "")
-            name += f" (others {load.share():.0%} of the CPU)"
+                cfg = make_cfg(Path(tmp) / "run", model, 100_000)
+                r = asyncio.run(run_latency(cfg, args.seconds, composed, child))
+            name = f"{model} model, trainer in a {'child process' if child else 'thread (--in-process)'}"
+            name += ", dashboards every 10 steps" if composed else ""
+            name += " (others' CPU not separated)" if child else f" (others {load.share():.0%} of the CPU)"
             print(f"| {name} | {r['answered']}/{r['keys']} | {r['p50']:.1f} / {r['p95']:.1f} / {r['max']:.1f} | "
                   f"{r['paint_p50']:.1f} / {r['paint_p95']:.1f} / {r['paint_max']:.1f} | {r['tick_hz']:.1f} Hz | "
                   f"{r['tick_p95']:.1f} / {r['tick_max']:.1f} | {r['steps_per_s']:.1f} | {r['chart_ms']:.1f} |",
@@ -181,14 +206,15 @@ def cmd_latency(args) -> None:
 # ---- overhead -----------------------------------------------------------------------------------
 class Run:
     """One training run's figures: tokens/s over the run, the median step time (the trainer's own
-    measure of one optimizer step), and CPU seconds of the trainer thread and of everything else in
-    the process (the UI: event loop, chart thread) - CPU time is not stretched by other processes."""
+    measure of one optimizer step), CPU seconds of the trainer and of the UI (this process less
+    the trainer thread, or all of this process when the trainer is a child) - CPU time is not
+    stretched by other processes."""
 
-    def __init__(self, cfg: TrainingConfig, trainer_cpu: float, process_cpu: float, wall: float):
-        rows = [json.loads(line) for line in (cfg.viz_dir / "metrics.jsonl").read_text().splitlines()][5:]
+    def __init__(self, run_dir: Path, trainer_cpu: float, ui_cpu: float, wall: float):
+        rows = [json.loads(line) for line in (run_dir / "training_viz" / "metrics.jsonl").read_text().splitlines()][5:]
         self.tok_s = (rows[-1]["tokens_seen"] - rows[0]["tokens_seen"]) / (rows[-1]["timestamp"] - rows[0]["timestamp"])
         self.step_ms = statistics.median(r["step_time"] for r in rows) * 1000
-        self.trainer_cpu, self.other_cpu, self.wall = trainer_cpu, process_cpu - trainer_cpu, wall
+        self.trainer_cpu, self.other_cpu, self.wall = trainer_cpu, ui_cpu, wall
 
 
 def timed(parts: RunParts) -> dict:
@@ -215,10 +241,11 @@ def run_bare(cfg: TrainingConfig) -> Run:
     thread.start()
     thread.join()
     parts.close()
-    return Run(cfg, seen["cpu"], time.process_time() - cpu0, time.perf_counter() - wall0)
+    return Run(Path(cfg.run_dir), seen["cpu"], time.process_time() - cpu0 - seen["cpu"], time.perf_counter() - wall0)
 
 
 def run_app(cfg: TrainingConfig) -> Run:
+    """--in-process: the trainer on a thread of the app's process."""
     parts = bare_parts(cfg)
     seen = timed(parts)
     feed = LiveFeed(parts)
@@ -232,40 +259,93 @@ def run_app(cfg: TrainingConfig) -> Run:
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
     asyncio.run(scenario())
-    return Run(cfg, seen["cpu"], time.process_time() - cpu0, time.perf_counter() - wall0)
+    return Run(Path(cfg.run_dir), seen["cpu"], time.process_time() - cpu0 - seen["cpu"], time.perf_counter() - wall0)
+
+
+def child_flags(cfg: TrainingConfig) -> list[str]:
+    """The CLI flags of make_cfg's run (no dashboards in the measured window, as bare_parts)."""
+    return ["--test", "--model", cfg._model, "--tokens-per-chunk", str(cfg.tokens_per_chunk),
+            "--max-chunks", str(cfg.max_chunks), "--epochs", "0", "--sample-interval", str(cfg.sample_interval),
+            "--eval-interval", str(cfg.eval_interval), "--checkpoint-interval", "100000",
+            "--viz-interval", "100000", "--run-dir", cfg.run_dir]
+
+
+def run_child(cfg: TrainingConfig, with_app: bool) -> Run:
+    """The default: the trainer in a child process (launch.py's command), alone or under the app
+    (tui/owner.py) in this process."""
+    from neurogen_tui.launch import trainer_command
+    from neurogen_tui.tui.owner import ChildFeed, OwnerApp
+
+    env = dict(os.environ)
+    if torch_threads := getattr(cfg, "_threads", 0):
+        env["OMP_NUM_THREADS"] = str(torch_threads)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    proc = subprocess.Popen(trainer_command(child_flags(cfg)), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    if with_app:
+        feed = ChildFeed(cfg.run_dir, proc)
+        app = OwnerApp(feed, feed.controller)
+
+        async def scenario():
+            async with app.run_test(size=(120, 40)) as pilot:
+                while app.run_state.done is None:
+                    await pilot.pause(0.1)
+                await pilot.press("q")
+
+        asyncio.run(scenario())
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Run(Path(cfg.run_dir), usage.ru_utime + usage.ru_stime, time.process_time() - cpu0,
+               time.perf_counter() - wall0)
+
+
+VARIANTS = {
+    "thread": (("no display", run_bare), ("app, --in-process", run_app)),
+    "child": (("child alone", lambda cfg: run_child(cfg, False)), ("child + app", lambda cfg: run_child(cfg, True))),
+}
 
 
 def cmd_overhead(args) -> None:
     print(f"machine: {machine()}\n")
-    print("| model | runs | tok/s, no display / app (median) | median step, no display / app (ms) | "
-          "UI CPU per second of run | trainer CPU per step, no display / app (ms) | others' CPU share |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | trainer | runs | tok/s, without / with the app (median) | ratio | median step, without / "
+          "with (ms) | UI CPU per second of run | trainer CPU per step, without / with (ms) | others' CPU share |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for model in args.model.split(","):
-        runs: dict[str, list[Run]] = {"bare": [], "app": []}
-        others = []
-        for r in range(args.rounds):
-            for variant in (("bare", "app") if r % 2 == 0 else ("app", "bare")):
-                OtherLoad.wait_quiet(args.wait_quiet)
-                load = OtherLoad()
+        for mode in args.modes.split(","):
+            (name_a, fn_a), (name_b, fn_b) = VARIANTS[mode]
+            runs: dict[str, list[Run]] = {name_a: [], name_b: []}
+            others = []
+            for fn in (fn_a, fn_b):  # untimed warm-up: imports, allocator, the datasets cache
                 with tempfile.TemporaryDirectory() as tmp:
-                    cfg = make_cfg(Path(tmp), model, args.steps)
-                    runs[variant].append((run_bare if variant == "bare" else run_app)(cfg))
-                others.append(load.share())
-                one = runs[variant][-1]
-                print(f"<!-- {model} {variant}: {one.tok_s:,.0f} tok/s, step {one.step_ms:.1f} ms, trainer CPU "
-                      f"{one.trainer_cpu:.1f} s, other CPU {one.other_cpu:.1f} s in {one.wall:.1f} s; "
-                      f"others {others[-1]:.0%} -->", flush=True)
+                    cfg = make_cfg(Path(tmp) / "run", model, 10)
+                    cfg._threads = args.threads
+                    fn(cfg)
+            for r in range(args.rounds):
+                for name, fn in (((name_a, fn_a), (name_b, fn_b)) if r % 2 == 0 else ((name_b, fn_b), (name_a, fn_a))):
+                    OtherLoad.wait_quiet(args.wait_quiet)
+                    load = OtherLoad()
+                    with tempfile.TemporaryDirectory() as tmp:
+                        cfg = make_cfg(Path(tmp) / "run", model, args.steps)
+                        cfg._threads = args.threads
+                        runs[name].append(fn(cfg))
+                    one = runs[name][-1]
+                    others.append(load.share(one.trainer_cpu if mode == "child" else 0.0))
+                    print(f"<!-- {model} {name}: {one.tok_s:,.0f} tok/s, step {one.step_ms:.1f} ms, trainer CPU "
+                          f"{one.trainer_cpu:.1f} s, UI CPU {one.other_cpu:.1f} s in {one.wall:.1f} s; "
+                          f"others {others[-1]:.0%} -->", flush=True)
 
-        def med(variant: str, fn) -> float:
-            return statistics.median(fn(x) for x in runs[variant])
+            def med(name: str, fn) -> float:
+                return statistics.median(fn(x) for x in runs[name])
 
-        ui = med("app", lambda x: x.other_cpu / x.wall) - med("bare", lambda x: x.other_cpu / x.wall)
-        print(f"| {model} | {args.rounds} + {args.rounds} | {med('bare', lambda x: x.tok_s):,.0f} / "
-              f"{med('app', lambda x: x.tok_s):,.0f} | {med('bare', lambda x: x.step_ms):.1f} / "
-              f"{med('app', lambda x: x.step_ms):.1f} | {ui * 1000:.0f} ms ({ui:.1%} of a core) | "
-              f"{med('bare', lambda x: x.trainer_cpu / args.steps) * 1000:.0f} / "
-              f"{med('app', lambda x: x.trainer_cpu / args.steps) * 1000:.0f} | "
-              f"{min(others):.0%}-{max(others):.0%} |", flush=True)
+            ui = med(name_b, lambda x: x.other_cpu / x.wall) - med(name_a, lambda x: x.other_cpu / x.wall)
+            tok_a, tok_b = med(name_a, lambda x: x.tok_s), med(name_b, lambda x: x.tok_s)
+            print(f"| {model} | {'thread of the app (--in-process)' if mode == 'thread' else 'child process (default)'} "
+                  f"| {args.rounds} + {args.rounds} | {tok_a:,.0f} / {tok_b:,.0f} | {tok_b / tok_a:.3f} | "
+                  f"{med(name_a, lambda x: x.step_ms):.1f} / {med(name_b, lambda x: x.step_ms):.1f} | "
+                  f"{ui * 1000:.0f} ms ({ui:.1%} of a core) | "
+                  f"{med(name_a, lambda x: x.trainer_cpu / args.steps) * 1000:.0f} / "
+                  f"{med(name_b, lambda x: x.trainer_cpu / args.steps) * 1000:.0f} | "
+                  f"{min(others):.0%}-{max(others):.0%} |", flush=True)
 
 
 # ---- charts -------------------------------------------------------------------------------------
@@ -424,10 +504,15 @@ def main() -> None:
     a.add_argument("--model", default="small")
     a.add_argument("--seconds", type=float, default=30.0)
     a.add_argument("--dashboards", action="store_true")
+    a.add_argument("--modes", default="child,thread", help="child: the trainer in a child process (the default "
+                   "of neurogen-tui); thread: on a thread of the app's process (--in-process)")
     a = sub.add_parser("overhead")
     a.add_argument("--model", default="tiny,small")
     a.add_argument("--steps", type=int, default=150)
     a.add_argument("--rounds", type=int, default=3)
+    a.add_argument("--modes", default="thread,child",
+                   help="thread: no display vs the app with the trainer on its thread (--in-process); "
+                        "child: the trainer child alone vs under the app (the default)")
     a = sub.add_parser("charts")
     a.add_argument("--sizes", default="1000,100000,1000000,10000000")
     a = sub.add_parser("gil")

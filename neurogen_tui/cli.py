@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a fresh run in a run dir that already holds one")
     g.add_argument("--headless", action="store_true", default=None,
                    help="no app: a progress bar and summary lines (automatic when stdout is not a terminal)")
+    g.add_argument("--in-process", action="store_true", default=None,
+                   help="the app trains on a thread of its own process instead of a child process; "
+                        "its drawing then shares the trainer's GIL (8-17%% slower on a CPU, "
+                        "benchmarks/results/ui.md)")
     g.add_argument("--on-hangup", choices=("continue", "stop"),
                    help="when the terminal goes away (SSH dropped): keep training headless, its output "
                         "going to the run's log, or stop with a final checkpoint (default: continue)")
@@ -141,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         from .distributed import under_launcher
 
         headless = bool(args.headless) or not sys.stdout.isatty()
-        if cfg.nproc_per_node > 1 and not under_launcher():  # N ranks through torchrun, as children
-            from .launch import launch
+        if not under_launcher() and (cfg.nproc_per_node > 1 or not (headless or cfg.in_process)):
+            from .launch import launch  # the trainer (N ranks through torchrun, or one) as children
 
             return launch(argv, cfg, headless)
         return start(cfg, resume, headless)

@@ -34,6 +34,7 @@ class TrainingConfig:
     run_name: str = ""
     resume: str | None = None
     headless: bool = False
+    in_process: bool = False  # the app's trainer on a thread of the app's own process (no child)
     on_hangup: str = "continue"  # SIGHUP (terminal gone): "continue" training headless, or "stop"
     test: bool = False
     # data

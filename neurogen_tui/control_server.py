@@ -54,7 +54,8 @@ def _event_message(event) -> dict | None:
     if isinstance(event, RunFinished):
         return {"event": "finished", "reason": event.reason, "step": event.step, "checkpoint": event.checkpoint}
     if isinstance(event, RunFailed):
-        return {"event": "failed", "step": event.step, "error": event.error}
+        # the traceback's end: a viewer shows its last frames (the run's log holds all of it)
+        return {"event": "failed", "step": event.step, "error": event.error, "traceback": event.traceback[-8000:]}
     return None
 
 
@@ -92,6 +93,7 @@ class ControlServer:
         self._checkpoints, self._last_checkpoint = 0, None  # (step, path)
         self._dashboards, self._last_dashboard, self._dashboard_error = 0, None, None
         self._ended: dict | None = None
+        self._started: dict | None = None  # the run's "started" event, replayed to later subscribers
         self._bus = bus
         bus.subscribe(self._on_event)
         if viz is not None and hasattr(viz, "add_listener"):
@@ -239,7 +241,10 @@ class ControlServer:
         try:
             if cmd == "subscribe":
                 sub = _Subscriber()
-                with self._lock:
+                with self._lock:  # whoever subscribes after the start (or the end) still hears of it
+                    for msg in (self._started, self._ended):
+                        if msg is not None:
+                            sub.push(msg)
                     self._subs.add(sub)
                 return {"id": req_id, "ok": True, **self.status()}, sub
             reply = getattr(self, f"do_{cmd}")()
@@ -286,6 +291,8 @@ class ControlServer:
                 self._last_checkpoint = (event.step, event.path)
             elif isinstance(event, (RunFinished, RunFailed)):
                 self._ended = _event_message(event)
+            elif isinstance(event, RunStarted):
+                self._started = _event_message(event)
             self._cond.notify_all()
         self._fan_out(_event_message(event))
 

@@ -54,8 +54,9 @@ def redirect_streams(fds: list[int], log_path: str | os.PathLike | None) -> None
         os.close(out)
 
 
-def hangup_message(run_dir: str | os.PathLike) -> str:
-    return (f"SIGHUP: the terminal went away; training continues in this process (pid {os.getpid()}); "
+def hangup_message(run_dir: str | os.PathLike, pid: int | None = None) -> str:
+    where = f"this process (pid {os.getpid()})" if pid is None else f"the trainer's process (pid {pid})"
+    return (f"SIGHUP: the terminal went away; training continues in {where}; "
             f"re-attach with: neurogen-tui attach {Path(run_dir).resolve()}")
 
 

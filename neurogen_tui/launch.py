@@ -1,8 +1,12 @@
-"""--nproc-per-node N: the job's ranks as children of torch's elastic launcher (torchrun).
+"""The trainer as children of this process: --nproc-per-node N ranks under torch's elastic
+launcher (torchrun), or, under the app, one headless trainer.
 
-This process holds the run dir's lock and waits; rank 0 (a child) writes the files and serves the
-control channel. Ranks are started in their own session, so the terminal's Ctrl+C reaches only
-this process, which turns it into one stop request for the whole job.
+This process holds the run dir's lock and waits (showing the app, tui/owner.py, when there is a
+terminal); rank 0 (a child) writes the files and serves the control channel. Children are started
+in their own session, so the terminal's Ctrl+C and SIGHUP reach only this process, which turns
+them into one stop request for the whole job. With the app, the trainer in a process of its own
+keeps its full speed: on a thread of the app's process it would share one GIL with Textual and
+plotext (benchmarks/results/ui.md).
 """
 from __future__ import annotations
 
@@ -50,15 +54,33 @@ def root_cause(lines: list[str]) -> str:
     return f"rank {rank} {how}"
 
 
-def launch(argv: list[str], cfg, headless: bool = True) -> int:
-    """Run the job as `torchrun --nproc-per-node N` children and wait for it. This process holds
-    the run dir's lock; rank 0 writes the files and serves the control channel.
+def trainer_command(argv: list[str]) -> list[str]:
+    """One trainer, headless, as a child of the app (the app then shares no GIL with it)."""
+    return [sys.executable, "-m", "neurogen_tui", *argv, "--headless"]
 
-    headless: rank 0's progress lines reach this terminal; a first Ctrl+C (or SIGTERM/SIGHUP) asks
-    rank 0 to stop through the control channel, so every rank stops at the same step with a final
-    checkpoint; a second one ends the job at once. Otherwise the app opens on the run as `attach`
-    does, and its keys (pause, checkpoint, dashboard, stop) steer all ranks. Either way a rank
-    that dies ends the job (torchrun stops the others) and the message names it."""
+
+def _end_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: SIGTERM to the child when this process dies (killed with SIGKILL, say), so the
+    trainer stops at its step boundary with a final checkpoint instead of running unwatched."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def launch(argv: list[str], cfg, headless: bool = True) -> int:
+    """Run the job as children and wait for it: `torchrun --nproc-per-node N` for N ranks, or a
+    single headless trainer under the app. This process holds the run dir's lock; the trainer
+    (rank 0) writes the files and serves the control channel.
+
+    headless (N ranks only): rank 0's progress lines reach this terminal; a first Ctrl+C (or
+    SIGTERM/SIGHUP) asks rank 0 to stop through the control channel, so every rank stops at the
+    same step with a final checkpoint; a second one ends the job at once. Otherwise the app
+    (tui/owner.py) opens at once on the starting run, fed as `attach` is, and its keys (pause,
+    checkpoint, dashboard, stop) steer the trainer or all ranks. A rank that dies ends the job
+    (torchrun stops the others) and the message names it."""
     import subprocess
 
     from .run import setup_logging
@@ -66,26 +88,39 @@ def launch(argv: list[str], cfg, headless: bool = True) -> int:
     setup_logging(cfg)
     nproc = cfg.nproc_per_node
     env = {**os.environ, LOCK_HELD_ENV: "1"}
-    if "OMP_NUM_THREADS" not in env:  # torchrun would set 1 (and warn); share this machine's cores
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
-    started = time.time()
-    proc = subprocess.Popen(torchrun_command(nproc, argv), env=env, stderr=subprocess.PIPE, text=True,
+    if nproc > 1:
+        command = torchrun_command(nproc, argv)
+        if "OMP_NUM_THREADS" not in env:  # torchrun would set 1 (and warn); share this machine's cores
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    else:
+        command = trainer_command(argv)
+    proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             errors="replace", stdout=None if headless else subprocess.DEVNULL,
-                            start_new_session=True)  # the terminal's Ctrl+C reaches us, not the ranks
+                            start_new_session=True,  # the terminal's Ctrl+C and SIGHUP reach us, not the ranks
+                            preexec_fn=_end_with_parent if sys.platform.startswith("linux") else None)
+    app = None if headless else _owner_app(cfg, proc)
     errors: list[str] = []
     report: list[str] = []
-    drain = threading.Thread(target=_drain, args=(proc, errors, report, headless), daemon=True)
+    on_error = app.feed.child_line if app is not None else None
+    drain = threading.Thread(target=_drain, args=(proc, errors, report, headless, on_error, nproc), daemon=True)
     drain.start()
     if headless:
         _stop_on_signals(cfg, proc)
+        forced = False
     else:
-        _show_app(cfg, proc, started)
+        forced = _show_app(cfg, proc, app)
     code = proc.wait()
     drain.join(timeout=5)
-    if not headless:
-        sys.stderr.writelines(errors)
+    if not headless and not forced:
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            sys.stderr.writelines(errors)
+            _summary(cfg, app, proc, code)
+    if forced:
+        return 130
     if code == 0:
         return 0
+    if nproc == 1:
+        return code if code > 0 else 1
     why = root_cause(report) or f"torchrun exited with status {code}"
     print(f"neurogen-tui: error: the {nproc}-rank job ended: {why}; every rank was stopped; "
           f"the last checkpoint is in {cfg.checkpoint_dir}; details in {cfg.run_dir}/neurogen-tui.log",
@@ -93,16 +128,36 @@ def launch(argv: list[str], cfg, headless: bool = True) -> int:
     return 1
 
 
-def _drain(proc, errors: list[str], report: list[str], echo: bool) -> None:
-    """The ranks' error lines (to the terminal now, or after the app); torchrun's report to the log."""
+def _summary(cfg, app, proc, code: int) -> None:
+    """Where the files are, and how the run ended, once the app has closed."""
+    from .runinfo import read_run_info
+
+    info = read_run_info(cfg.run_dir) or {}
+    result = app.run_state.result
+    what = getattr(result, "reason", None) or info.get("state") or app.run_state.state
+    step = info.get("step", app.run_state.step)
+    if code < 0:
+        print(f"neurogen-tui: error: the trainer (pid {proc.pid}) was killed by {signal.Signals(-code).name} "
+              f"at step {step}", file=sys.stderr)
+        what = "killed"
+    print(f"neurogen-tui: {what} at step {step}; files: {cfg.viz_dir}  checkpoints: {cfg.checkpoint_dir}  "
+          f"log: {Path(cfg.run_dir) / 'neurogen-tui.log'}")
+
+
+def _drain(proc, errors: list[str], report: list[str], echo: bool, on_error=None, nproc: int = 1) -> None:
+    """The children's error lines (to the terminal now, or to the app and after it); anything
+    else they print (torchrun's report, warnings) to the log."""
+    source = "torchrun" if nproc > 1 else "trainer"
     for line in proc.stderr:
         if line.startswith("neurogen-tui:"):
             errors.append(line)
             if echo:
                 sys.stderr.write(line)
+            if on_error is not None:
+                on_error(line)
         else:
             report.append(line.rstrip("\n"))
-            log.info("torchrun: %s", line.rstrip("\n"))
+            log.info("%s: %s", source, line.rstrip("\n"))
 
 
 def _stop_on_signals(cfg, proc) -> None:
@@ -116,35 +171,49 @@ def _stop_on_signals(cfg, proc) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             return
-        print(f"neurogen-tui: {signal.Signals(signum).name}: stopping all {cfg.nproc_per_node} ranks after "
-              f"this step (final checkpoint); signal again to end at once", file=sys.stderr)
+        who = f"all {cfg.nproc_per_node} ranks" if cfg.nproc_per_node > 1 else "the trainer"
+        with contextlib.suppress(OSError):  # stderr may be the terminal that hung up
+            print(f"neurogen-tui: {signal.Signals(signum).name}: stopping {who} after this step (final "
+                  f"checkpoint); signal again to end at once", file=sys.stderr)
         threading.Thread(target=_ask_stop, args=(cfg.run_dir, proc, ControlClient, ControlError), daemon=True).start()
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop_job)
 
 
-def _show_app(cfg, proc, started: float, wait_s: float = 300.0) -> None:
-    """The attach app on the job, once rank 0's control channel is up; after the app closes
-    (the run ended, or the user detached), this process waits for the job."""
-    from .runinfo import LIVE_STATES, liveness, read_run_info
-    from .tui.attach import choose_feed
+def _owner_app(cfg, proc):
+    from .tui.owner import ChildFeed, OwnerApp
 
-    deadline = time.time() + wait_s
-    while proc.poll() is None and time.time() < deadline:
-        info = read_run_info(cfg.run_dir) or {}
-        if info.get("socket") and (info.get("started_at") or 0) >= started - 1 and liveness(info) in LIVE_STATES:
-            break
-        time.sleep(0.2)
-    if proc.poll() is not None:
-        return
-    feed, app_class = choose_feed(Path(cfg.run_dir), 0.5)
-    app = app_class(feed, feed.controller)
+    feed = ChildFeed(cfg.run_dir, proc)
+    return OwnerApp(feed, feed.controller, on_hangup=cfg.on_hangup)
+
+
+def _show_app(cfg, proc, app) -> bool:
+    """The app on the job until it closes; then this process waits for the job. True when the
+    user gave up on a stop that hung (q three times): the job is killed."""
+    from .control import ControlClient, ControlError
+    from .detach import hangup_message
+
     app.run()
-    if app.run_state.done is None and proc.poll() is None:  # the user detached: the run goes on
-        print(f"neurogen-tui: detached; the {cfg.nproc_per_node}-rank run goes on and this terminal waits "
-              f"for it (`neurogen-tui attach {cfg.run_dir}` from another one; Ctrl+C stops it)", file=sys.stderr)
-        _stop_on_signals(cfg, proc)
+    if app.forced:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.warning("the stop hung and the user left: the trainer (pid %d) was killed", proc.pid)
+        with contextlib.suppress(OSError):
+            print(f"neurogen-tui: left without waiting: the trainer was killed at step {app.run_state.step}; "
+                  f"the last checkpoint in {cfg.checkpoint_dir} is the last good state", file=sys.stderr)
+        return True
+    if proc.poll() is not None or app.run_state.done is not None:
+        return False
+    if app.terminal_lost:  # SIGHUP with --on-hangup continue: the run goes on, this process waits
+        log.warning(hangup_message(cfg.run_dir, pid=proc.pid))
+    elif app.detached:
+        print(f"neurogen-tui: detached; the run goes on and this terminal waits for it "
+              f"(`neurogen-tui attach {cfg.run_dir}` from another one; Ctrl+C stops it)", file=sys.stderr)
+    else:  # the app ended some other way (an error in it): the run must not go on unwatched
+        threading.Thread(target=_ask_stop, args=(cfg.run_dir, proc, ControlClient, ControlError), daemon=True).start()
+    _stop_on_signals(cfg, proc)
+    return False
 
 
 def _ask_stop(run_dir, proc, client_cls, error_cls) -> None:

@@ -250,10 +250,11 @@ def test_headless_run_whose_terminal_hangs_up_keeps_training_and_writing(tmp_pat
     try:
         before = wait_for_steps(run_dir, 3)
         os.close(master)  # the terminal goes away: the kernel sends SIGHUP
-        wait_for_steps(run_dir, before + 5, "steps after the hang-up")
+        wait_until(lambda: "SIGHUP: the terminal went away; training continues" in
+                   (run_dir / "neurogen-tui.log").read_text(), "the hang-up line in the log")
+        hung_up_at = steps_on_disk(run_dir)
+        wait_for_steps(run_dir, hung_up_at + 5, "steps after the hang-up")
         assert proc.poll() is None
-        log = (run_dir / "neurogen-tui.log").read_text()
-        assert "SIGHUP: the terminal went away; training continues" in log
         stop_through_the_channel(run_dir, proc)
         assert "files:" in (run_dir / "neurogen-tui.log").read_text()  # stdout now appends to the log
     finally:

@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from ..control import ControlClient, ControlError
-from ..events import LogMessage, StateChanged
+from ..events import LogMessage, RunFailed, StateChanged
 from ..runinfo import LIVE_STATES, liveness, read_run_info
 from ..runlist import find_runs, is_run_dir
 from ..text import sanitize
@@ -143,7 +143,8 @@ class AttachFeed(WatchFeed):
             self.put(RunInfo(device=str(msg.get("device_name") or msg.get("device") or ""),
                              total=msg.get("total_steps")))
         elif event == "failed":
-            self.put(LogMessage("error", f"failed at step {msg.get('step')}: {msg.get('error')}"))
+            self.put(RunFailed(step=int(msg.get("step") or 0), error=str(msg.get("error") or "unknown error"),
+                               traceback=str(msg.get("traceback") or "")))
 
     def _follow_channel(self) -> None:
         """Subscribe; on a lost connection, re-subscribe while run.json says the run is live."""
