@@ -149,6 +149,9 @@ async def run_latency(cfg: TrainingConfig, seconds: float, composed: bool, child
                                 stderr=subprocess.DEVNULL, cwd=ROOT)
         feed = ChildFeed(cfg.run_dir, proc)
         app = probe_class(OwnerApp)(feed, feed.controller)
+        from neurogen_tui.launch import lower_own_priority
+
+        restore = lower_own_priority()
     else:
         parts = build_trainer(cfg, None, control=False) if composed else bare_parts(cfg)
         feed = LiveFeed(parts)
@@ -173,6 +176,7 @@ async def run_latency(cfg: TrainingConfig, seconds: float, composed: bool, child
             await pilot.pause(0.1)
     if proc is not None:
         proc.wait()
+        restore()
     handled = [(app.handled[n] - sent[n]) * 1000 for n in sent if n in app.handled]
     painted = [(app.painted[n] - sent[n]) * 1000 for n in sent if n in app.painted]
     return {"keys": len(sent), "answered": len(handled), "p50": pct(handled, 50), "p95": pct(handled, 95),
@@ -283,6 +287,9 @@ def run_child(cfg: TrainingConfig, with_app: bool) -> Run:
     proc = subprocess.Popen(trainer_command(child_flags(cfg)), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
     if with_app:
+        from neurogen_tui.launch import lower_own_priority
+
+        restore = lower_own_priority()
         feed = ChildFeed(cfg.run_dir, proc)
         app = OwnerApp(feed, feed.controller)
 
@@ -293,6 +300,7 @@ def run_child(cfg: TrainingConfig, with_app: bool) -> Run:
                 await pilot.press("q")
 
         asyncio.run(scenario())
+        restore()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return Run(Path(cfg.run_dir), usage.ru_utime + usage.ru_stime, time.process_time() - cpu0,

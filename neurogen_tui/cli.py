@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a fresh run in a run dir that already holds one")
     g.add_argument("--headless", action="store_true", default=None,
                    help="no app: a progress bar and summary lines (automatic when stdout is not a terminal)")
-    g.add_argument("--in-process", action="store_true", default=None,
-                   help="the app trains on a thread of its own process instead of a child process; "
-                        "its drawing then shares the trainer's GIL (8-17%% slower on a CPU, "
+    g.add_argument("--in-process", action=argparse.BooleanOptionalAction, default=None,
+                   help="with the app: train on a thread of the app's process, or (--no-in-process) in a "
+                        "child process that shares no GIL with the screen (default: a child on a GPU; this "
+                        "process on a CPU, where the screen's own process would take cores from training: "
                         "benchmarks/results/ui.md)")
     g.add_argument("--on-hangup", choices=("continue", "stop"),
                    help="when the terminal goes away (SSH dropped): keep training headless, its output "
@@ -123,6 +124,22 @@ def config_from_args(args: argparse.Namespace, base: TrainingConfig | None = Non
     return cfg
 
 
+def trains_in_process(cfg: TrainingConfig) -> bool:
+    """Whether the app keeps the trainer on a thread of its own process. Measured on a 2-core CPU
+    box: beside a trainer whose torch threads fill every core, a separate screen process slowed it
+    more (its CPU delays one thread and the others wait at each op's barrier) than sharing the GIL
+    did; on a GPU the trainer is one Python thread launching kernels, and a screen holding its GIL
+    would stall them, so there it is a child."""
+    if cfg.in_process is not None:
+        return cfg.in_process
+    from .trainer import pick_device
+
+    try:
+        return pick_device(cfg.device).type == "cpu"
+    except ConfigError:  # the trainer says so, in one line, on the in-process road
+        return True
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> int:
     print(f"neurogen-tui: error: {message}", file=sys.stderr)
     return code
@@ -145,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         from .distributed import under_launcher
 
         headless = bool(args.headless) or not sys.stdout.isatty()
-        if not under_launcher() and (cfg.nproc_per_node > 1 or not (headless or cfg.in_process)):
+        if not under_launcher() and (cfg.nproc_per_node > 1 or not (headless or trains_in_process(cfg))):
             from .launch import launch  # the trainer (N ranks through torchrun, or one) as children
 
             return launch(argv, cfg, headless)

@@ -34,7 +34,9 @@ class TrainingConfig:
     run_name: str = ""
     resume: str | None = None
     headless: bool = False
-    in_process: bool = False  # the app's trainer on a thread of the app's own process (no child)
+    # the app's trainer on a thread of the app's own process (True) or in a child process (False);
+    # None: a child when training on a GPU, this process when every CPU core trains (cli.py)
+    in_process: bool | None = None
     on_hangup: str = "continue"  # SIGHUP (terminal gone): "continue" training headless, or "stop"
     test: bool = False
     # data

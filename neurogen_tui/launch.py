@@ -70,6 +70,31 @@ def _end_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
+# Raising the app's niceness hands the cores to the trainer, but its screen then starves: at 10,
+# on 2 busy cores, keys took 0.6 s at p95 (benchmarks/results/ui.md). Off unless asked for.
+APP_NICENESS = int(os.environ.get("NEUROGEN_TUI_APP_NICE", "0") or 0)
+
+
+def lower_own_priority(by: int | None = None):
+    """The app (this process, once the trainer is started) yields the CPU to the trainer: on a
+    machine whose every core trains, the screen's CPU came out of training. Returns a function
+    that restores the old priority where allowed (benchmarks; a user cannot raise it back)."""
+    by = APP_NICENESS if by is None else by
+    if by <= 0:
+        return lambda: None
+    try:
+        old = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, old + by))
+    except (OSError, AttributeError):
+        return lambda: None
+
+    def restore() -> None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, old)
+
+    return restore
+
+
 def launch(argv: list[str], cfg, headless: bool = True) -> int:
     """Run the job as children and wait for it: `torchrun --nproc-per-node N` for N ranks, or a
     single headless trainer under the app. This process holds the run dir's lock; the trainer
@@ -98,7 +123,10 @@ def launch(argv: list[str], cfg, headless: bool = True) -> int:
                             errors="replace", stdout=None if headless else subprocess.DEVNULL,
                             start_new_session=True,  # the terminal's Ctrl+C and SIGHUP reach us, not the ranks
                             preexec_fn=_end_with_parent if sys.platform.startswith("linux") else None)
-    app = None if headless else _owner_app(cfg, proc)
+    app = None
+    if not headless:
+        lower_own_priority()  # after the fork: the trainer keeps its priority, the app's threads inherit this
+        app = _owner_app(cfg, proc)
     errors: list[str] = []
     report: list[str] = []
     on_error = app.feed.child_line if app is not None else None

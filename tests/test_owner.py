@@ -180,7 +180,8 @@ def test_the_real_command_on_a_terminal_trains_in_a_child_that_stops_when_the_ap
     pid, master = pty.fork()
     if pid == 0:  # pragma: no cover - the child process
         os.chdir(ROOT)
-        os.execv(sys.executable, [sys.executable, "-m", "neurogen_tui", *TINY, "--run-dir", str(run_dir)])
+        os.execv(sys.executable, [sys.executable, "-m", "neurogen_tui", *TINY, "--no-in-process",
+                                  "--run-dir", str(run_dir)])
     try:
         deadline = time.monotonic() + HANG_GUARD
         while steps_on_disk(run_dir) < 3:
@@ -211,10 +212,11 @@ def test_the_real_command_on_a_terminal_trains_in_a_child_that_stops_when_the_ap
                 pass
 
 
-@pytest.mark.parametrize("flags, expected", [([], "launch"), (["--in-process"], "start"), (["--headless"], "start")])
+@pytest.mark.parametrize("flags, expected", [([], "start"), (["--no-in-process"], "launch"),
+                                             (["--in-process"], "start"), (["--headless", "--no-in-process"], "start")])
 def test_the_app_trains_in_a_child_unless_asked_not_to(tmp_path, monkeypatch, flags, expected):
     """Which road the command takes on a terminal: the app over a child trainer (launch), or the
-    trainer in this process (start: --in-process, or --headless with its progress bar)."""
+    trainer in this process (start: on a CPU by default, --in-process, or --headless)."""
     import neurogen_tui.launch
     import neurogen_tui.run
     from neurogen_tui.cli import main

@@ -1,9 +1,10 @@
 """The Textual app: a header, four live charts, the samples table, a log pane and the keys.
 
-The feed's producer (the trainer, or a run directory being followed) runs in a thread worker and
-never touches a widget: its events wait in the feed's queue until the drain timer (10 Hz) applies
-them as one batch, and the charts redraw on their own slower timer (about 3 Hz) from a reduced
-series. Stopping always goes through the controller and waits for the producer to finish, so the
+The feed's producer (a trainer on a thread with --in-process; otherwise a run directory and its
+control channel, the trainer being a child process: owner.py, attach.py, watch.py) runs in a
+thread worker and never touches a widget: its events wait in the feed's queue until the drain
+timer (4 Hz) applies them as one batch, and the charts redraw on their own slower timer (at most
+2 Hz) from a reduced series. Stopping always goes through the controller and waits for the producer to finish, so the
 final checkpoint and exports are on disk before the app exits.
 """
 from __future__ import annotations
