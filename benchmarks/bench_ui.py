@@ -13,7 +13,7 @@ latency: the app over a real training run (headless Textual, 120x40). A separate
     the dashboard writer (drawing in its own process) with a dashboard every 10 steps.
 overhead: trainer tokens/s without the app against the same run under it (charts, table, log):
     the trainer on a thread of the app's process (--in-process), and the trainer in a child
-    process (the default) alone and under the app. Whole runs alternate A B, B A, ... and the
+    process (the default on a GPU) alone and under the app. Whole runs alternate A B, B A, ... and the
     median is reported.
 charts: the cost of one chart redraw (reduction + plotext build) against the history's length.
 gil: the UI loop's rate while another thread holds the GIL in 50 ms pieces (json.dumps of a big
@@ -140,7 +140,7 @@ def press_keys(app: ProbeApp, loop, sent: dict, stop: threading.Event) -> None:
 
 async def run_latency(cfg: TrainingConfig, seconds: float, composed: bool, child: bool = False) -> dict:
     proc = None
-    if child:  # the default: the trainer in a child process (dashboards: composed, every 10 steps)
+    if child:  # the trainer in a child process (dashboards: composed, every 10 steps)
         from neurogen_tui.launch import trainer_command
         from neurogen_tui.tui.owner import ChildFeed, OwnerApp
 
@@ -248,21 +248,22 @@ def run_bare(cfg: TrainingConfig) -> Run:
     return Run(Path(cfg.run_dir), seen["cpu"], time.process_time() - cpu0 - seen["cpu"], time.perf_counter() - wall0)
 
 
+async def until_done(app) -> None:
+    """The app at 120x40 until its run has ended, then q."""
+    async with app.run_test(size=(120, 40)) as pilot:
+        while app.run_state.done is None:
+            await pilot.pause(0.1)
+        await pilot.press("q")
+
+
 def run_app(cfg: TrainingConfig) -> Run:
     """--in-process: the trainer on a thread of the app's process."""
     parts = bare_parts(cfg)
     seen = timed(parts)
     feed = LiveFeed(parts)
     app = TrainingApp(feed, feed.controller)
-
-    async def scenario():
-        async with app.run_test(size=(120, 40)) as pilot:
-            while app.run_state.done is None:
-                await pilot.pause(0.1)
-            await pilot.press("q")
-
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    asyncio.run(scenario())
+    asyncio.run(until_done(app))
     return Run(Path(cfg.run_dir), seen["cpu"], time.process_time() - cpu0 - seen["cpu"], time.perf_counter() - wall0)
 
 
@@ -275,8 +276,8 @@ def child_flags(cfg: TrainingConfig) -> list[str]:
 
 
 def run_child(cfg: TrainingConfig, with_app: bool) -> Run:
-    """The default: the trainer in a child process (launch.py's command), alone or under the app
-    (tui/owner.py) in this process."""
+    """The trainer in a child process (launch.py's command; the default on a GPU), alone or under
+    the app (tui/owner.py) in this process."""
     from neurogen_tui.launch import trainer_command
     from neurogen_tui.tui.owner import ChildFeed, OwnerApp
 
@@ -291,15 +292,7 @@ def run_child(cfg: TrainingConfig, with_app: bool) -> Run:
 
         restore = lower_own_priority()
         feed = ChildFeed(cfg.run_dir, proc)
-        app = OwnerApp(feed, feed.controller)
-
-        async def scenario():
-            async with app.run_test(size=(120, 40)) as pilot:
-                while app.run_state.done is None:
-                    await pilot.pause(0.1)
-                await pilot.press("q")
-
-        asyncio.run(scenario())
+        asyncio.run(until_done(OwnerApp(feed, feed.controller)))
         restore()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -347,7 +340,7 @@ def cmd_overhead(args) -> None:
 
             ui = med(name_b, lambda x: x.other_cpu / x.wall) - med(name_a, lambda x: x.other_cpu / x.wall)
             tok_a, tok_b = med(name_a, lambda x: x.tok_s), med(name_b, lambda x: x.tok_s)
-            print(f"| {model} | {'thread of the app (--in-process)' if mode == 'thread' else 'child process (default)'} "
+            print(f"| {model} | {'thread of the app (CPU default)' if mode == 'thread' else 'child process (GPU default)'} "
                   f"| {args.rounds} + {args.rounds} | {tok_a:,.0f} / {tok_b:,.0f} | {tok_b / tok_a:.3f} | "
                   f"{med(name_a, lambda x: x.step_ms):.1f} / {med(name_b, lambda x: x.step_ms):.1f} | "
                   f"{ui * 1000:.0f} ms ({ui:.1%} of a core) | "
@@ -512,15 +505,15 @@ def main() -> None:
     a.add_argument("--model", default="small")
     a.add_argument("--seconds", type=float, default=30.0)
     a.add_argument("--dashboards", action="store_true")
-    a.add_argument("--modes", default="child,thread", help="child: the trainer in a child process (the default "
-                   "of neurogen-tui); thread: on a thread of the app's process (--in-process)")
+    a.add_argument("--modes", default="child,thread", help="child: the trainer in a child process (neurogen-tui's "
+                   "default on a GPU); thread: on a thread of the app's process (its default on a CPU)")
     a = sub.add_parser("overhead")
     a.add_argument("--model", default="tiny,small")
     a.add_argument("--steps", type=int, default=150)
     a.add_argument("--rounds", type=int, default=3)
     a.add_argument("--modes", default="thread,child",
                    help="thread: no display vs the app with the trainer on its thread (--in-process); "
-                        "child: the trainer child alone vs under the app (the default)")
+                        "child: the trainer child alone vs under the app (the default on a GPU)")
     a = sub.add_parser("charts")
     a.add_argument("--sizes", default="1000,100000,1000000,10000000")
     a = sub.add_parser("gil")

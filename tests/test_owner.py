@@ -17,9 +17,9 @@ import pytest
 from neurogen_tui.launch import _drain, trainer_command
 from neurogen_tui.runinfo import read_run_info
 from neurogen_tui.tui.owner import ChildFeed, OwnerApp
-from neurogen_tui.tui.widgets import CHARTS, LogPane, MetricChart, RunHeader, SamplesTable
+from neurogen_tui.tui.widgets import CHARTS, MetricChart, RunHeader, SamplesTable
+from test_app import HANG_GUARD, log_text, wait_for
 
-HANG_GUARD = 280  # seconds: only so a broken build fails instead of hanging; never a speed check
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--test", "--max-chunks", "2000", "--epochs", "0", "--checkpoint-interval", "1000",
         "--viz-interval", "1000"]
@@ -45,18 +45,6 @@ def finish(proc: subprocess.Popen) -> int:
     finally:
         if proc.poll() is None:
             proc.kill()
-
-
-async def wait_for(pilot, condition, what: str) -> None:
-    deadline = time.monotonic() + HANG_GUARD
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def log_text(app) -> str:
-    return "\n".join(app.query_one(LogPane).texts)
 
 
 def steps_on_disk(run_dir: Path) -> int:

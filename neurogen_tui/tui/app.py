@@ -65,6 +65,7 @@ class TrainingApp(App[int]):
     CHART_MAX_WAIT = 5.0  # seconds: even a slow machine sees its charts move
     FORCE_AFTER = 5.0  # seconds after a stop request before q can abandon a stop that hangs
 
+    HELP_SCREEN = HelpScreen  # subclasses add their own keys' lines
     state: reactive[str] = reactive("starting")
     step: reactive[int] = reactive(0)
 
@@ -203,7 +204,7 @@ class TrainingApp(App[int]):
         if isinstance(self.screen, HelpScreen):
             self.pop_screen()
         else:
-            self.push_screen(HelpScreen(self.controller.read_only))
+            self.push_screen(self.HELP_SCREEN(self.controller.read_only))
 
     def action_stop(self) -> None:
         """Stop the producer and exit once it has finished (at once if it already has). A stop

@@ -196,6 +196,7 @@ class AttachApp(TrainingApp):
         Binding("x", "detach", "detach"),
         Binding("ctrl+c", "detach", "detach", show=False, priority=True),
     ]
+    HELP_SCREEN = AttachHelp
 
     def action_detach(self) -> None:
         self.exit_requested = True
@@ -204,12 +205,6 @@ class AttachApp(TrainingApp):
             return
         self._say("detaching: the run goes on")
         self.feed.stop()
-
-    def action_help(self) -> None:
-        if isinstance(self.screen, HelpScreen):
-            self.pop_screen()
-        else:
-            self.push_screen(AttachHelp(False))
 
     def on_signal(self, sig: int) -> None:
         import signal

@@ -98,6 +98,8 @@ class ChildFeed(AttachFeed):
             if code is not None:
                 self._poll_log()
                 self._child_gone(code)
+                self._release(self._take_held())
+                self.put(FeedDone(0 if self.ended_early else 1))
                 return
             self._stop.wait(STARTUP_POLL)
         else:
@@ -106,14 +108,12 @@ class ChildFeed(AttachFeed):
         threading.Thread(target=self._follow_channel, name="owner-channel", daemon=True).start()
         while True:
             ended = self._end_code
-            with self._held_lock:
-                held, self._held = self._held, []
+            held = self._take_held()  # before the poll: the end shows after the rows it read
             try:
                 self.poll()
             except Exception as exc:  # a file we cannot read must not end the screen
                 self.put(LogMessage("warning", f"reading the run's files: {type(exc).__name__}: {exc}"))
-            for event in held:
-                self.put(event)
+            self._release(held)
             if ended is not None:
                 self.put(FeedDone(ended))
                 return
@@ -127,12 +127,10 @@ class ChildFeed(AttachFeed):
         if self.ended_early:
             self._show_state("finished")
             self.put(LogMessage("info", "the trainer was ended before it started; q closes"))
-            self.put(FeedDone(0))
             return
         self._show_state("failed")
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
         self.put(LogMessage("error", f"the trainer {how} before it started (its error is above); q closes"))
-        self.put(FeedDone(1))
 
     def _log_line(self, raw: str) -> None:
         if " run finished (" in raw or " training failed at step " in raw:
@@ -144,11 +142,19 @@ class ChildFeed(AttachFeed):
         channel outruns the files: the end waits for the next poll (which reads those last rows)."""
         if isinstance(event, (RunFinished, RunFailed)) or (
                 isinstance(event, StateChanged) and event.state in ("finished", "failed", "stopped")):
-            if threading.current_thread().name == "owner-channel":
-                with self._held_lock:
-                    self._held.append(event)
-                return
+            with self._held_lock:
+                self._held.append(event)
+            return
         super().put(event)
+
+    def _take_held(self) -> list:
+        with self._held_lock:
+            held, self._held = self._held, []
+        return held
+
+    def _release(self, held: list) -> None:
+        for event in held:
+            super().put(event)
 
     def _on_message(self, msg: dict) -> None:
         event = msg.get("event")
@@ -180,6 +186,7 @@ class OwnerApp(AttachApp):
         Binding("x", "detach", "detach"),
         Binding("ctrl+c", "stop", "stop", show=False, priority=True),
     ]
+    HELP_SCREEN = OwnerHelp
 
     def __init__(self, feed: ChildFeed, controller, on_hangup: str = "continue") -> None:
         super().__init__(feed, controller)
@@ -190,12 +197,6 @@ class OwnerApp(AttachApp):
         if self.run_state.done is None:
             self.detached = True
         super().action_detach()
-
-    def action_help(self) -> None:
-        if isinstance(self.screen, HelpScreen):
-            self.pop_screen()
-        else:
-            self.push_screen(OwnerHelp(False))
 
     def on_signal(self, sig: int) -> None:
         if sig == signal.SIGHUP and not self.is_headless:
