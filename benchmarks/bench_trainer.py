@@ -140,20 +140,26 @@ def _cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def settle(pid: int | None, poll: float = 0.05, limit: float = 30.0) -> None:
+def settle(pid: int | None, poll: float = 0.05, limit: float = 30.0) -> float | None:
     """Wait until process `pid` (the dashboard process) has stopped using CPU: called at the end of
     a trainer block, so a dashboard its steps asked for is drawn, and timed, in that block rather
-    than slowing the other loop's next one. Conservative: in a real run the rest of the draw would
-    overlap the next steps."""
+    than slowing the other loop's next one. Returns when it was last seen drawing (None: idle all
+    along), and the block is charged up to then: not for the polls that found it idle (two polls,
+    ~1% of a 9 s block, were charged to every trainer block before). Conservative: in a real run
+    the rest of the draw would overlap the next steps."""
     if not pid:
-        return
+        return None
     end = time.perf_counter() + limit
-    last, still = _cpu_seconds(pid), 0
+    last, still, busy_at = _cpu_seconds(pid), 0, None
     while still < 2 and time.perf_counter() < end:
         time.sleep(poll)
         now = _cpu_seconds(pid)
-        still = still + 1 if now == last else 0
+        if now != last:
+            busy_at, still = time.perf_counter(), 0
+        else:
+            still += 1
         last = now
+    return busy_at
 
 
 def trainer_trial(cfg: TrainingConfig, variant: str = "trainer", display: bool = True) -> Trial:
@@ -433,9 +439,10 @@ def cmd_interleaved(args) -> dict:
             viz0 = _cpu_seconds(trainer.viz_pid) if trainer.viz_pid else 0.0
             t0 = time.perf_counter()
             (trainer if variant == "trainer" else bare).run(args.block)
+            t1 = time.perf_counter()
             if variant == "trainer" and args.settle:
-                settle(trainer.viz_pid)
-            times[variant].append(time.perf_counter() - t0)
+                t1 = max(t1, settle(trainer.viz_pid) or t1)
+            times[variant].append(t1 - t0)
             if trainer.viz_pid:
                 viz_cpu[variant] += _cpu_seconds(trainer.viz_pid) - viz0
         others = load.share(sum(viz_cpu.values()))
@@ -573,13 +580,15 @@ def cmd_nanogpt_interleaved(args) -> dict:
             t0 = time.perf_counter()
             if who == "trainer" and ours.steps < args.steps:
                 ours.run(min(args.block, args.steps - ours.steps))
-                settle(ours.viz_pid)
+                t1 = time.perf_counter()
+                t1 = max(t1, settle(ours.viz_pid) or t1)
             elif who == "nanogpt" and recipe.iterations <= args.steps:
                 for _ in range(args.block if recipe.iterations + args.block <= args.steps else args.steps + 1 - recipe.iterations):
                     next(loop)
+                t1 = time.perf_counter()
             else:
                 continue
-            times[who].append(time.perf_counter() - t0)
+            times[who].append(t1 - t0)
             if ours.viz_pid:
                 viz_cpu[who] += _cpu_seconds(ours.viz_pid) - viz0
         others = load.share(sum(viz_cpu.values()))
@@ -663,7 +672,7 @@ def cmd_profile(args) -> dict:
         "metrics.jsonl line (dumps + flush)": (lambda: recorder(metrics), 20, 1),
         "headless display, one metrics event": (lambda: display(metrics), 20, 1),
         "bus.publish(metrics) to build_trainer's subscribers": (lambda: parts.bus.publish(metrics), 20, 1),
-        "progress bar redraw (rich, 10 per second)": (
+        f"progress bar redraw (rich, {display.progress.live.refresh_per_second:g} per second)": (
             lambda: display.progress.console.print(display.progress.get_renderable()), 20, None),
     }
     times: dict[str, list[float]] = {name: [] for name in probes}
@@ -680,7 +689,13 @@ def cmd_profile(args) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     bare = med["bare step (forward, backward, clip, AdamW)"]
-    every["progress bar redraw (rich, 10 per second)"] = 1 / (10 * bare / 1e3)
+    hz = display.progress.live.refresh_per_second
+    every[f"progress bar redraw (rich, {hz:g} per second)"] = 1 / (hz * bare / 1e3)
+    if cfg.viz_budget:  # VisualizationManager._budget, when every core is busy: a wait of cpu / budget
+        draw = med["dashboard draw (dashboard process, CPU)"]
+        name = f"dashboard draw as spaced by the {cfg.viz_budget:.0%} budget (every core busy)"
+        med[name] = draw
+        every[name] = max(cfg.viz_interval, -(-(draw / cfg.viz_budget / bare) // cfg.viz_interval) * cfg.viz_interval)
     if cfg.sample_budget:  # Trainer._sample_due: at multiples of sample_interval, once the budget allows
         name = next(k for k in med if k.startswith("text_sample"))
         wait = med[name] / (cfg.sample_budget * med["Trainer.train_step"])

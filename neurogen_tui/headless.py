@@ -33,7 +33,7 @@ class HeadlessDisplay:
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}  {task.fields[tps]} tok/s"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
-            refresh_per_second=2)  # each redraw holds the GIL ~1.6 ms: at rich's 10 Hz, 1.6% of a small step
+            refresh_per_second=1)  # each redraw holds the GIL ~2 ms: at rich's 10 Hz, 2% of a small step's time
         self.task = None
         self.last_sample: TextSample | None = None
 

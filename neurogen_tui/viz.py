@@ -18,8 +18,12 @@ Drawing costs CPU (about a second a dashboard), which on a machine whose cores a
 training comes out of training: a dashboard every 50 steps of a fast model on a 2-core box took
 ~10% of its speed. So when the machine is saturated (the cores it kept busy between two draws,
 from /proc/stat, within half a core of its core count), periodic dashboards keep to `cpu_budget`
-of the machine's CPU time: after a draw that took c CPU-seconds, the next periodic one waits
-c / (cpu_budget x cores) seconds (it then shows the newest step). On a GPU box, whose cores are
+of the training time: after a draw that took c CPU-seconds, the next periodic one waits until the
+steps since have trained for c / cpu_budget seconds (it then shows the newest step). Measured
+against training time, as the samples' budget is: a paused run owes nothing, and a trainer whose
+parallel ops span every core loses about the whole c (its threads wait at each op's end for the
+one the drawing delayed), not c / cores: a budget of the machine's CPU let dashboards cost a
+2-core trainer twice the budget. On a GPU box, whose cores are
 mostly idle, nothing waits. (The 1-minute load average was used first: it lags a run's start by a
 minute, so a short run on a busy box drew every dashboard.) Explicit requests
 (`d`, the control channel) and the final dashboard never wait.
@@ -152,6 +156,13 @@ class DashboardWriter:
             except Exception as exc:  # a bug here must not end training: report it with its traceback
                 notify("error", f"{step.__name__} failed: {type(exc).__name__}: {exc}", traceback.format_exc())
 
+    def prepare(self) -> None:
+        """Import matplotlib and lay out the figure now (~0.7 s of CPU), before the first draw: the
+        dashboard process does it while the trainer is still loading data, so the first dashboard
+        costs what the later ones cost. A failure here is left for the first draw to report."""
+        with contextlib.suppress(Exception):
+            self._dashboard = self._dashboard or dashboard.Dashboard()
+
     def draw(self, req: DrawRequest, notify) -> None:
         columns = self.history.slice(0, req.rows, dashboard.DASHBOARD_COLUMNS)
         last = int(columns["steps"][-1])
@@ -243,6 +254,7 @@ def serve_dashboards(conn, writer_args: dict, log_file: str | None = None) -> No
     """Entry point of the dashboard process: apply each update, answer with the files written."""
     _quiet_child(log_file)
     writer = DashboardWriter(**writer_args)
+    writer.prepare()
     while True:
         try:
             message = conn.recv()
@@ -341,8 +353,9 @@ class VisualizationManager:
         self.viz_dir.mkdir(parents=True, exist_ok=True)
         self.viz_interval = viz_interval
         self.json_interval = json_interval
-        self.cpu_budget = cpu_budget  # share of the machine's CPU periodic dashboards may take when it is busy
-        self._not_before = 0.0  # monotonic time before which a periodic draw waits (the budget)
+        self.cpu_budget = cpu_budget  # share of training time periodic dashboards may draw while every core is busy
+        self._trained = 0.0  # seconds of training (the steps' step_time) seen so far
+        self._owed = 0.0  # training seconds before which a periodic draw waits (the budget)
         self._load = MachineLoad()  # measured from here to each draw's start
         self.throttled = 0  # periodic draws that waited for the budget
         self._said_throttled = False
@@ -385,6 +398,7 @@ class VisualizationManager:
     def __call__(self, event) -> None:
         if isinstance(event, TrainingMetrics):
             self.history.append(vars(event))
+            self._trained += event.step_time or 0.0
             if event.step % self.viz_interval == 0:
                 self._submit(periodic=True)
         elif isinstance(event, TextSample):
@@ -424,9 +438,11 @@ class VisualizationManager:
                 if self._request is None and not self._closing:
                     self._cond.wait(timeout=self.json_interval)
                 if self._must_wait(self._request):
-                    self._cond.wait(timeout=self._not_before - time.monotonic())
-                    continue  # a newer request, a `d`, closing, or the time has come
-                req, self._request = self._request, None
+                    if self._cond.wait(timeout=self.json_interval):
+                        continue  # a newer request (a later step), a `d`, or closing: look again
+                    req = DrawRequest(len(self.history), draw=False)  # the draw waits on; the JSON does not
+                else:
+                    req, self._request = self._request, None
                 closing = self._closing
                 samples = self._take_new_samples()
             if closing:
@@ -443,7 +459,7 @@ class VisualizationManager:
         return [sample_dict(s) for s in list(self.samples)[len(self.samples) - fresh:]] if fresh else []
 
     def _must_wait(self, req: DrawRequest | None) -> bool:
-        if req is None or self._closing or req.now or not req.draw or time.monotonic() >= self._not_before:
+        if req is None or self._closing or req.now or not req.draw or self._trained >= self._owed:
             return False
         self.throttled += 1
         return True
@@ -464,19 +480,19 @@ class VisualizationManager:
 
     def _budget(self, cpu: float, busy: float) -> None:
         """After a draw that took `cpu` seconds, while `busy` cores were kept busy before it: when
-        every core is busy, the next periodic one waits until the drawing has used no more than
-        cpu_budget of the machine."""
+        every core is busy, the next periodic one waits until the steps since have trained for
+        cpu / cpu_budget seconds."""
         cores = _cores()
         if busy < cores - 0.5:  # a spare core draws for free
-            self._not_before = 0.0
+            self._owed = 0.0
             return
-        pause = cpu / (self.cpu_budget * cores)
-        self._not_before = time.monotonic() + pause
+        pause = cpu / self.cpu_budget
+        self._owed = self._trained + pause
         if not self._said_throttled and pause > 1.0:
             self._said_throttled = True
             self._notify("info", f"the machine's {cores} cores are busy training: a dashboard takes {cpu:.1f} s of "
-                                 f"CPU, so periodic dashboards come at most every {pause:.0f} s "
-                                 f"({self.cpu_budget:.0%} of the CPU, --viz-budget); the final one and `d` never wait")
+                                 f"CPU, so periodic dashboards come at most every {pause:.0f} s of training "
+                                 f"({self.cpu_budget:.1%} of training time, --viz-budget); the final one and `d` never wait")
 
     def _notify(self, kind: str, payload: str, detail: str = "") -> None:
         if kind == "error":

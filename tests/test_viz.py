@@ -449,8 +449,9 @@ def _burning_render(drawn):
 @pytest.mark.parametrize("load, expect_waits", [(1.9, True), (0.2, False)])
 def test_periodic_dashboards_keep_to_the_cpu_budget_only_when_every_core_is_busy(
         tmp_path, monkeypatch, load, expect_waits):
-    """2 cores, 1.9 of them busy: after a draw of 0.05 CPU-s, the next periodic one waits 0.05 / (1% x 2) =
-    2.5 s; `d` does not wait; the final one is always drawn. With 0.2 busy nothing waits."""
+    """2 cores, 1.9 of them busy: after a draw of 0.05 CPU-s, the next periodic one waits for 0.05 / 1% =
+    5 s of training (these steps report none); `d` does not wait; the final one is always drawn. With 0.2
+    busy nothing waits."""
     import neurogen_tui.dashboard as dashboard
 
     drawn, reports = [], []
@@ -479,7 +480,7 @@ def test_periodic_dashboards_keep_to_the_cpu_budget_only_when_every_core_is_busy
         assert steps == [1, 5]  # 2-4 waited; the final draw shows step 5
         assert manager.throttled > 0
         said = [d for k, d in reports if k == "info"]
-        assert len(said) == 1 and "cores are busy training" in said[0] and "(1% of the CPU, --viz-budget)" in said[0]
+        assert len(said) == 1 and "cores are busy training" in said[0] and "(1.0% of training time, --viz-budget)" in said[0]
     else:
         assert steps == [1, 2, 3, 4, 5] and manager.throttled == 0
 
@@ -496,3 +497,33 @@ def test_machine_load_counts_the_cores_kept_busy_since_the_last_mark():
         pass
     busy = load.busy_cores()
     assert 0.5 <= busy <= viz_module._cores() + 0.05
+
+
+def test_the_dashboard_budget_runs_on_training_time(tmp_path, monkeypatch):
+    """Every core busy: after a draw of c CPU-s under a 1% budget, the next periodic one waits for
+    c / 1% seconds of training. Steps reporting 0.6 of that each: the first after the draw waits, the
+    second draws."""
+    import dataclasses
+
+    import neurogen_tui.dashboard as dashboard
+
+    drawn = []
+    monkeypatch.setattr(dashboard, "render_png", _burning_render(drawn))
+    monkeypatch.setattr(viz_module.MachineLoad, "busy_cores", lambda self: 1.9)
+    monkeypatch.setattr(viz_module, "_cores", lambda: 2)
+    manager = VisualizationManager(tmp_path, viz_interval=1, mode="thread", cpu_budget=0.01)
+    try:
+        manager(metrics(1))
+        deadline = time.monotonic() + 10
+        while (not drawn or not manager._owed) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        owed = manager._owed - manager._trained
+        assert owed >= 0.05 / 0.01 * 0.9  # the draw burnt 0.05 s of CPU
+        for step in (2, 3):
+            manager(dataclasses.replace(metrics(step), step_time=0.6 * owed))
+            time.sleep(0.2)
+        while len(drawn) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert drawn == [1, 3] and manager.throttled > 0
+    finally:
+        manager.close()
