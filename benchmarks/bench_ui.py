@@ -2,6 +2,7 @@
 
     python benchmarks/bench_ui.py latency  [--model small] [--seconds 30] [--dashboards]
     python benchmarks/bench_ui.py overhead [--model tiny,small] [--steps 150] [--rounds 3]
+    python benchmarks/bench_ui.py interleaved [--model tiny] [--seconds 240] [--period 6]
     python benchmarks/bench_ui.py charts   [--sizes 1000,100000,1000000,10000000]
     python benchmarks/bench_ui.py gil      [--seconds 10]
     python benchmarks/bench_ui.py tmux     [--presses 20]
@@ -14,7 +15,12 @@ latency: the app over a real training run (headless Textual, 120x40). A separate
 overhead: trainer tokens/s without the app against the same run under it (charts, table, log):
     the trainer on a thread of the app's process (--in-process), and the trainer in a child
     process (the default on a GPU) alone and under the app. Whole runs alternate A B, B A, ... and the
-    median is reported.
+    median is reported. On a shared VM whole runs drift by 10-20%: too coarse for a 1% target.
+interleaved: one run under the app with the trainer on its thread (the CPU default), the screen's
+    work switched on and off every --period seconds (A B B A): off, the app's timers are paused
+    (the screen frozen, Textual's loop idle) and its CPU allowance neither grows nor is spent. The
+    trainer's steps are counted per period from metrics.jsonl's timestamps, so the machine's
+    drift falls on both alike; the ratio is steps/s with the screen working over steps/s without.
 charts: the cost of one chart redraw (reduction + plotext build) against the history's length.
 gil: the UI loop's rate while another thread holds the GIL in 50 ms pieces (json.dumps of a big
     object), the issue's warning, measured.
@@ -249,10 +255,12 @@ def run_bare(cfg: TrainingConfig) -> Run:
 
 
 async def until_done(app) -> None:
-    """The app at 120x40 until its run has ended, then q."""
+    """The app at 120x40 until its run has ended, then q. It waits with asyncio.sleep, not the
+    Pilot's pause (which waits for the screen to settle, ~1 ms of the UI thread each time): only
+    the app's own work is measured."""
     async with app.run_test(size=(120, 40)) as pilot:
         while app.run_state.done is None:
-            await pilot.pause(0.1)
+            await asyncio.sleep(0.25)
         await pilot.press("q")
 
 
@@ -347,6 +355,89 @@ def cmd_overhead(args) -> None:
                   f"{med(name_a, lambda x: x.trainer_cpu / args.steps) * 1000:.0f} / "
                   f"{med(name_b, lambda x: x.trainer_cpu / args.steps) * 1000:.0f} | "
                   f"{min(others):.0%}-{max(others):.0%} |", flush=True)
+
+
+# ---- interleaved ----------------------------------------------------------------------------------
+class SwitchedApp(TrainingApp):
+    """TrainingApp whose periodic work (the drain and chart timers) can be paused and resumed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.timers = []
+        self._saved_balance = 0.0
+
+    def set_interval(self, *args, **kwargs):
+        timer = super().set_interval(*args, **kwargs)
+        self.timers.append(timer)
+        return timer
+
+    def screen_off(self) -> None:
+        for timer in self.timers:
+            timer.pause()
+        self.budget.tick()  # charge what the period spent, then hold the allowance where it is
+        self._saved_balance = self.budget.balance
+
+    def screen_on(self) -> None:
+        self.budget._last_t = None  # the next tick starts counting afresh: the pause earns nothing
+        self.budget.balance = self._saved_balance
+        for timer in self.timers:
+            timer.resume()
+
+
+def cmd_interleaved(args) -> None:
+    print(f"machine: {machine()}\n")
+    print("| model | --ui-budget | periods on + off | steps/s, screen frozen / working | ratio | screen CPU a "
+          "second while working | others' CPU share |")
+    print("|---|---|---|---|---|---|---|")
+    for model in args.model.split(","):
+        OtherLoad.wait_quiet(args.wait_quiet)
+        load = OtherLoad()
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = make_cfg(Path(tmp) / "run", model, 1_000_000)
+            parts = bare_parts(cfg)
+            feed = LiveFeed(parts)
+            app = SwitchedApp(feed, feed.controller, ui_budget=args.ui_budget)
+            periods: list[tuple[str, float, float, float]] = []  # (on/off, start, end, screen CPU)
+
+            async def scenario():
+                async with app.run_test(size=(120, 40)) as pilot:
+                    while app.run_state.step < 20:  # setup, first steps and the first chart redraw
+                        await asyncio.sleep(0.25)
+                    await asyncio.sleep(2.0)
+                    order = itertools.cycle(("on", "off", "off", "on"))
+                    end = time.time() + args.seconds
+                    while time.time() < end:
+                        mode = next(order)
+                        (app.screen_on if mode == "on" else app.screen_off)()
+                        spent, t0 = app.budget.spent, time.time()
+                        await asyncio.sleep(args.period)
+                        if mode == "on":
+                            app.budget.tick()
+                        periods.append((mode, t0, time.time(), app.budget.spent - spent))
+                    app.screen_on()
+                    await pilot.press("q")
+                    while app.return_code is None:
+                        await asyncio.sleep(0.1)
+
+            asyncio.run(scenario())
+            stamps = np.array([json.loads(line)["timestamp"] for line in
+                               (cfg.viz_dir / "metrics.jsonl").read_text().splitlines()])
+        steps = {"on": 0, "off": 0}
+        secs = {"on": 0.0, "off": 0.0}
+        cpu = 0.0
+        pairs = []
+        for mode, t0, t1, spent in periods[1:]:  # the first: the switch from the warm-up
+            n = int(((stamps > t0 + 0.2) & (stamps <= t1)).sum())  # a step that straddles the switch: skipped
+            steps[mode] += n
+            secs[mode] += t1 - t0 - 0.2
+            cpu += spent if mode == "on" else 0.0
+            pairs.append((mode, n / (t1 - t0 - 0.2)))
+        ratio = (steps["on"] / secs["on"]) / (steps["off"] / secs["off"])
+        rates_on = [r for m, r in pairs if m == "on"]
+        rates_off = [r for m, r in pairs if m == "off"]
+        print(f"| {model} | {args.ui_budget:g} | {len(rates_on)} + {len(rates_off)} of {args.period:g} s | "
+              f"{steps['off'] / secs['off']:.1f} / {steps['on'] / secs['on']:.1f} | **{ratio:.3f}** | "
+              f"{cpu / secs['on'] * 1000:.1f} ms | {load.share(0.0):.0%} |", flush=True)
 
 
 # ---- charts -------------------------------------------------------------------------------------
@@ -514,6 +605,11 @@ def main() -> None:
     a.add_argument("--modes", default="thread,child",
                    help="thread: no display vs the app with the trainer on its thread (--in-process); "
                         "child: the trainer child alone vs under the app (the default on a GPU)")
+    a = sub.add_parser("interleaved")
+    a.add_argument("--model", default="tiny")
+    a.add_argument("--seconds", type=float, default=240.0, help="measured time, after the warm-up")
+    a.add_argument("--period", type=float, default=6.0, help="seconds with the screen working, then without")
+    a.add_argument("--ui-budget", type=float, default=TrainingApp.UI_BUDGET, help="the app's --ui-budget")
     a = sub.add_parser("charts")
     a.add_argument("--sizes", default="1000,100000,1000000,10000000")
     a = sub.add_parser("gil")
@@ -530,7 +626,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    {"latency": cmd_latency, "overhead": cmd_overhead, "charts": cmd_charts, "gil": cmd_gil, "tmux": cmd_tmux}[args.cmd](args)
+    {"latency": cmd_latency, "overhead": cmd_overhead, "interleaved": cmd_interleaved, "charts": cmd_charts, "gil": cmd_gil, "tmux": cmd_tmux}[args.cmd](args)
 
 
 if __name__ == "__main__":

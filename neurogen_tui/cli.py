@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from . import __version__
-from .config import DEFAULT_DATASET, MODEL_PRESETS, ConfigError, TrainingConfig, validate
+from .config import DEFAULT_DATASET, MODEL_PRESETS, ConfigError, TrainingConfig
 
 SUBCOMMANDS = ("render", "compare", "watch", "attach", "ls")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -95,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--viz-interval", type=int, help="dashboard every N steps (default: 50)")
     g.add_argument("--viz-budget", type=float, metavar="F",
                    help="when every core is busy training, periodic dashboards wait so that drawing takes at most "
-                        "this share of the CPU (default: 0.01; 0: every --viz-interval steps whatever it costs)")
+                        "this share of training time (default: 0.005; 0: every --viz-interval steps whatever it costs)")
     g.add_argument("--checkpoint-interval", type=int, help="checkpoint every N steps (default: 2000)")
     g.add_argument("--keep-checkpoints", type=_keep, metavar="K|all", help="newest checkpoints kept (default: 3)")
     g.add_argument("--keep-dashboards", type=_keep, metavar="K|all", help="training_step_*.png kept (default: 20)")
@@ -104,9 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-interval", type=int, help="text sample every N steps (default: 5; see --sample-budget)")
     g.add_argument("--sample-budget", type=float,
                    help="largest share of training time text samples may cost; they are spaced out to "
-                        "stay under it, 0 disables (default: 0.01)")
+                        "stay under it, 0 disables (default: 0.005)")
     g.add_argument("--sample-tokens", type=int, help="length of a sample's continuation (default: 48)")
     g.add_argument("--display-samples", type=int, help="samples in the dashboard table (default: 5)")
+    g.add_argument("--ui-budget", type=float, metavar="F",
+                   help="the app's screen (charts, samples, header) uses at most this share of the time while that "
+                        "costs training: with the trainer in the app's process, or every core busy; keys never "
+                        "wait (default: 0.01; 0: full rate whatever it costs)")
     return p
 
 

@@ -71,14 +71,15 @@ class TrainingConfig:
     peak_tflops: float | None = None  # per-device dense bf16 peak for MFU; None: from the GPU table
     # monitoring (names from the seed)
     viz_interval: int = 50
-    viz_budget: float = 0.01  # when every core is busy, periodic dashboards take at most this share of the CPU
+    viz_budget: float = 0.005  # when every core is busy, periodic dashboards draw at most this share of training time
     checkpoint_interval: int = 2000
     keep_checkpoints: int = 3  # 0 keeps every checkpoint
     keep_dashboards: int = 20  # 0 keeps every dashboard
     display_samples: int = 5
     sample_interval: int = 5
     sample_tokens: int = 48
-    sample_budget: float = 0.01  # samples are spaced out to cost at most this share of training time
+    ui_budget: float = 0.01  # the app's screen uses at most this share of the time while it costs training
+    sample_budget: float = 0.005  # samples are spaced out to cost at most this share of training time
     eval_interval: int = 250
     eval_iters: int = 10
     log_interval: int = 1
@@ -132,6 +133,7 @@ class TrainingConfig:
         self.sample_interval = 1
         self.sample_budget = 0.0
         self.viz_budget = 0.0
+        self.ui_budget = 0.0
         self.eval_interval = 2
         self.eval_iters = 2
         self.warmup_steps = 2
@@ -153,7 +155,7 @@ def validate(cfg: TrainingConfig, *, check_paths: bool = True) -> TrainingConfig
                     "eval_interval", "eval_iters", "sample_interval", "sample_tokens",
                     "display_samples", "max_bad_steps", "log_interval", "lr_decay_steps"))
     _positive(cfg, ("nproc_per_node", "peak_tflops"))
-    for name in ("sample_budget", "viz_budget", "warmup_steps", "keep_checkpoints", "keep_dashboards", "epochs", "grad_clip",
+    for name in ("sample_budget", "viz_budget", "ui_budget", "warmup_steps", "keep_checkpoints", "keep_dashboards", "epochs", "grad_clip",
                  "weight_decay", "min_lr"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must not be negative (got {getattr(cfg, name)})")

@@ -17,7 +17,6 @@ import re
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 from .distributed import LOCK_HELD_ENV
@@ -213,7 +212,7 @@ def _owner_app(cfg, proc):
     from .tui.owner import ChildFeed, OwnerApp
 
     feed = ChildFeed(cfg.run_dir, proc)
-    return OwnerApp(feed, feed.controller, on_hangup=cfg.on_hangup)
+    return OwnerApp(feed, feed.controller, on_hangup=cfg.on_hangup, ui_budget=cfg.ui_budget)
 
 
 def _show_app(cfg, proc, app) -> bool:

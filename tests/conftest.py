@@ -9,6 +9,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the networ
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def screen_at_full_rate(monkeypatch):
+    """Pilot tests check what reaches the screen, so the app draws at full rate whatever the
+    machine's load; the CPU budget that spaces its work out has its own tests (test_budget.py)."""
+    from neurogen_tui.tui.app import TrainingApp
+
+    monkeypatch.setattr(TrainingApp, "UI_BUDGET", 0.0)
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """The --test configuration (tiny model, bundled sample) in a temporary run dir."""

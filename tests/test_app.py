@@ -41,7 +41,7 @@ def make_cfg(tmp_path, **overrides) -> TrainingConfig:
     return cfg
 
 
-def live_app(cfg, composed: bool = False) -> tuple[TrainingApp, object]:
+def live_app(cfg, composed: bool = False, ui_budget: float | None = None) -> tuple[TrainingApp, object]:
     """The app over a real trainer. composed=True: the run exactly as `neurogen-tui` builds it
     (dashboard process included); otherwise trainer and metrics recorder only, which is what the
     app must also cope with (no VisualizationManager) and spares each test a dashboard process."""
@@ -53,7 +53,7 @@ def live_app(cfg, composed: bool = False) -> tuple[TrainingApp, object]:
         bus.subscribe(recorder)
         parts = RunParts(trainer=Trainer(cfg, bus), bus=bus, recorder=recorder, viz=None)
     feed = LiveFeed(parts)
-    return TrainingApp(feed, feed.controller), parts
+    return TrainingApp(feed, feed.controller, ui_budget=ui_budget), parts
 
 
 async def wait_for(pilot, condition, what: str) -> None:
@@ -78,6 +78,28 @@ def run(coro):
 
 
 # ---- live training ---------------------------------------------------------------------------
+def test_under_the_cpu_budget_the_header_moves_every_second_and_the_charts_as_allowed(tmp_path):
+    """The trainer on the app's thread (the CPU default) always costs it the GIL, so the screen keeps
+    to --ui-budget: the header still follows the run, the first rows get the first chart redraw at
+    once, and after it the screen has spent no more than its bank, its share and one redraw."""
+    app, parts = live_app(make_cfg(tmp_path), ui_budget=0.01)
+
+    async def scenario():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: all(c.points > 0 for c in app.query(MetricChart)), "the first chart redraw")
+            assert app.budget.limited and app.budget.shares_gil
+            spent, t0, step = app.budget.spent, time.monotonic(), app.query_one(RunHeader).info.step
+            await asyncio.sleep(3.0)  # not the Pilot's pause: its own work would be charged too
+            used, elapsed = app.budget.spent - spent, time.monotonic() - t0
+            assert app.query_one(RunHeader).info.step > step  # the header follows the run
+            # at most the bank, the share of the time, and one redraw begun on credit
+            assert used <= app.budget.CAP + 0.01 * elapsed + 2 * max(app.chart_seconds, 0.1)
+            await stop_and_wait_exit(pilot, app)
+        return app.return_code
+
+    assert run(scenario()) == 0
+
+
 def test_charts_and_samples_fill_then_q_exits_with_final_files(tmp_path):
     cfg = make_cfg(tmp_path)
     app, parts = live_app(cfg, composed=True)

@@ -4,12 +4,15 @@ The feed's producer (a trainer on a thread with --in-process; otherwise a run di
 control channel, the trainer being a child process: owner.py, attach.py, watch.py) runs in a
 thread worker and never touches a widget: its events wait in the feed's queue until the drain
 timer (4 Hz) applies them as one batch, and the charts redraw on their own slower timer (at most
-2 Hz) from a reduced series. Stopping always goes through the controller and waits for the producer to finish, so the
+2 Hz) from a reduced series. While training keeps every core busy, the screen's periodic work
+keeps to a CPU budget (budget.py), and so does a screen sharing its process with the trainer: the
+header once a second, charts and samples as the allowance permits. Stopping always goes through the controller and waits for the producer to finish, so the
 final checkpoint and exports are on disk before the app exits.
 """
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -22,11 +25,12 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal
 from textual.message import Message
-from textual.reactive import reactive
+from textual.reactive import var
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from ..text import sanitize
+from .budget import ScreenBudget
 from .feed import Feed, FeedDone
 from .state import RunState
 from .widgets import CHARTS, ChartPanel, HelpScreen, LogPane, RunHeader, SamplesTable
@@ -64,12 +68,16 @@ class TrainingApp(App[int]):
     CHART_DUTY = 0.03  # longest share of the UI thread the charts may take on long runs
     CHART_MAX_WAIT = 5.0  # seconds: even a slow machine sees its charts move
     FORCE_AFTER = 5.0  # seconds after a stop request before q can abandon a stop that hangs
+    UI_BUDGET = 0.01  # share of the time the screen may use the CPU while it costs training (--ui-budget)
+    BUSY_HEADER_INTERVAL = 1.0  # seconds between header updates while the budget applies
 
     HELP_SCREEN = HelpScreen  # subclasses add their own keys' lines
-    state: reactive[str] = reactive("starting")
-    step: reactive[int] = reactive(0)
+    # var, not reactive: an App's reactive repaints the whole screen on each change (measured: a
+    # full-screen update at every drain, ~28 ms each at 120x40, most of the UI's CPU)
+    state: var[str] = var("starting")
+    step: var[int] = var(0)
 
-    def __init__(self, feed: Feed, controller) -> None:
+    def __init__(self, feed: Feed, controller, ui_budget: float | None = None) -> None:
         # NO_COLOR: Textual alone would only turn colours to greys; native ANSI colours let its
         # NoColor filter drop them altogether (app.tcss marks the state by reverse video instead)
         super().__init__(ansi_color=True if "NO_COLOR" in os.environ else None)
@@ -88,6 +96,10 @@ class TrainingApp(App[int]):
         self.chart_seconds = 0.0  # the last redraw's cost (data reduction + plot build)
         self.charts_building = False
         self._chart_update_seconds = 0.0
+        self.budget = ScreenBudget(self.UI_BUDGET if ui_budget is None else ui_budget, shares_gil=feed.trains_here)
+        self._header_at = float("-inf")
+        self._header_state = ""
+        self._frozen = False
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
@@ -128,14 +140,29 @@ class TrainingApp(App[int]):
         """Apply every queued event as one batch, then update the widgets once."""
         rs = self.run_state
         rs.apply_all(self.feed.drain())
+        if len(rs.history):  # the screen's own start, and the wait for a first step, are free
+            self.budget.tick()
+        if not self._frozen and self.feed.trains_here and rs.first_step is not None and rs.step > rs.first_step:
+            # The trainer has taken its first step: the model, the data pipeline, the imports and
+            # the screen are built. Move them out of the collector's full passes: one such pass took
+            # 236 ms on the UI thread, holding the GIL the trainer needs (2-core VM, tiny model).
+            self._frozen = True
+            gc.freeze()
         if self.terminal_lost:  # nobody sees the screen: only wait for the producer
             rs.take_logs()
         else:
-            for line in rs.take_logs():
+            logs = rs.take_logs()
+            for line in logs:
                 self.log_pane.add(line)
-            # while samples stream in, once a second; the run's last ones show at once
-            self.samples_table.show(rs.samples, rs.samples_version, throttle=rs.state in ("running", "watching"))
-            self.header_widget.info = rs.header()
+            streaming = rs.state in ("running", "watching")
+            if not self.budget.limited or not streaming:
+                # while samples stream in, once a second; the run's last ones show at once
+                self.samples_table.show(rs.samples, rs.samples_version, throttle=streaming)
+            now = time.monotonic()
+            if (not self.budget.limited or logs or rs.state != self._header_state
+                    or now - self._header_at >= self.BUSY_HEADER_INTERVAL):
+                self.header_widget.info = rs.header()
+                self._header_at, self._header_state = now, rs.state
         self.state, self.step = rs.state, rs.step
         if rs.done is not None and self.exit_requested:
             self.exit(rs.done.exit_code, return_code=rs.done.exit_code)
@@ -144,29 +171,39 @@ class TrainingApp(App[int]):
         """Redraw the charts when the history or the size changed: new rows and captions here,
         the plot builds in a thread (one redraw in flight at a time). At most every
         CHART_INTERVAL, and never more than CHART_DUTY of the time (the last redraw's measured
-        cost), so a slow machine or a huge terminal degrades the charts' rate, not the keys."""
+        CPU cost), so a slow machine or a huge terminal degrades the charts' rate, not the keys.
+        While every core is busy training, a redraw (and the samples table with it) waits until
+        the screen's CPU allowance covers its last cost."""
         now = time.perf_counter()
         key = (len(self.run_state.history), self.size)
-        if self.terminal_lost or self.charts_building:
-            return
+        if self.terminal_lost or self.charts_building or not (len(self.run_state.history) or self._chart_key):
+            return  # nothing drawn and nothing to draw yet: the first rows get the first redraw
         if not force and (key == self._chart_key or now < self._next_chart_at):
             return
+        if not force and not self.budget.allows(self.chart_seconds):
+            return  # every core is busy training: the allowance comes first
         self._chart_key = key
+        cpu = time.thread_time()
         builds = [(panel.chart, panel.prepare(self.run_state.history)) for panel in self.charts]
-        self._chart_update_seconds = time.perf_counter() - now
+        if self.budget.limited:  # the samples table follows with the charts, within the same allowance
+            rs = self.run_state
+            self.samples_table.show(rs.samples, rs.samples_version, throttle=False)
+        self._chart_update_seconds = time.thread_time() - cpu
         self.charts_building = True
         self.build_charts([(chart, build) for chart, build in builds if build is not None], now)
 
     @work(thread=True, exit_on_error=False, group="charts")
     def build_charts(self, builds: list, started: float) -> None:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         results = []
         try:
             results = [(chart, build()) for chart, build in builds]  # each build catches its own errors
         finally:
+            cpu = time.thread_time() - t0
+            self.budget.charge(cpu)
             # post_message is thread-safe and does not wait (call_from_thread would wait forever
             # for an app that closes meanwhile, and the process could not exit)
-            self.post_message(ChartsBuilt(results, started, time.perf_counter() - t0))
+            self.post_message(ChartsBuilt(results, started, cpu))
 
     @on(ChartsBuilt)
     def _show_charts(self, message: ChartsBuilt) -> None:
@@ -175,7 +212,10 @@ class TrainingApp(App[int]):
             chart.show(text)
         self.charts_building = False
         self.chart_seconds = self._chart_update_seconds + built
-        wait = min(self.CHART_MAX_WAIT, max(self.CHART_INTERVAL, self.chart_seconds / self.CHART_DUTY))
+        if self.budget.limited:  # the allowance spaces them out
+            wait = self.CHART_INTERVAL
+        else:
+            wait = min(self.CHART_MAX_WAIT, max(self.CHART_INTERVAL, self.chart_seconds / self.CHART_DUTY))
         self._next_chart_at = started + wait
 
     def watch_state(self, state: str) -> None:
@@ -302,7 +342,7 @@ def run_app(cfg, resume) -> int:
 
     parts = build_trainer(cfg, resume)
     feed = LiveFeed(parts)
-    app = TrainingApp(feed, feed.controller)
+    app = TrainingApp(feed, feed.controller, ui_budget=cfg.ui_budget)
     if cfg.on_hangup == "continue":
         from ..detach import continue_app_after_hangup
 

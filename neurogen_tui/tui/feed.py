@@ -74,6 +74,7 @@ class Feed:
     """A queue of events. `put` is safe from any thread and quick (it runs on the trainer thread)."""
 
     read_only = True
+    trains_here = False  # the trainer runs in this process (it shares the GIL with the screen)
     title = "neurogen-tui"
     run_dir: str | None = None  # paths under it are shown relative to it
 
@@ -186,6 +187,7 @@ class LiveFeed(Feed):
     the UI thread, then FeedDone carries the exit status: 0 finished or stopped, 1 failed."""
 
     read_only = False
+    trains_here = True
 
     def __init__(self, parts):
         super().__init__()

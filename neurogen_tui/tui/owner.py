@@ -188,8 +188,8 @@ class OwnerApp(AttachApp):
     ]
     HELP_SCREEN = OwnerHelp
 
-    def __init__(self, feed: ChildFeed, controller, on_hangup: str = "continue") -> None:
-        super().__init__(feed, controller)
+    def __init__(self, feed: ChildFeed, controller, on_hangup: str = "continue", ui_budget: float | None = None) -> None:
+        super().__init__(feed, controller, ui_budget=ui_budget)
         self.on_hangup = on_hangup
         self.detached = False
 

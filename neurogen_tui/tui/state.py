@@ -62,6 +62,7 @@ class RunState:
         self.total: int | None = None
         self.state = "starting"
         self.step = 0
+        self.first_step: int | None = None  # where this run started (RunStarted); None until then
         self.tokens_seen = 0
         self.tokens_per_sec = 0.0
         self.memory: tuple[str, ...] = ()  # (label, value)
@@ -158,7 +159,7 @@ class RunState:
     def _started(self, event: RunStarted) -> None:
         self.started_at = time.time()
         self.total = event.total_steps
-        self.step = event.start_step
+        self.step = self.first_step = event.start_step
         self.device = event.device if event.device_name in (event.device, "cpu") else (
             f"{event.device} ({event.device_name})")
         verb = f"resumed from {event.resumed_from} at step {event.start_step}" if event.resumed_from else "started"

@@ -16,9 +16,10 @@ from typing import Callable
 import numpy as np
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.geometry import Size
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.reactive import reactive
+from textual.reactive import Reactive, reactive
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import DataTable, RichLog, Static
@@ -259,7 +260,20 @@ class ChartPanel(Vertical):
 
 
 # ---- samples ------------------------------------------------------------------------------------
-class SamplesTable(DataTable):
+class OwnScroll:
+    """For a scrolling widget whose box the layout fixes (the samples table, the log): a change of
+    what it holds changes only its scrollable size, so it re-lays out only itself. Textual's
+    virtual_size asks for a layout of the whole screen, which re-renders every widget: measured
+    ~21 ms for one log line and ~40 ms for the samples table at 120x40, against ~2.5 ms for a
+    header update."""
+
+    virtual_size = Reactive(Size(0, 0), layout=False)
+
+    def watch_virtual_size(self, size: Size) -> None:
+        self._scroll_update(size)  # the scrollbars' sizes (showing or hiding one still lays out)
+
+
+class SamplesTable(OwnScroll, DataTable):
     """Text samples, newest first, one line per cell; widths follow the terminal's. Enter on a row
     shows that sample in full."""
 
@@ -351,7 +365,7 @@ def tail(text: str, width: int) -> Text:
 
 
 # ---- log ----------------------------------------------------------------------------------------
-class LogPane(RichLog):
+class LogPane(OwnScroll, RichLog):
     """Checkpoints, dashboards, evaluations, warnings and errors, with the time they happened."""
 
     COMPONENT_CLASSES = {"log-pane--time", "log-pane--info", "log-pane--warning", "log-pane--error"}
