@@ -356,6 +356,8 @@ class VisualizationManager:
         self.cpu_budget = cpu_budget  # share of training time periodic dashboards may draw while every core is busy
         self._trained = 0.0  # seconds of training (the steps' step_time) seen so far
         self._owed = 0.0  # training seconds before which a periodic draw waits (the budget)
+        self._counted: DrawRequest | None = None  # the last request counted in `throttled`
+        self._json_turn_at = time.monotonic() + json_interval  # a draw owed to the budget waits; JSON does not
         self._load = MachineLoad()  # measured from here to each draw's start
         self.throttled = 0  # periodic draws that waited for the budget
         self._said_throttled = False
@@ -438,8 +440,10 @@ class VisualizationManager:
                 if self._request is None and not self._closing:
                     self._cond.wait(timeout=self.json_interval)
                 if self._must_wait(self._request):
-                    if self._cond.wait(timeout=self.json_interval):
-                        continue  # a newer request (a later step), a `d`, or closing: look again
+                    left = self._json_turn_at - time.monotonic()
+                    if left > 0:
+                        self._cond.wait(timeout=left)
+                        continue  # a newer request (a later step), a `d`, closing, or the JSON's turn
                     req = DrawRequest(len(self.history), draw=False)  # the draw waits on; the JSON does not
                 else:
                     req, self._request = self._request, None
@@ -450,6 +454,7 @@ class VisualizationManager:
             elif req is None:  # nothing to draw for a while: give the JSON schedule its turn
                 req = DrawRequest(len(self.history), draw=False)
             self._run(req, samples)
+            self._json_turn_at = time.monotonic() + self.json_interval
             if closing:
                 return
 
@@ -461,7 +466,9 @@ class VisualizationManager:
     def _must_wait(self, req: DrawRequest | None) -> bool:
         if req is None or self._closing or req.now or not req.draw or self._trained >= self._owed:
             return False
-        self.throttled += 1
+        if req is not self._counted:
+            self._counted = req
+            self.throttled += 1
         return True
 
     def _run(self, req: DrawRequest, samples: list[dict]) -> None:

@@ -18,6 +18,16 @@ def screen_at_full_rate(monkeypatch):
     monkeypatch.setattr(TrainingApp, "UI_BUDGET", 0.0)
 
 
+@pytest.fixture(autouse=True)
+def unfrozen_gc():
+    """An app over a live trainer calls gc.freeze() once training has begun; in the one pytest
+    process that would keep every earlier test's objects out of collection."""
+    yield
+    import gc
+
+    gc.unfreeze()
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """The --test configuration (tiny model, bundled sample) in a temporary run dir."""

@@ -100,6 +100,29 @@ def test_under_the_cpu_budget_the_header_moves_every_second_and_the_charts_as_al
     assert run(scenario()) == 0
 
 
+def test_an_exhausted_budget_still_redraws_the_charts_after_the_longest_wait(tmp_path, monkeypatch):
+    """With an allowance that never covers a redraw, the charts (and samples) still move every
+    BUSY_CHART_MAX_WAIT; a paused run is not limited at all."""
+    monkeypatch.setattr(TrainingApp, "BUSY_CHART_MAX_WAIT", 1.0)
+    app, parts = live_app(make_cfg(tmp_path), ui_budget=1e-6)
+
+    async def scenario():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: app._chart_key and app._chart_key[0] > 0, "the first chart redraw")
+            app.budget.balance = -app.budget.DEBT  # as if the screen had spent far over its share
+            first = app._chart_key[0]
+            await wait_for(pilot, lambda: app._chart_key[0] > first, "a redraw after the longest wait")
+            assert app.budget.limited and not app.budget.allows(app.chart_seconds)
+            await pilot.press("p")
+            await wait_for(pilot, lambda: app.state == "paused", "the paused state")
+            await pilot.pause(0.5)
+            assert not app.budget.limited
+            await stop_and_wait_exit(pilot, app)
+        return app.return_code
+
+    assert run(scenario()) == 0
+
+
 def test_charts_and_samples_fill_then_q_exits_with_final_files(tmp_path):
     cfg = make_cfg(tmp_path)
     app, parts = live_app(cfg, composed=True)

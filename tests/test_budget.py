@@ -111,3 +111,15 @@ def test_the_first_tick_is_free_and_debt_is_bounded():
     fake.cpu += 5.0  # a pathological burst
     b.tick()
     assert b.balance == -ScreenBudget.DEBT and b.wait_for(0.05) == pytest.approx((0.05 + ScreenBudget.DEBT) / 0.01)
+
+
+def test_nothing_is_limited_while_the_run_is_not_training():
+    b, fake = budget(0.01, busy=2.0, shares_gil=True)
+    fake.t += 0.25
+    fake.cpu += 0.5  # over the bank
+    b.tick()
+    assert b.limited and not b.allows(0.1)
+    b.training = False  # paused, stopping or ended: the screen catches up at once
+    fake.t += 0.25
+    b.tick()
+    assert not b.limited and b.allows(0.1) and b.balance == ScreenBudget.CAP

@@ -527,3 +527,33 @@ def test_the_dashboard_budget_runs_on_training_time(tmp_path, monkeypatch):
         assert drawn == [1, 3] and manager.throttled > 0
     finally:
         manager.close()
+
+
+def test_a_dashboard_owed_to_the_budget_does_not_hold_back_the_json(tmp_path, monkeypatch):
+    """While a periodic draw waits for the budget and steps keep submitting requests, the JSON
+    schedule still gets its turn every json_interval (it used to wait for the draw)."""
+    import json
+
+    import neurogen_tui.dashboard as dashboard
+
+    drawn = []
+    monkeypatch.setattr(dashboard, "render_png", _burning_render(drawn))
+    monkeypatch.setattr(viz_module.MachineLoad, "busy_cores", lambda self: 1.9)
+    monkeypatch.setattr(viz_module, "_cores", lambda: 2)
+    manager = VisualizationManager(tmp_path, viz_interval=1, mode="thread", cpu_budget=0.01, json_interval=0.3)
+    history = tmp_path / "metrics_history.json"
+    try:
+        manager(metrics(1))
+        deadline = time.monotonic() + 10
+        while not drawn and time.monotonic() < deadline:
+            time.sleep(0.01)
+        step, rows = 1, 0
+        while rows < 10 and time.monotonic() < deadline:  # steps of no training time: the draw stays owed
+            step += 1
+            manager(metrics(step))
+            time.sleep(0.05)
+            if history.exists():
+                rows = len(json.loads(history.read_text())["steps"])
+        assert rows >= 10 and drawn == [1]
+    finally:
+        manager.close()

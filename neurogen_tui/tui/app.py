@@ -70,6 +70,7 @@ class TrainingApp(App[int]):
     FORCE_AFTER = 5.0  # seconds after a stop request before q can abandon a stop that hangs
     UI_BUDGET = 0.01  # share of the time the screen may use the CPU while it costs training (--ui-budget)
     BUSY_HEADER_INTERVAL = 1.0  # seconds between header updates while the budget applies
+    BUSY_CHART_MAX_WAIT = 30.0  # seconds: the longest the budget holds back the charts and samples
 
     HELP_SCREEN = HelpScreen  # subclasses add their own keys' lines
     # var, not reactive: an App's reactive repaints the whole screen on each change (measured: a
@@ -100,6 +101,7 @@ class TrainingApp(App[int]):
         self._header_at = float("-inf")
         self._header_state = ""
         self._frozen = False
+        self._charts_at = float("-inf")  # perf_counter time of the last chart redraw
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
@@ -140,6 +142,9 @@ class TrainingApp(App[int]):
         """Apply every queued event as one batch, then update the widgets once."""
         rs = self.run_state
         rs.apply_all(self.feed.drain())
+        # the allowance applies only while the run trains: paused, stopping or ended, the screen
+        # costs it nothing and catches up at once
+        self.budget.training = rs.state in ("running", "watching") and rs.done is None
         if len(rs.history):  # the screen's own start, and the wait for a first step, are free
             self.budget.tick()
         if not self._frozen and self.feed.trains_here and rs.first_step is not None and rs.step > rs.first_step:
@@ -147,7 +152,9 @@ class TrainingApp(App[int]):
             # the screen are built. Move them out of the collector's full passes: one such pass took
             # 236 ms on the UI thread, holding the GIL the trainer needs (2-core VM, tiny model).
             self._frozen = True
+            gc.collect()  # what is garbage now must not be frozen with the rest
             gc.freeze()
+            self.budget.forget()  # a one-off for the whole process, not the screen's work
         if self.terminal_lost:  # nobody sees the screen: only wait for the producer
             rs.take_logs()
         else:
@@ -172,17 +179,20 @@ class TrainingApp(App[int]):
         the plot builds in a thread (one redraw in flight at a time). At most every
         CHART_INTERVAL, and never more than CHART_DUTY of the time (the last redraw's measured
         CPU cost), so a slow machine or a huge terminal degrades the charts' rate, not the keys.
-        While every core is busy training, a redraw (and the samples table with it) waits until
-        the screen's CPU allowance covers its last cost."""
+        Where the screen's CPU costs training, a redraw (and the samples table with it) waits
+        until the screen's allowance covers its last cost, or BUSY_CHART_MAX_WAIT has passed (so
+        the charts keep moving even when the header alone spends the share); a new terminal
+        size never waits."""
         now = time.perf_counter()
         key = (len(self.run_state.history), self.size)
         if self.terminal_lost or self.charts_building or not (len(self.run_state.history) or self._chart_key):
             return  # nothing drawn and nothing to draw yet: the first rows get the first redraw
+        force = force or (bool(self._chart_key) and key[1] != self._chart_key[1])  # resized
         if not force and (key == self._chart_key or now < self._next_chart_at):
             return
-        if not force and not self.budget.allows(self.chart_seconds):
-            return  # every core is busy training: the allowance comes first
-        self._chart_key = key
+        if not force and not self.budget.allows(self.chart_seconds) and now - self._charts_at < self.BUSY_CHART_MAX_WAIT:
+            return  # the allowance comes first
+        self._chart_key, self._charts_at = key, now
         cpu = time.thread_time()
         builds = [(panel.chart, panel.prepare(self.run_state.history)) for panel in self.charts]
         if self.budget.limited:  # the samples table follows with the charts, within the same allowance

@@ -38,7 +38,8 @@ class ScreenBudget:
                  cores: Callable[[], int] = _cores, clock: Callable[[], float] = time.monotonic,
                  cpu: Callable[[], float] = time.thread_time) -> None:
         self.share = share
-        self.shares_gil = shares_gil  # the trainer is a thread of this process: always limited
+        self.shares_gil = shares_gil  # the trainer is a thread of this process: limited, spare cores or not
+        self.training = True  # the app clears it while the run is paused or has ended: nothing to take from
         self._load = load if load is not None else MachineLoad()
         self._cores, self._clock, self._cpu = cores, clock, cpu
         self._lock = threading.Lock()
@@ -52,9 +53,9 @@ class ScreenBudget:
 
     @property
     def limited(self) -> bool:
-        """True while the allowance applies: a share is set, and the trainer shares the GIL or every
-        core is busy."""
-        return self.share > 0 and (self.shares_gil or self.busy)
+        """True while the allowance applies: a share is set, the run is training, and the trainer
+        shares the GIL or every core is busy."""
+        return self.share > 0 and self.training and (self.shares_gil or self.busy)
 
     def charge(self, seconds: float) -> None:
         """CPU time spent for the screen on another thread; safe from any thread."""
@@ -82,6 +83,11 @@ class ScreenBudget:
             self.balance = self.CAP
             return
         self.balance = max(-self.DEBT, min(self.CAP, self.balance + self.share * elapsed - spent))
+
+    def forget(self) -> None:
+        """Charge nothing for this thread's CPU since the last tick: one-off work that is not the
+        screen's (the collector's pass before gc.freeze)."""
+        self._last_t = self._last_cpu = None
 
     def allows(self, cost: float = 0.0) -> bool:
         """Whether periodic work expected to cost `cost` CPU-seconds may run now."""
