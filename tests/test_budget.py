@@ -123,3 +123,17 @@ def test_nothing_is_limited_while_the_run_is_not_training():
     fake.t += 0.25
     b.tick()
     assert not b.limited and b.allows(0.1) and b.balance == ScreenBudget.CAP
+
+
+@pytest.mark.parametrize("command", ["watch", "attach"])
+def test_watch_and_attach_take_the_budget_flag(command, capsys):
+    import importlib
+
+    parser = importlib.import_module(f"neurogen_tui.tui.{command}").build_parser()
+    assert parser.parse_args(["run", "--ui-budget", "0"]).ui_budget == 0.0
+    assert parser.parse_args(["run"]).ui_budget is None  # the app's default
+    for bad in ("2", "-0.1", "lots"):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(["run", "--ui-budget", bad])
+        assert exc.value.code == 2
+    assert "--ui-budget" in capsys.readouterr().err

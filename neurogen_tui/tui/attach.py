@@ -25,6 +25,7 @@ from ..runinfo import LIVE_STATES, liveness, read_run_info
 from ..runlist import find_runs, is_run_dir
 from ..text import sanitize
 from .app import TrainingApp, WatchApp
+from .budget import add_budget_flag
 from .feed import FeedDone, RunInfo
 from .watch import WatchFeed
 from .widgets import HelpScreen
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?", default=".", metavar="RUN_DIR",
                    help="the run's directory, or a directory above it (default: ., or the newest run under it)")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between looks at the run's files")
+    add_budget_flag(p)
     return p
 
 
@@ -281,6 +283,6 @@ def main_attach(argv: list[str]) -> int:
     if run is None:
         return error(f"no run in {root} or below it (no run.json or training_viz/metrics.jsonl)")
     feed, app_class = choose_feed(run, max(0.05, args.poll))
-    app = app_class(feed, feed.controller)
+    app = app_class(feed, feed.controller, ui_budget=args.ui_budget)
     code = app.run()
     return 1 if code is None else int(code)

@@ -14,11 +14,29 @@ what they cost is charged like the rest, so the periodic work after them waits a
 """
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 from typing import Callable
 
 from ..viz import MachineLoad, _cores
+
+
+def add_budget_flag(parser: argparse.ArgumentParser) -> None:
+    """--ui-budget for the commands that open the screen over a run in another process."""
+
+    def share(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not 0.0 <= value < 1.0:
+            raise argparse.ArgumentTypeError(f"must be in [0, 1) (got {text})")
+        return value
+
+    parser.add_argument("--ui-budget", type=share, metavar="F",
+                        help="when every core is busy training, the screen uses at most this share of the time "
+                             "(default: 0.01; 0: full rate whatever it costs)")
 
 
 class ScreenBudget:

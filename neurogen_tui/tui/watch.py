@@ -19,6 +19,7 @@ from pathlib import Path
 from ..events import CheckpointSaved, LogMessage, StateChanged, TextSample
 from ..files import read_jsonl
 from ..runinfo import liveness, read_run_info
+from .budget import add_budget_flag
 from .feed import Feed, FeedDone, HistoryReset, MetricsRows, ReadOnlyController, RunInfo, rows_to_columns
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Follow a run directory's files on the training screen (read-only).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run's directory (holds training_viz/ and checkpoints/)")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between looks at the files")
+    add_budget_flag(p)
     return p
 
 
@@ -250,6 +252,6 @@ def main_watch(argv: list[str]) -> int:
     from .app import WatchApp
 
     feed = WatchFeed(run_dir, poll=max(0.05, args.poll))
-    app = WatchApp(feed, feed.controller)
+    app = WatchApp(feed, feed.controller, ui_budget=args.ui_budget)
     code = app.run()
     return 1 if code is None else int(code)
