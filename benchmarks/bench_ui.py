@@ -378,7 +378,7 @@ class SwitchedApp(TrainingApp):
         self._saved_balance = self.budget.balance
 
     def screen_on(self) -> None:
-        self.budget._last_t = None  # the next tick starts counting afresh: the pause earns nothing
+        self.budget.forget()  # the next tick starts counting afresh: the pause earns nothing
         self.budget.balance = self._saved_balance
         for timer in self.timers:
             timer.resume()

@@ -72,7 +72,7 @@ class TrainingApp(App[int]):
     BUSY_HEADER_INTERVAL = 1.0  # seconds between header updates while the budget applies
     BUSY_CHART_MAX_WAIT = 30.0  # seconds: the longest the budget holds back the charts and samples
 
-    HELP_SCREEN = HelpScreen  # subclasses add their own keys' lines
+    HELP_NOTE = ""  # a line subclasses add to the help screen about their own keys
     # var, not reactive: an App's reactive repaints the whole screen on each change (measured: a
     # full-screen update at every drain, ~28 ms each at 120x40, most of the UI's CPU)
     state: var[str] = var("starting")
@@ -144,7 +144,8 @@ class TrainingApp(App[int]):
         rs.apply_all(self.feed.drain())
         # the allowance applies only while the run trains: paused, stopping or ended, the screen
         # costs it nothing and catches up at once
-        self.budget.training = rs.state in ("running", "watching") and rs.done is None
+        streaming = rs.state in ("running", "watching")
+        self.budget.training = streaming and rs.done is None
         if len(rs.history):  # the screen's own start, and the wait for a first step, are free
             self.budget.tick()
         if not self._frozen and self.feed.trains_here and rs.first_step is not None and rs.step > rs.first_step:
@@ -161,8 +162,7 @@ class TrainingApp(App[int]):
             logs = rs.take_logs()
             for line in logs:
                 self.log_pane.add(line)
-            streaming = rs.state in ("running", "watching")
-            if not self.budget.limited or not streaming:
+            if not self.budget.limited:  # limited, the table comes with the charts
                 # while samples stream in, once a second; the run's last ones show at once
                 self.samples_table.show(rs.samples, rs.samples_version, throttle=streaming)
             now = time.monotonic()
@@ -254,7 +254,7 @@ class TrainingApp(App[int]):
         if isinstance(self.screen, HelpScreen):
             self.pop_screen()
         else:
-            self.push_screen(self.HELP_SCREEN(self.controller.read_only))
+            self.push_screen(HelpScreen(self.controller.read_only, self.HELP_NOTE))
 
     def action_stop(self) -> None:
         """Stop the producer and exit once it has finished (at once if it already has). A stop

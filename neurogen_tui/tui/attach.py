@@ -17,7 +17,6 @@ import threading
 from pathlib import Path
 
 from textual.binding import Binding
-from textual.widgets import Static
 
 from ..control import ControlClient, ControlError
 from ..events import LogMessage, RunFailed, StateChanged
@@ -28,7 +27,6 @@ from .app import TrainingApp, WatchApp
 from .budget import add_budget_flag
 from .feed import FeedDone, RunInfo
 from .watch import WatchFeed
-from .widgets import HelpScreen
 
 log = logging.getLogger(__name__)
 RECONNECT_DELAY = 1.0  # seconds before trying the channel again while the run is still live
@@ -182,13 +180,6 @@ class AttachFeed(WatchFeed):
         self._end_code = 0 if state in ("finished", "stopped") else 1
 
 
-class AttachHelp(HelpScreen):
-    def compose(self):
-        yield from super().compose()
-        yield Static("attached: q stops the run itself (final checkpoint and exports, then the trainer "
-                     "exits); x or Ctrl+C detaches: this viewer closes and the run goes on.", id="attach-help")
-
-
 class AttachApp(TrainingApp):
     """TrainingApp over AttachFeed: the same keys drive the remote run; x and Ctrl+C detach, and a
     signal (the viewer's own terminal hanging up) only closes the viewer, never stops the run."""
@@ -197,7 +188,8 @@ class AttachApp(TrainingApp):
         Binding("x", "detach", "detach"),
         Binding("ctrl+c", "detach", "detach", show=False, priority=True),
     ]
-    HELP_SCREEN = AttachHelp
+    HELP_NOTE = ("attached: q stops the run itself (final checkpoint and exports, then the trainer exits); "
+                 "x or Ctrl+C detaches: this viewer closes and the run goes on.")
 
     def action_detach(self) -> None:
         self.exit_requested = True

@@ -21,7 +21,6 @@ import threading
 from pathlib import Path
 
 from textual.binding import Binding
-from textual.widgets import Static
 
 from ..control import ControlClient
 from ..events import LogMessage, RunFailed, RunFinished, RunStarted, StateChanged
@@ -29,7 +28,6 @@ from ..runinfo import read_run_info
 from .attach import AttachApp, AttachController, AttachFeed
 from .feed import FeedDone
 from .watch import WatchFeed
-from .widgets import HelpScreen
 
 STARTUP_POLL = 0.1  # seconds between looks for the child's run.json while it starts
 
@@ -170,13 +168,6 @@ class ChildFeed(AttachFeed):
             super()._on_message(msg)
 
 
-class OwnerHelp(HelpScreen):
-    def compose(self):
-        yield from super().compose()
-        yield Static("x closes this screen and leaves the run going (this terminal waits for it; "
-                     "`neurogen-tui attach` opens the screen again).", id="attach-help")
-
-
 class OwnerApp(AttachApp):
     """The app on the run this terminal started: q, Ctrl+C and Ctrl+Q stop the run, SIGTERM and
     SIGHUP too (unless --on-hangup continue: then the screen closes and the run goes on); x
@@ -186,7 +177,8 @@ class OwnerApp(AttachApp):
         Binding("x", "detach", "detach"),
         Binding("ctrl+c", "stop", "stop", show=False, priority=True),
     ]
-    HELP_SCREEN = OwnerHelp
+    HELP_NOTE = ("x closes this screen and leaves the run going (this terminal waits for it; "
+                 "`neurogen-tui attach` opens the screen again).")
 
     def __init__(self, feed: ChildFeed, controller, on_hangup: str = "continue", ui_budget: float | None = None) -> None:
         super().__init__(feed, controller, ui_budget=ui_budget)

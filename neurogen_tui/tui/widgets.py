@@ -399,9 +399,10 @@ KEYS = (
 class HelpScreen(ModalScreen):
     BINDINGS = [Binding("escape,question_mark", "dismiss", "close")]
 
-    def __init__(self, read_only: bool = False) -> None:
+    def __init__(self, read_only: bool = False, note: str = "") -> None:
         super().__init__()
         self.read_only = read_only
+        self.note = note  # what the app's own keys add (attach: x detaches)
 
     def compose(self) -> ComposeResult:
         text = Text()
@@ -414,4 +415,6 @@ class HelpScreen(ModalScreen):
         else:
             text.append("\nClosing the terminal (or losing the SSH connection) detaches: training goes on, "
                         "and `neurogen-tui attach RUN_DIR` brings this screen back.\n", "italic")
+        if self.note:
+            text.append(f"\n{self.note}\n", "italic")
         yield Static(text, id="help-text")
