@@ -14,7 +14,7 @@ memory: a MetricsHistory filled with N steps: tracemalloc's peak and bytes per s
 json: a simulated run of N steps arriving at --rate steps/s (a simulated clock) with a check every
     50 steps, through DashboardWriter's schedule, every write real; against rewriting every 50 steps
     (measured at 10 sizes, summed over the 50-step grid: too long to run for real).
-training: the real trainer (run.build_trainer, default model, bundled sample) in one run whose
+training: the real trainer (session.build_run, default model, bundled sample) in one run whose
     steps alternate between blocks with a dashboard every 50 steps and blocks without (ABBA order,
     so drifting machine load hits both alike); once with the drawing in a process (the default),
     once in a thread. A round is A B B A; its ratio is tokens/s of its 'on' blocks over its 'off'
@@ -38,8 +38,8 @@ import numpy as np
 from neurogen_tui.dashboard import DASHBOARD_COLUMNS, FIGSIZE, DPI, MA_WINDOW, RECENT_STEPS
 from neurogen_tui.history import CHUNK, MetricsHistory
 from neurogen_tui.files import atomic_write
-from neurogen_tui.render import write_metrics_history
-from neurogen_tui.viz import DashboardWriter, DrawRequest
+from neurogen_tui.exports import write_metrics_history
+from neurogen_tui.viz_draw import DashboardWriter, DrawRequest
 
 SAMPLES = [{"step": i * 5, "input": "The harbour was quiet in the morning and the boats",
             "output": "were out at sea before the sun came up over the", "accuracy": 0.4, "target": "t"}
@@ -171,11 +171,14 @@ def bench_json(steps: int, rate: float, every: int = 50) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clock = [0.0]
         writer = DashboardWriter(tmp, clock=lambda: clock[0])
-        started = time.perf_counter()
+        started, exporting = time.perf_counter(), 0.0
         for rows in range(every, steps + 1, every):
             writer.add({k: v[rows - every:rows] for k, v in columns.items()}, [])
             clock[0] = rows / rate
+            before, writes = time.perf_counter(), writer.json_writes
             writer.export_json(DrawRequest(rows, draw=False, final=rows == steps), lambda *a: None)
+            if writer.json_writes > writes:  # the time of the exports themselves, measured from outside
+                exporting += time.perf_counter() - before
         wall = time.perf_counter() - started
         size = os.path.getsize(Path(tmp) / "metrics_history.json")
         sizes = np.linspace(steps // 10, steps, 10).astype(int)
@@ -188,7 +191,7 @@ def bench_json(steps: int, rate: float, every: int = 50) -> None:
     print("| schedule | writes | total export time |")
     print("|---|---:|---:|")
     print(f"| this: every >= 60 s and >= 5% growth, and at the end | {writer.json_writes} | "
-          f"{writer.json_seconds:.0f} s (simulation wall {wall:.0f} s) |")
+          f"{exporting:.0f} s (simulation wall {wall:.0f} s) |")
     print(f"| rewrite every {every} steps | {len(grid):,} | {naive:,.0f} s ({naive / 3600:.1f} h, extrapolated "
           f"from {per_write[-1]:.2f} s per write at {steps:,} steps) |")
     print(f"\nfinal file: {size / 2**20:.0f} MiB, {size / steps:.0f} bytes/step")
@@ -198,12 +201,12 @@ ORDER = "ABBA"  # on/off blocks in this order, repeated: a drift in machine load
 
 
 def train_blocks(mode: str, rounds: int, block: int) -> tuple[list[float], list[float]]:
-    """One real training run (run.build_trainer, default model, bundled sample) whose steps come in
+    """One real training run (session.build_run, default model, bundled sample) whose steps come in
     blocks of `block`; in 'on' blocks a dashboard is drawn every 50 steps (mid-block, so a drawing
     never spills into an 'off' block), in 'off' blocks none. Returns tokens/s of on and off blocks."""
     from neurogen_tui.config import TrainingConfig
     from neurogen_tui.events import TrainingMetrics
-    from neurogen_tui.run import build_trainer
+    from neurogen_tui.session import build_run
     from neurogen_tui.viz import VisualizationManager
 
     pattern = (ORDER * rounds).replace("A", "1").replace("B", "0")
@@ -216,7 +219,7 @@ def train_blocks(mode: str, rounds: int, block: int) -> tuple[list[float], list[
         cfg = TrainingConfig(run_dir=tmp, dataset="sample", max_chunks=steps, epochs=0,
                              eval_interval=10 ** 9, checkpoint_interval=10 ** 9)
         VisualizationManager.default_mode = "thread" if mode == "thread" else "process"
-        parts = build_trainer(cfg, None, control=False)
+        parts = build_run(cfg, None, control=False)
         viz = parts.viz
         viz.viz_interval = 10 ** 9  # draws come from the block schedule below
         marks: dict[int, float] = {}

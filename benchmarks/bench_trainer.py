@@ -5,7 +5,7 @@
     python benchmarks/bench_trainer.py nanogpt [--variants nanogpt,trainer] [--interleaved] [--quick]
     python benchmarks/bench_trainer.py profile [--config default|nanogpt] [--quick]
 
-overhead: the trainer as `neurogen-tui --headless` composes it (run.build_trainer: metrics.jsonl,
+overhead: the trainer as `neurogen-tui --headless` composes it (session.build_run: metrics.jsonl,
     a text sample every 5 steps, evaluation every 250, a dashboard every 50 in the dashboard
     process, run.json and the control socket; plus the headless progress display drawing to a
     terminal on /dev/null) against a bare loop on the same GPT class, seed, optimizer, LR schedule
@@ -52,15 +52,18 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nanogpt_reference as ref  # noqa: E402
 
-from neurogen_tui.cli import build_parser, config_from_args  # noqa: E402
+from neurogen_tui.cli import build_parser  # noqa: E402
+from neurogen_tui.config import apply_flags  # noqa: E402
 from neurogen_tui.config import TrainingConfig, validate  # noqa: E402
-from neurogen_tui.data import SAMPLE_TRAIN, SAMPLE_VAL, BatchStream, DocumentStream, open_local, train_opener  # noqa: E402
+from neurogen_tui.batches import BatchStream  # noqa: E402
+from neurogen_tui.data import SAMPLE_TRAIN, SAMPLE_VAL, DocumentStream, open_local, train_opener  # noqa: E402
 from neurogen_tui.events import (EvalResult, EventBus, RunFinished, RunStarted, StateChanged,  # noqa: E402
                                  TextSample, TrainingMetrics)
 from neurogen_tui.model import GPT, GPTConfig  # noqa: E402
-from neurogen_tui.run import build_trainer  # noqa: E402
+from neurogen_tui.schedule import lr_at  # noqa: E402
+from neurogen_tui.session import build_run  # noqa: E402
 from neurogen_tui.tokenizer import load_tokenizer  # noqa: E402
-from neurogen_tui.trainer import Trainer, lr_at  # noqa: E402
+from neurogen_tui.trainer import Trainer  # noqa: E402
 
 # The recipe's flags as the issue gives them, in neurogen-tui's spelling.
 NANOGPT_FLAGS = ("--n-layer 4 --n-head 4 --n-embd 128 --seq-len 64 --batch-size 12 --tokens-per-chunk 768 "
@@ -71,7 +74,7 @@ NANOGPT_FLAGS = ("--n-layer 4 --n-head 4 --n-embd 128 --seq-len 64 --batch-size 
 def make_config(name: str, steps: int, run_dir: str) -> TrainingConfig:
     """'default': what `neurogen-tui --headless --dataset sample` trains; 'nanogpt': the recipe's flags."""
     argv = ["--dataset", "sample"] if name == "default" else list(NANOGPT_FLAGS)
-    cfg = config_from_args(build_parser().parse_args(argv + ["--run-dir", run_dir]))
+    cfg = apply_flags(vars(build_parser().parse_args(argv + ["--run-dir", run_dir])))
     cfg.max_chunks = steps
     return validate(cfg)
 
@@ -165,7 +168,7 @@ def settle(pid: int | None, poll: float = 0.05, limit: float = 30.0) -> float | 
 def trainer_trial(cfg: TrainingConfig, variant: str = "trainer", display: bool = True) -> Trial:
     """One run composed as run_headless composes it, on this thread; the display draws to a
     terminal on /dev/null, so rich renders exactly what it renders for a user."""
-    parts = build_trainer(cfg, None)
+    parts = build_run(cfg, None)
     if variant == "nodash" and parts.viz is not None:  # attribution only: the same run without dashboards
         parts.bus.unsubscribe(parts.viz)
         parts.viz.close()
@@ -363,7 +366,7 @@ class SteppedTrainer:
 
         from neurogen_tui.events import StateChanged as _State
 
-        self.parts = build_trainer(cfg, None)
+        self.parts = build_run(cfg, None)
         self.trainer = self.parts.trainer
         self._stack = contextlib.ExitStack()
         if display:
@@ -633,7 +636,7 @@ def cmd_profile(args) -> dict:
 
     from neurogen_tui.headless import HeadlessDisplay
     from neurogen_tui.recorder import MetricsRecorder
-    from neurogen_tui.trainer import rss_mb
+    from neurogen_tui.machine import rss_mb
 
     run_dir = tempfile.mkdtemp(prefix="bench-profile-")
     cfg = make_config(args.config, 10**6, run_dir)
@@ -660,7 +663,7 @@ def cmd_profile(args) -> dict:
     recorder = MetricsRecorder(Path(run_dir) / "viz")
     display = HeadlessDisplay(cfg, console=Console(file=io.StringIO(), force_terminal=True, width=120))
     display.task = display.progress.add_task("bench", total=None, loss="-", acc="-", tps="-")
-    parts = build_trainer(make_config(args.config, 10**6, str(Path(run_dir) / "parts")), None)
+    parts = build_run(make_config(args.config, 10**6, str(Path(run_dir) / "parts")), None)
     metrics.step = 51  # not a dashboard step: the per-step path only
     probes = {  # name: (function, calls per timing, runs every N steps)
         "bare step (forward, backward, clip, AdamW)": (bare_step, 1, 1),
@@ -671,7 +674,7 @@ def cmd_profile(args) -> dict:
         "rss_mb (/proc/self/statm)": (rss_mb, 20, 1),
         "metrics.jsonl line (dumps + flush)": (lambda: recorder(metrics), 20, 1),
         "headless display, one metrics event": (lambda: display(metrics), 20, 1),
-        "bus.publish(metrics) to build_trainer's subscribers": (lambda: parts.bus.publish(metrics), 20, 1),
+        "bus.publish(metrics) to build_run's subscribers": (lambda: parts.bus.publish(metrics), 20, 1),
         f"progress bar redraw (rich, {display.progress.live.refresh_per_second:g} per second)": (
             lambda: display.progress.console.print(display.progress.get_renderable()), 20, None),
     }
@@ -691,12 +694,12 @@ def cmd_profile(args) -> dict:
     bare = med["bare step (forward, backward, clip, AdamW)"]
     hz = display.progress.live.refresh_per_second
     every[f"progress bar redraw (rich, {hz:g} per second)"] = 1 / (hz * bare / 1e3)
-    if cfg.viz_budget:  # VisualizationManager._budget, when every core is busy: a wait of cpu / budget
+    if cfg.viz_budget:  # VisualizationManager._charge, when every core is busy: a wait of cpu / budget
         draw = med["dashboard draw (dashboard process, CPU)"]
         name = f"dashboard draw as spaced by the {cfg.viz_budget:.0%} budget (every core busy)"
         med[name] = draw
         every[name] = max(cfg.viz_interval, -(-(draw / cfg.viz_budget / bare) // cfg.viz_interval) * cfg.viz_interval)
-    if cfg.sample_budget:  # Trainer._sample_due: at multiples of sample_interval, once the budget allows
+    if cfg.sample_budget:  # Schedule.sample_due: at multiples of sample_interval, once the allowance allows
         name = next(k for k in med if k.startswith("text_sample"))
         wait = med[name] / (cfg.sample_budget * med["Trainer.train_step"])
         med[f"text_sample as spaced by the {cfg.sample_budget:.0%} budget"] = med[name]
@@ -728,7 +731,7 @@ def dashboard_cpu_ms(cfg: TrainingConfig, rows: int) -> float:
     first draw's matplotlib import is the one measured second time round, not twice)."""
     code = f"""
 import time, tempfile
-from neurogen_tui.viz import DashboardWriter, DrawRequest
+from neurogen_tui.viz_draw import DashboardWriter, DrawRequest
 from neurogen_tui.events import TrainingMetrics
 w = DashboardWriter(tempfile.mkdtemp())
 for i in range(1, {rows} + 1):
@@ -748,7 +751,7 @@ print((time.process_time() - t) * 1e3)
 def profile_run(config: str, steps: int) -> None:
     """cProfile of a whole default run on this thread: the top entries by cumulative time."""
     run_dir = tempfile.mkdtemp(prefix="bench-cprofile-")
-    parts = build_trainer(make_config(config, steps, run_dir), None)
+    parts = build_run(make_config(config, steps, run_dir), None)
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()

@@ -61,11 +61,12 @@ from neurogen_tui.config import TrainingConfig  # noqa: E402
 from neurogen_tui.events import EventBus  # noqa: E402
 from neurogen_tui.history import MetricsHistory  # noqa: E402
 from neurogen_tui.recorder import MetricsRecorder  # noqa: E402
-from neurogen_tui.run import RunParts, build_trainer  # noqa: E402
+from neurogen_tui.session import RunParts, build_run  # noqa: E402
 from neurogen_tui.trainer import Trainer  # noqa: E402
-from neurogen_tui.tui.app import TrainingApp  # noqa: E402
-from neurogen_tui.tui.feed import LiveFeed  # noqa: E402
-from neurogen_tui.tui.widgets import CHARTS  # noqa: E402
+from neurogen_tui.tui.app import MonitorApp  # noqa: E402
+from neurogen_tui.tui.charts import CHARTS  # noqa: E402
+from neurogen_tui.tui.rundir import RunDirSource  # noqa: E402
+from neurogen_tui.tui.source import InProcessSource  # noqa: E402
 
 
 def pct(values, q) -> float:
@@ -101,6 +102,29 @@ def bare_parts(cfg: TrainingConfig) -> RunParts:
     return RunParts(trainer=Trainer(cfg, bus), bus=bus, recorder=recorder, viz=None)
 
 
+# The app's niceness raised hands the cores to a child trainer, but its screen then starves: at 10,
+# on 2 busy cores, keys took 0.6 s at p95 (results/ui.md). Off unless NEUROGEN_TUI_APP_NICE asks.
+APP_NICENESS = int(os.environ.get("NEUROGEN_TUI_APP_NICE", "0") or 0)
+
+
+def lower_own_priority(by: int | None = None):
+    """This process (the app, once the child trainer is started) yields the CPU to the trainer;
+    returns a function that restores the old priority where allowed."""
+    by = APP_NICENESS if by is None else by
+    if by <= 0:
+        return lambda: None
+    try:
+        old = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, old + by))
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: os.setpriority(os.PRIO_PROCESS, 0, old)
+
+
+def in_process(parts: RunParts) -> InProcessSource:
+    return InProcessSource(parts.trainer, parts.bus, parts.viz, finish=parts.close)
+
+
 def probe_class(base):
     """`base` plus an invisible key whose action records when it ran and when the screen after it
     was composed; the action writes a log line, as p, c and d do."""
@@ -115,7 +139,7 @@ def probe_class(base):
             self.ticks: list[float] = []
             self.probe_id = 0
 
-        def on_mount(self) -> None:  # Textual calls TrainingApp.on_mount as well
+        def on_mount(self) -> None:  # Textual calls MonitorApp.on_mount as well
             self.set_interval(1 / 60, lambda: self.ticks.append(time.perf_counter()))
 
         def action_probe(self) -> None:
@@ -127,7 +151,7 @@ def probe_class(base):
     return Probe
 
 
-ProbeApp = probe_class(TrainingApp)
+ProbeApp = probe_class(MonitorApp)
 
 
 def press_keys(app: ProbeApp, loop, sent: dict, stop: threading.Event) -> None:
@@ -148,20 +172,15 @@ async def run_latency(cfg: TrainingConfig, seconds: float, composed: bool, child
     proc = None
     if child:  # the trainer in a child process (dashboards: composed, every 10 steps)
         from neurogen_tui.launch import trainer_command
-        from neurogen_tui.tui.owner import ChildFeed, OwnerApp
 
         flags = child_flags(cfg) + (["--viz-interval", "10", "--viz-budget", "0"] if composed else [])
         proc = subprocess.Popen(trainer_command(flags), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, cwd=ROOT)
-        feed = ChildFeed(cfg.run_dir, proc)
-        app = probe_class(OwnerApp)(feed, feed.controller)
-        from neurogen_tui.launch import lower_own_priority
-
+        app = ProbeApp(RunDirSource(cfg.run_dir, poll=0.25, child=proc))
         restore = lower_own_priority()
     else:
-        parts = build_trainer(cfg, None, control=False) if composed else bare_parts(cfg)
-        feed = LiveFeed(parts)
-        app = ProbeApp(feed, feed.controller)
+        parts = build_run(cfg, None, control=False) if composed else bare_parts(cfg)
+        app = ProbeApp(in_process(parts))
     sent: dict[int, float] = {}
     async with app.run_test(size=(120, 40)) as pilot:
         while app.step < 3:
@@ -268,8 +287,7 @@ def run_app(cfg: TrainingConfig) -> Run:
     """--in-process: the trainer on a thread of the app's process."""
     parts = bare_parts(cfg)
     seen = timed(parts)
-    feed = LiveFeed(parts)
-    app = TrainingApp(feed, feed.controller)
+    app = MonitorApp(in_process(parts))
     cpu0, wall0 = time.process_time(), time.perf_counter()
     asyncio.run(until_done(app))
     return Run(Path(cfg.run_dir), seen["cpu"], time.process_time() - cpu0 - seen["cpu"], time.perf_counter() - wall0)
@@ -285,9 +303,8 @@ def child_flags(cfg: TrainingConfig) -> list[str]:
 
 def run_child(cfg: TrainingConfig, with_app: bool) -> Run:
     """The trainer in a child process (launch.py's command; the default on a GPU), alone or under
-    the app (tui/owner.py) in this process."""
+    the app (tui/rundir.py's source over the child) in this process."""
     from neurogen_tui.launch import trainer_command
-    from neurogen_tui.tui.owner import ChildFeed, OwnerApp
 
     env = dict(os.environ)
     if torch_threads := getattr(cfg, "_threads", 0):
@@ -296,11 +313,8 @@ def run_child(cfg: TrainingConfig, with_app: bool) -> Run:
     proc = subprocess.Popen(trainer_command(child_flags(cfg)), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
     if with_app:
-        from neurogen_tui.launch import lower_own_priority
-
         restore = lower_own_priority()
-        feed = ChildFeed(cfg.run_dir, proc)
-        asyncio.run(until_done(OwnerApp(feed, feed.controller)))
+        asyncio.run(until_done(MonitorApp(RunDirSource(cfg.run_dir, poll=0.25, child=proc))))
         restore()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -358,8 +372,8 @@ def cmd_overhead(args) -> None:
 
 
 # ---- interleaved ----------------------------------------------------------------------------------
-class SwitchedApp(TrainingApp):
-    """TrainingApp whose periodic work (the drain and chart timers) can be paused and resumed."""
+class SwitchedApp(MonitorApp):
+    """MonitorApp whose periodic work (the drain and chart timers) can be paused and resumed."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -374,7 +388,7 @@ class SwitchedApp(TrainingApp):
     def screen_off(self) -> None:
         for timer in self.timers:
             timer.pause()
-        self.budget.tick()  # charge what the period spent, then hold the allowance where it is
+        self.budget.tick(self.run_state.trained)  # charge what the period spent, then hold the allowance where it is
         self._saved_balance = self.budget.balance
 
     def screen_on(self) -> None:
@@ -395,8 +409,7 @@ def cmd_interleaved(args) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = make_cfg(Path(tmp) / "run", model, 1_000_000)
             parts = bare_parts(cfg)
-            feed = LiveFeed(parts)
-            app = SwitchedApp(feed, feed.controller, ui_budget=args.ui_budget)
+            app = SwitchedApp(in_process(parts), ui_budget=args.ui_budget)
             periods: list[tuple[str, float, float, float]] = []  # (on/off, start, end, screen CPU)
 
             async def scenario():
@@ -412,7 +425,7 @@ def cmd_interleaved(args) -> None:
                         spent, t0 = app.budget.spent, time.time()
                         await asyncio.sleep(args.period)
                         if mode == "on":
-                            app.budget.tick()
+                            app.budget.tick(app.run_state.trained)
                         periods.append((mode, t0, time.time(), app.budget.spent - spent))
                     app.screen_on()
                     await pilot.press("q")
@@ -446,7 +459,7 @@ def cmd_charts(args) -> None:
     each chart's ChartSeries, reduced to the chart's width, and the plotext build at 60x12."""
     from textual_plotext.plot import Plot
 
-    from neurogen_tui.tui.widgets import chart_series
+    from neurogen_tui.tui.charts import chart_series
 
     print(f"machine: {machine()}\n")
     print("| history (steps) | first load, 4 charts (ms) | redraw: 100 new rows, reduction (ms) | "
@@ -609,7 +622,7 @@ def main() -> None:
     a.add_argument("--model", default="tiny")
     a.add_argument("--seconds", type=float, default=240.0, help="measured time, after the warm-up")
     a.add_argument("--period", type=float, default=6.0, help="seconds with the screen working, then without")
-    a.add_argument("--ui-budget", type=float, default=TrainingApp.UI_BUDGET, help="the app's --ui-budget")
+    a.add_argument("--ui-budget", type=float, default=MonitorApp.UI_BUDGET, help="the app's --ui-budget")
     a = sub.add_parser("charts")
     a.add_argument("--sizes", default="1000,100000,1000000,10000000")
     a = sub.add_parser("gil")

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import logging
 import pickle
-import re
 import shutil
 from pathlib import Path
 
 import torch
 
+from .config import SHAPE_FIELDS
 from .files import atomic_write
+from .layout import CHECKPOINT_NAME, SHARDED_META, checkpoint_name
 
 log = logging.getLogger(__name__)
-
-_NAME = re.compile(r"^checkpoint_step_(\d+)\.(pt|dcp)$")
-META_FILE = "meta.pt"  # in a sharded checkpoint directory
 
 
 class CheckpointError(RuntimeError):
@@ -28,12 +26,12 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_path(directory: Path, step: int, sharded: bool = False) -> Path:
-    return Path(directory) / f"checkpoint_step_{step:06d}.{'dcp' if sharded else 'pt'}"
+    return Path(directory) / checkpoint_name(step, sharded)
 
 
 def checkpoint_step(path: str | Path) -> int | None:
     """The step in a checkpoint's name, or None for another name."""
-    m = _NAME.match(Path(path).name)
+    m = CHECKPOINT_NAME.match(Path(path).name)
     return int(m.group(1)) if m else None
 
 
@@ -49,7 +47,7 @@ def list_checkpoints(directory: Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := CHECKPOINT_NAME.match(p.name))]
     return [p for _, p in sorted(found)]
 
 
@@ -104,6 +102,41 @@ def resolve_resume(spec: str, checkpoint_dir: Path) -> tuple[Path, dict, list[st
                           f"({len(candidates)} file(s) failed to load)")
 
 
+# ---- whether a checkpoint fits this run -------------------------------------------------------------
+def check_world_size(state: dict, world_size: int, strategy: str = "ddp") -> None:
+    """Refuse, before anything starts, a checkpoint written by another number of ranks, or by the
+    other strategy (a sharded directory and a single file hold the model differently)."""
+    saved = int(state.get("world_size", 1))
+    if saved != world_size:
+        raise CheckpointError(f"cannot resume: the checkpoint was written by {saved} rank(s) and this run would have "
+                          f"{world_size}; resume it with --nproc-per-node {saved} ({saved} processes in all under torchrun)")
+    sharded = bool(state.get("sharded_dir"))
+    if sharded and strategy != "fsdp":
+        raise CheckpointError(f"cannot resume: {state['sharded_dir']} is a sharded checkpoint of a --strategy fsdp run; "
+                          f"resume it with --strategy fsdp --nproc-per-node {saved}")
+    if not sharded and strategy == "fsdp" and world_size > 1:
+        raise CheckpointError("cannot resume with --strategy fsdp from a single-file checkpoint (written by one process "
+                          "or --strategy ddp); resume it with --strategy ddp")
+
+
+def check_resume_compatible(cfg, state: dict, tokenizer_identity: dict) -> None:
+    """Refuse a checkpoint whose model shape or tokenizer differs, saying exactly what differs."""
+    saved = state.get("config", {})
+    diffs = [f"{name}: checkpoint {saved.get(name)!r}, now {getattr(cfg, name)!r}"
+             for name in SHAPE_FIELDS if name != "tokenizer" and saved.get(name) != getattr(cfg, name)]
+    saved_tok = state.get("tokenizer", {})
+    if saved_tok and saved_tok != tokenizer_identity:
+        diffs.append(f"tokenizer: checkpoint {saved_tok.get('kind')} (vocab {saved_tok.get('vocab_size')}), "
+                     f"now {tokenizer_identity.get('kind')} (vocab {tokenizer_identity.get('vocab_size')})")
+    if diffs:
+        raise CheckpointError("cannot resume: the checkpoint's model differs (" + "; ".join(diffs) + ")")
+
+
+def rank_position(state: dict, rank: int) -> dict:
+    """One rank's place in the data (checkpoints from before `data_ranks` hold one, as `data`)."""
+    return state.get("data_ranks", [state.get("data", {})])[rank]
+
+
 # ---- sharded checkpoints (torch.distributed.checkpoint) ---------------------------------------------
 # DCP reads its `.metadata` with plain pickle, which runs code named in the file. Before DCP sees a
 # directory, its metadata is read once with an unpickler that only knows DCP's own record types and
@@ -141,6 +174,6 @@ def load_sharded_meta(directory: Path) -> dict:
     """A sharded checkpoint's state without the model and optimizer (each rank loads its own
     shards of those through DCP): `model` is None and `sharded_dir` names the directory."""
     check_sharded_metadata(directory)
-    state = load_checkpoint(directory / META_FILE)
+    state = load_checkpoint(directory / SHARDED_META)
     state["sharded_dir"] = str(directory)
     return state

@@ -1,11 +1,23 @@
-"""TrainingConfig: the single source of truth for a run, its presets and its validation."""
+"""TrainingConfig: one description of a run, by concern, with its flags, presets and validation.
+
+Each field declares its concern (the --help group), its flag's help text, the check a single
+value must pass, and whether a checkpoint keeps it. The command line (cli.py) is built from these
+declarations, so a flag, its help, its default and its check cannot drift apart, and a value set
+another way later (a live setting) is checked exactly as the flag is. Process flags say how this
+process shows or hosts the run (--headless, --in-process, --resume, ...): checkpoints neither keep
+them nor give them back.
+"""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
+
+from .layout import RunLayout
 
 
 class ConfigError(ValueError):
@@ -19,80 +31,172 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "small": {"n_layer": 4, "n_head": 4, "n_embd": 128, "seq_len": 128, "batch_size": 8},
     "base": {"n_layer": 12, "n_head": 12, "n_embd": 768, "seq_len": 1024, "batch_size": 4},
 }
-
 SAMPLE_DATASET = "sample"
 DEFAULT_DATASET = "cerebras/SlimPajama-627B"
-
 # Fields that fix the shape of the saved weights: a resumed run must agree on all of them.
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "seq_len", "tokenizer")
+RUN, DATA, MODEL, OPTIM, MONITOR = "run", "data", "model", "optimisation", "monitoring"
+GROUPS = (RUN, DATA, MODEL, OPTIM, MONITOR)
+
+
+def option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# ---- single-value checks: each returns the error for the flag, or None ---------------------------
+def positive(name: str, value) -> str | None:
+    if value is not None and value <= 0:
+        return f"{option(name)} must be a positive number (got {value})"
+    return None
+
+
+def non_negative(name: str, value) -> str | None:
+    if value is not None and value < 0:
+        return f"{option(name)} must not be negative (got {value})"
+    return None
+
+
+def share(name: str, value) -> str | None:
+    if not 0.0 <= value < 1.0:
+        return f"{option(name)} must be in [0, 1) (got {value})"
+    return None
+
+
+def device_spec(name: str, value: str) -> str | None:
+    if value in ("auto", "cpu", "mps") or value.startswith("cuda"):
+        return None
+    return f"{option(name)} must be auto, cpu, cuda[:N] or mps (got {value!r})"
+
+
+def one_of(*choices: str) -> Callable[[str, Any], str | None]:
+    said = " or ".join(choices) if len(choices) == 2 else "one of " + ", ".join(choices)
+
+    def check(name: str, value) -> str | None:
+        return None if value in choices else f"{option(name)} must be {said} (got {value!r})"
+
+    check.choices = choices  # type: ignore[attr-defined]  # the flag offers them too
+    return check
+
+
+@dataclass(frozen=True)
+class Flag:
+    group: str
+    help: str
+    check: Callable[[str, Any], str | None] | None = None
+    saved: bool = True  # kept in checkpoints; False for process flags
+    default_text: str | None = None  # how --help states the default ("" says nothing; a switch never does)
+    metavar: str | None = None
+    parse: Callable[[str], Any] | None = None  # the flag's argparse type, where the annotation's is not it
+
+
+def flag(default, group: str, help: str, **kwargs):
+    """A config field with its flag; a mutable default is not needed anywhere."""
+    return field(default=default, metadata={"flag": Flag(group, help, **kwargs)})
+
+
+def keep_count(text: str) -> int:
+    """--keep-checkpoints / --keep-dashboards: a number, or `all` (0)."""
+    if text == "all":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', got {text!r}") from None
 
 
 @dataclass
 class TrainingConfig:
-    # run and output
-    run_dir: str = "."
-    run_name: str = ""
-    resume: str | None = None
-    headless: bool = False
-    # the app's trainer on a thread of the app's own process (True) or in a child process (False);
-    # None: a child when training on a GPU, this process when every CPU core trains (cli.py)
-    in_process: bool | None = None
-    on_hangup: str = "continue"  # SIGHUP (terminal gone): "continue" training headless, or "stop"
-    test: bool = False
-    # data
-    dataset: str = DEFAULT_DATASET
-    data_files: str | None = None
-    val_data_files: str | None = None
-    tokenizer: str | None = None  # None: byte-level
-    epochs: int = 1  # passes over a finite dataset; 0 loops forever
-    # model
-    model: str = "small"
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    seq_len: int = 128
-    dropout: float = 0.0
-    # optimisation
-    max_chunks: int | None = None  # optimizer steps; None trains until stopped or data ends
-    tokens_per_chunk: int = 4096
-    batch_size: int = 8
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 100
-    lr_decay_steps: int | None = None  # default: max_chunks
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    max_bad_steps: int = 10
-    seed: int = 1337
-    device: str = "auto"
-    compile: bool = False
-    nproc_per_node: int = 1  # >1: this many ranks through torchrun, data parallel
-    strategy: str = "ddp"  # with several ranks: ddp (a full model per rank) or fsdp (FSDP2, sharded)
-    peak_tflops: float | None = None  # per-device dense bf16 peak for MFU; None: from the GPU table
-    # monitoring (names from the seed)
-    viz_interval: int = 50
-    viz_budget: float = 0.005  # when every core is busy, periodic dashboards draw at most this share of training time
-    checkpoint_interval: int = 2000
-    keep_checkpoints: int = 3  # 0 keeps every checkpoint
-    keep_dashboards: int = 20  # 0 keeps every dashboard
-    display_samples: int = 5
-    sample_interval: int = 5
-    sample_tokens: int = 48
-    ui_budget: float = 0.01  # the app's screen uses at most this share of the time while it costs training
-    sample_budget: float = 0.005  # samples are spaced out to cost at most this share of training time
-    eval_interval: int = 250
-    eval_iters: int = 10
-    log_interval: int = 1
-    extra: dict = field(default_factory=dict)
+    # ---- run: where and how this process runs it ----------------------------------------------------
+    test: bool = flag(False, RUN, "quick check: 5 chunks on the bundled sample, tiny model, visualization every "
+                                  "2 steps", saved=False)
+    run_dir: str = flag(".", RUN, "directory for training_viz/ and checkpoints/", saved=False)
+    run_name: str = flag("", RUN, "name shown in the app and dashboards", default_text="run dir's name")
+    resume: str | None = flag(None, RUN, "continue from a checkpoint", saved=False, metavar="PATH|latest",
+                              default_text="")
+    overwrite: bool = flag(False, RUN, "start a fresh run in a run dir that already holds one", saved=False)
+    headless: bool = flag(False, RUN, "no app: a progress bar and summary lines (automatic when stdout is not a "
+                                      "terminal)", saved=False)
+    in_process: bool | None = flag(
+        None, RUN, "with the app: train on a thread of the app's process, or (--no-in-process) in a child process "
+                   "that shares no GIL with the screen", saved=False,
+        default_text="a child on a GPU; this process on a CPU, where the screen's own process would take cores "
+                     "from training: benchmarks/results/ui.md")
+    on_hangup: str = flag("continue", RUN, "when the terminal goes away (SSH dropped): keep training headless, its "
+                                           "output going to the run's log, or stop with a final checkpoint",
+                          check=one_of("continue", "stop"), saved=False)
+    device: str = flag("auto", RUN, "auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps", check=device_spec)
+    compile: bool = flag(False, RUN, "torch.compile the model")
+    seed: int = flag(1337, RUN, "random seed (runs are deterministic on CPU)")
+    nproc_per_node: int = flag(1, RUN, "train on N processes of this machine (one per GPU; gloo on CPU), data "
+                                       "parallel, started through torchrun", check=positive, metavar="N",
+                               default_text="1, in this process")
+    strategy: str = flag("ddp", RUN, "with several ranks: ddp keeps a whole model on each (DistributedDataParallel); "
+                                     "fsdp shards parameters, gradients and optimizer state across them (FSDP2 "
+                                     "fully_shard) and checkpoints with torch.distributed.checkpoint",
+                         check=one_of("ddp", "fsdp"))
+    peak_tflops: float | None = flag(None, RUN, "peak dense bf16 TFLOP/s of one GPU, for MFU", check=positive,
+                                     metavar="T", default_text="from a table of known GPUs")
+    # ---- data ---------------------------------------------------------------------------------------
+    dataset: str = flag(DEFAULT_DATASET, DATA, "hub dataset with a text column, a local path, or 'sample'")
+    data_files: str | None = flag(None, DATA, "local shards (*.jsonl.zst, .jsonl, .json.gz, .parquet, .txt)",
+                                  metavar="GLOB", default_text="")
+    val_data_files: str | None = flag(None, DATA, "local validation shards", metavar="GLOB", default_text="")
+    tokenizer: str | None = flag(None, DATA, "tokenizer.json or SentencePiece .model", metavar="PATH",
+                                 default_text="bytes")
+    epochs: int = flag(1, DATA, "passes over a finite dataset, 0 loops forever", check=non_negative)
+    # ---- model --------------------------------------------------------------------------------------
+    model: str = flag("small", MODEL, "preset size; flags below override it", check=one_of(*MODEL_PRESETS))
+    n_layer: int = flag(4, MODEL, "transformer blocks", check=positive)
+    n_head: int = flag(4, MODEL, "attention heads", check=positive)
+    n_embd: int = flag(128, MODEL, "width of the residual stream", check=positive)
+    seq_len: int = flag(128, MODEL, "context length in tokens", check=positive)
+    dropout: float = flag(0.0, MODEL, "dropout probability", check=share)
+    # ---- optimisation -------------------------------------------------------------------------------
+    max_chunks: int | None = flag(None, OPTIM, "optimizer steps to train", check=positive,
+                                  default_text="until stopped or data ends")
+    tokens_per_chunk: int = flag(4096, OPTIM, "tokens per optimizer step", check=positive)
+    batch_size: int = flag(8, OPTIM, "sequences per micro-batch; the rest is gradient accumulation", check=positive)
+    lr: float = flag(1e-3, OPTIM, "peak learning rate", check=positive)
+    min_lr: float = flag(1e-4, OPTIM, "final learning rate of the cosine decay", check=non_negative)
+    warmup_steps: int = flag(100, OPTIM, "linear warmup steps", check=non_negative)
+    lr_decay_steps: int | None = flag(None, OPTIM, "cosine decay length", check=positive, default_text="--max-chunks")
+    weight_decay: float = flag(0.1, OPTIM, "AdamW decoupled weight decay", check=non_negative)
+    grad_clip: float = flag(1.0, OPTIM, "gradient norm clip, 0 disables", check=non_negative)
+    max_bad_steps: int = flag(10, OPTIM, "stop after this many non-finite steps in a row", check=positive)
+    # ---- monitoring (names from the seed) -----------------------------------------------------------
+    viz_interval: int = flag(50, MONITOR, "dashboard every N steps", check=positive)
+    viz_budget: float = flag(0.005, MONITOR, "when every core is busy training, periodic dashboards wait so that "
+                                             "drawing takes at most this share of training time (0: every "
+                                             "--viz-interval steps whatever it costs)", check=share, metavar="F")
+    checkpoint_interval: int = flag(2000, MONITOR, "checkpoint every N steps", check=positive)
+    keep_checkpoints: int = flag(3, MONITOR, "newest checkpoints kept", check=non_negative, metavar="K|all",
+                                 parse=keep_count)
+    keep_dashboards: int = flag(20, MONITOR, "training_step_*.png kept", check=non_negative, metavar="K|all",
+                                parse=keep_count)
+    eval_interval: int = flag(250, MONITOR, "validation every N steps", check=positive)
+    eval_iters: int = flag(10, MONITOR, "validation batches per evaluation", check=positive)
+    sample_interval: int = flag(5, MONITOR, "text sample every N steps; see --sample-budget", check=positive)
+    sample_budget: float = flag(0.005, MONITOR, "largest share of training time text samples may cost; they are "
+                                                "spaced out to stay under it, 0 disables", check=share)
+    sample_tokens: int = flag(48, MONITOR, "length of a sample's continuation", check=positive)
+    display_samples: int = flag(5, MONITOR, "samples in the dashboard table", check=positive)
+    ui_budget: float = flag(0.01, MONITOR, "the app's screen (charts, samples, header) uses at most this share of "
+                                           "training time while that costs training: with the trainer in the "
+                                           "app's process, or every core busy; keys never wait (0: full rate "
+                                           "whatever it costs)", check=share, saved=False, metavar="F")
 
-    # ---- derived values -------------------------------------------------
+    # ---- derived values -------------------------------------------------------------------------------
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir)
+
     @property
     def viz_dir(self) -> Path:
-        return Path(self.run_dir) / "training_viz"
+        return self.layout.viz
 
     @property
     def checkpoint_dir(self) -> Path:
-        return Path(self.run_dir) / "checkpoints"
+        return self.layout.checkpoints
 
     @property
     def tokens_per_micro_batch(self) -> int:
@@ -109,14 +213,19 @@ class TrainingConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def checkpoint_dict(self) -> dict:
+        """What a checkpoint keeps: the run's recipe, not this process's way of showing it."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["flag"].saved}
+
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainingConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_checkpoint(cls, data: dict) -> "TrainingConfig":
+        """The recipe a checkpoint kept; fields it has that no longer exist, and process flags that
+        older versions saved (headless, in_process, ...), are left out."""
+        saved = {f.name for f in dataclasses.fields(cls) if f.metadata["flag"].saved}
+        return cls(**{k: v for k, v in data.items() if k in saved})
 
     def apply_preset(self, name: str) -> None:
-        if name not in MODEL_PRESETS:
-            raise ConfigError(f"--model must be one of {', '.join(MODEL_PRESETS)} (got {name!r})")
+        check_field("model", name)
         self.model = name
         for key, value in MODEL_PRESETS[name].items():
             setattr(self, key, value)
@@ -131,36 +240,48 @@ class TrainingConfig:
         self.tokens_per_chunk = 1024
         self.viz_interval = 2
         self.sample_interval = 1
-        self.sample_budget = 0.0
-        self.viz_budget = 0.0
-        self.ui_budget = 0.0
+        self.sample_budget = self.viz_budget = self.ui_budget = 0.0
         self.eval_interval = 2
         self.eval_iters = 2
         self.warmup_steps = 2
         self.checkpoint_interval = 5
 
 
-def _positive(cfg: TrainingConfig, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if value is not None and value <= 0:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} must be a positive number (got {value})")
+def fields() -> list[tuple[dataclasses.Field, Flag]]:
+    """Every field with its flag, in the order --help lists them."""
+    return [(f, f.metadata["flag"]) for f in dataclasses.fields(TrainingConfig)]
+
+
+def flag_type(name: str) -> Callable[[str], Any]:
+    """An argparse type that reads and checks one field's value at once, for commands that take
+    a field's flag without the whole config (watch and attach: --ui-budget)."""
+    spec, kind = TrainingConfig.__dataclass_fields__[name].metadata["flag"], TrainingConfig.__dataclass_fields__[name].type
+
+    def parse(text: str):
+        try:
+            value = (spec.parse or {"int": int, "float": float}.get(kind.split(" | ")[0], str))(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        problem = spec.check(name, value) if spec.check else None
+        if problem:
+            raise argparse.ArgumentTypeError(problem.removeprefix(option(name) + " "))
+        return value
+
+    return parse
+
+
+def check_field(name: str, value) -> None:
+    """One value checked as its flag is; raises ConfigError with the flag's one-line message."""
+    spec = TrainingConfig.__dataclass_fields__[name].metadata["flag"]
+    problem = spec.check(name, value) if spec.check is not None else None
+    if problem:
+        raise ConfigError(problem)
 
 
 def validate(cfg: TrainingConfig, *, check_paths: bool = True) -> TrainingConfig:
     """Check every user-settable value before any work starts; raise ConfigError with one line."""
-    _positive(cfg, ("max_chunks", "tokens_per_chunk", "viz_interval", "checkpoint_interval",
-                    "seq_len", "batch_size", "n_layer", "n_head", "n_embd", "lr",
-                    "eval_interval", "eval_iters", "sample_interval", "sample_tokens",
-                    "display_samples", "max_bad_steps", "log_interval", "lr_decay_steps"))
-    _positive(cfg, ("nproc_per_node", "peak_tflops"))
-    for name in ("sample_budget", "viz_budget", "ui_budget", "warmup_steps", "keep_checkpoints", "keep_dashboards", "epochs", "grad_clip",
-                 "weight_decay", "min_lr"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must not be negative (got {getattr(cfg, name)})")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ConfigError(f"--dropout must be in [0, 1) (got {cfg.dropout})")
+    for f, _ in fields():
+        check_field(f.name, getattr(cfg, f.name))
     if cfg.min_lr > cfg.lr:
         raise ConfigError(f"--min-lr ({cfg.min_lr}) must not exceed --lr ({cfg.lr})")
     if cfg.n_embd % cfg.n_head:
@@ -171,21 +292,15 @@ def validate(cfg: TrainingConfig, *, check_paths: bool = True) -> TrainingConfig
         raise ConfigError(
             f"--tokens-per-chunk ({cfg.tokens_per_chunk}) must be a multiple of --batch-size x "
             f"--seq-len ({cfg.batch_size} x {cfg.seq_len} = {micro}); try {lower} or {lower + micro}")
-    if cfg.strategy not in ("ddp", "fsdp"):
-        raise ConfigError(f"--strategy must be ddp or fsdp (got {cfg.strategy!r})")
-    if cfg.on_hangup not in ("continue", "stop"):
-        raise ConfigError(f"--on-hangup must be continue or stop (got {cfg.on_hangup!r})")
-    if cfg.device not in ("auto", "cpu", "mps") and not cfg.device.startswith("cuda"):
-        raise ConfigError(f"--device must be auto, cpu, cuda[:N] or mps (got {cfg.device!r})")
     if check_paths:
         _check_paths(cfg)
     return cfg
 
 
 def _check_paths(cfg: TrainingConfig) -> None:
-    for flag, pattern in (("--data-files", cfg.data_files), ("--val-data-files", cfg.val_data_files)):
+    for flag_name, pattern in (("--data-files", cfg.data_files), ("--val-data-files", cfg.val_data_files)):
         if pattern and not expand_files(pattern):
-            raise ConfigError(f"{flag}: no file matches {pattern!r}")
+            raise ConfigError(f"{flag_name}: no file matches {pattern!r}")
     if cfg.tokenizer and not Path(cfg.tokenizer).is_file():
         raise ConfigError(f"--tokenizer: file not found: {cfg.tokenizer}")
     run_dir = Path(cfg.run_dir)
@@ -206,3 +321,18 @@ def expand_files(pattern: str) -> list[str]:
         if part:
             found.extend(p for p in sorted(glob.glob(part, recursive=True)) if os.path.isfile(p))
     return list(dict.fromkeys(found))
+
+
+def apply_flags(given: dict, base: TrainingConfig | None = None) -> TrainingConfig:
+    """Flags given on the command line (None: not given) over `base` (a resumed run's recipe) or
+    the defaults: --test first, then --model's preset, then every other flag."""
+    cfg = base or TrainingConfig()
+    given = {k: v for k, v in given.items() if v is not None}
+    if given.pop("test", None):
+        cfg.apply_test_mode()
+    if "model" in given:
+        cfg.apply_preset(given.pop("model"))
+    for key, value in given.items():
+        if hasattr(cfg, key):
+            setattr(cfg, key, value)
+    return cfg

@@ -1,7 +1,7 @@
 """The control channel of a live run: newline-delimited JSON over a Unix socket only its user can open.
 
-Here: the protocol, where the socket lives, the client, and RunService (what build_trainer adds to a
-run: run.json and the server). The server itself is control_server.py.
+Here: the protocol, where the socket lives, and the client. The server, and RunService (what a run
+adds to itself: run.json and the server), are in control_server.py.
 
 The process that trains a run serves <run-dir>/control.sock (mode 0600, and every connection's
 peer uid is checked). Where that path is too long for a Unix socket (about 107 bytes) or the
@@ -31,7 +31,6 @@ history before they attached.
 """
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import logging
@@ -42,11 +41,13 @@ import struct
 import threading
 from pathlib import Path
 
+from .events import CheckpointSaved, LogMessage, RunFailed, RunFinished, RunStarted, StateChanged
 from .files import finite_or_none
+from .layout import SOCKET_FILE
+from .runinfo import read_run_info
 
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = "control.sock"
 MAX_SOCKET_PATH = 100  # bytes; sun_path holds 108 with its NUL, and a temporary name must fit too
 MAX_LINE = 64 * 1024
 MAX_CLIENTS = 16
@@ -83,7 +84,7 @@ def private_dir() -> Path:
 def socket_candidates(run_dir: str | os.PathLike):
     """<run-dir>/control.sock when its path fits, then a private directory's <hash>.sock."""
     run_dir = Path(run_dir).resolve()
-    own = run_dir / SOCKET_NAME
+    own = run_dir / SOCKET_FILE
     if len(os.fsencode(own)) <= MAX_SOCKET_PATH:
         yield own
     yield private_dir() / f"{hashlib.sha1(os.fsencode(run_dir)).hexdigest()[:16]}.sock"
@@ -166,8 +167,6 @@ class ControlClient:
 
     @classmethod
     def for_run(cls, run_dir: str | os.PathLike) -> "ControlClient":
-        from .runinfo import read_run_info
-
         info = read_run_info(run_dir)
         if not info or not info.get("socket"):
             raise ControlError(f"{run_dir}: no control socket recorded in run.json")
@@ -241,49 +240,38 @@ class ControlClient:
             s.close()
 
 
-# ---- one run's service: run.json and the server ------------------------------------------------------
-class RunService:
-    """What build_trainer adds to a run: run.json kept current, and the control server. close()
-    (from RunParts.close, after the final exports) marks run.json's final state, then ends the
-    server; an interpreter exit without close() marks the run failed."""
-
-    def __init__(self, record, server):
-        self.record, self.server = record, server
-        atexit.register(self._at_exit)
-
-    @classmethod
-    def start(cls, cfg, trainer, bus, viz=None) -> "RunService":
-        from .control_server import ControlServer
-        from .runinfo import RunRecord
-
-        server = ControlServer(trainer, bus, viz, cfg.run_dir)
-        try:
-            server.start()
-        except (ControlError, OSError) as exc:
-            bus.unsubscribe(server._on_event)
-            server = None
-            log.warning("control channel unavailable, the run goes on without it: %s", exc)
-        record = RunRecord(cfg, socket_path=str(server.path) if server else None)
-        bus.subscribe(record)
-        return cls(record, server)
-
-    def close(self, error: str | None = None) -> None:
-        atexit.unregister(self._at_exit)
-        state = self.record.close(error)
-        if self.server is not None:
-            self.server.close(final_state=state)
-
-    def _at_exit(self) -> None:
-        self.close(error="the process exited before the trainer reported a result")
+# ---- events as protocol lines, both ways ---------------------------------------------------------------
+def event_message(event) -> dict | None:
+    """An event as a subscriber line, or None for events that viewers read from the files."""
+    if isinstance(event, StateChanged):
+        return {"event": "state", "state": event.state}
+    if isinstance(event, CheckpointSaved):
+        return {"event": "checkpoint", "step": event.step, "path": event.path}
+    if isinstance(event, LogMessage):
+        return {"event": "log", "level": event.level, "text": event.text}
+    if isinstance(event, RunStarted):
+        return {"event": "started", "device": event.device, "device_name": event.device_name,
+                "n_params": event.n_params, "start_step": event.start_step, "total_steps": event.total_steps,
+                "resumed_from": event.resumed_from}
+    if isinstance(event, RunFinished):
+        return {"event": "finished", "reason": event.reason, "step": event.step, "checkpoint": event.checkpoint}
+    if isinstance(event, RunFailed):
+        # the traceback's end: a viewer shows its last frames (the run's log holds all of it)
+        return {"event": "failed", "step": event.step, "error": event.error, "traceback": event.traceback[-8000:]}
+    return None
 
 
-def main_attach(argv: list[str]) -> int:
-    from .tui.attach import main_attach as attach
-
-    return attach(argv)
-
-
-def main_ls(argv: list[str]) -> int:
-    from .runlist import main_ls as ls
-
-    return ls(argv)
+def message_event(msg: dict):
+    """A subscriber line back as the event it stands for (started, finished, failed), else None."""
+    kind = msg.get("event")
+    if kind == "started":
+        return RunStarted(device=str(msg.get("device") or ""), device_name=str(msg.get("device_name") or ""),
+                          n_params=int(msg.get("n_params") or 0), start_step=int(msg.get("start_step") or 0),
+                          total_steps=msg.get("total_steps"), resumed_from=msg.get("resumed_from"))
+    if kind == "finished":
+        return RunFinished(step=int(msg.get("step") or 0), reason=str(msg.get("reason") or "finished"),
+                           checkpoint=msg.get("checkpoint"))
+    if kind == "failed":
+        return RunFailed(step=int(msg.get("step") or 0), error=str(msg.get("error") or "unknown error"),
+                         traceback=str(msg.get("traceback") or ""))
+    return None

@@ -1,12 +1,14 @@
-"""The control server: serves one trainer's control socket from daemon threads.
+"""The control server: serves one run's control socket from daemon threads.
 
-The protocol is described in control.py. Each connection has its own thread (at most
+The protocol is described in control.py; what each request does, in control_commands.py. RunService, at the end, is what a run adds to itself:
+run.json kept current (runinfo.RunRecord) and this server. Each connection has its own thread (at most
 MAX_CLIENTS): it reads request lines, answers each once carried out, and after "subscribe"
 streams events. The trainer never waits for any of it: the bus subscriber only notes what
 happened and queues it, and a subscriber that does not keep up is dropped.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -16,13 +18,12 @@ import time
 from collections import deque
 from pathlib import Path
 
-from .control import (COMMANDS, IDLE_TIMEOUT, MAX_CLIENTS, MAX_LINE, STATUS_EVERY, SUBSCRIBER_BACKLOG, WAIT_LIMIT,
-                      ControlError, bind_private, encode, peer_uid, socket_candidates, with_suppressed)
-from .events import (CheckpointSaved, LogMessage, RunFailed, RunFinished, RunStarted, StateChanged,
-                     TrainingMetrics)
+from .control import (COMMANDS, IDLE_TIMEOUT, MAX_CLIENTS, MAX_LINE, STATUS_EVERY, SUBSCRIBER_BACKLOG, ControlError,
+                      bind_private, encode, peer_uid, socket_candidates, with_suppressed)
+from .control_commands import RunCommands
+from .runinfo import RunRecord
 
 log = logging.getLogger(__name__)
-
 
 
 def close_gracefully(conn: socket.socket) -> None:
@@ -37,26 +38,6 @@ def close_gracefully(conn: socket.socket) -> None:
     except OSError:
         pass
     with_suppressed(conn.close)
-
-
-def _event_message(event) -> dict | None:
-    """An event as a subscriber line, or None for events that viewers read from the files."""
-    if isinstance(event, StateChanged):
-        return {"event": "state", "state": event.state}
-    if isinstance(event, CheckpointSaved):
-        return {"event": "checkpoint", "step": event.step, "path": event.path}
-    if isinstance(event, LogMessage):
-        return {"event": "log", "level": event.level, "text": event.text}
-    if isinstance(event, RunStarted):
-        return {"event": "started", "device": event.device, "device_name": event.device_name,
-                "n_params": event.n_params, "start_step": event.start_step, "total_steps": event.total_steps,
-                "resumed_from": event.resumed_from}
-    if isinstance(event, RunFinished):
-        return {"event": "finished", "reason": event.reason, "step": event.step, "checkpoint": event.checkpoint}
-    if isinstance(event, RunFailed):
-        # the traceback's end: a viewer shows its last frames (the run's log holds all of it)
-        return {"event": "failed", "step": event.step, "error": event.error, "traceback": event.traceback[-8000:]}
-    return None
 
 
 class _Subscriber:
@@ -78,9 +59,10 @@ class _Subscriber:
 class ControlServer:
     """Serves one trainer's control socket from daemon threads; see the module docstring."""
 
-    def __init__(self, trainer, bus, viz=None, run_dir: str | os.PathLike | None = None):
-        self.trainer, self.viz = trainer, viz
-        self.run_dir = Path(run_dir if run_dir is not None else trainer.cfg.run_dir)
+    def __init__(self, commands: RunCommands, run_dir: str | os.PathLike):
+        self.commands = commands
+        commands.fan_out = self._fan_out
+        self.run_dir = Path(run_dir)
         self.path: Path | None = None
         self._sock: socket.socket | None = None
         self._ident: tuple[int, int] | None = None
@@ -88,16 +70,6 @@ class ControlServer:
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._subs: set[_Subscriber] = set()
-        self._cond = threading.Condition()
-        self._step, self._loss = getattr(trainer, "step", 0), None
-        self._checkpoints, self._last_checkpoint = 0, None  # (step, path)
-        self._dashboards, self._last_dashboard, self._dashboard_error = 0, None, None
-        self._ended: dict | None = None
-        self._started: dict | None = None  # the run's "started" event, replayed to later subscribers
-        self._bus = bus
-        bus.subscribe(self._on_event)
-        if viz is not None and hasattr(viz, "add_listener"):
-            viz.add_listener(self._on_viz)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> Path:
@@ -134,7 +106,6 @@ class ControlServer:
         while any(s.items for s in subs) and time.monotonic() < deadline:
             time.sleep(0.02)  # let the stream threads send the exit line
         self._closed.set()
-        self._bus.unsubscribe(self._on_event)
         if self._sock is not None:
             with_suppressed(self._sock.close)
         with self._lock:
@@ -242,12 +213,11 @@ class ControlServer:
             if cmd == "subscribe":
                 sub = _Subscriber()
                 with self._lock:  # whoever subscribes after the start (or the end) still hears of it
-                    for msg in (self._started, self._ended):
-                        if msg is not None:
-                            sub.push(msg)
+                    for msg in self.commands.replay():
+                        sub.push(msg)
                     self._subs.add(sub)
-                return {"id": req_id, "ok": True, **self.status()}, sub
-            reply = getattr(self, f"do_{cmd}")()
+                return {"id": req_id, "ok": True, **self.commands.status()}, sub
+            reply = self.commands.handle(cmd)
         except Exception as exc:
             log.exception("control: %s failed", cmd)
             return self._error(req_id, f"{cmd} failed: {type(exc).__name__}: {exc}"), None
@@ -271,42 +241,13 @@ class ControlServer:
                 while sub.items:
                     batch.append(sub.items.popleft())
                 if not batch:
-                    batch = [{"event": "status", **self.status()}]
+                    batch = [{"event": "status", **self.commands.status()}]
                 conn.sendall(b"".join(encode(m) for m in batch))
                 if batch[-1].get("event") == "exit":
                     return
         finally:
             with self._lock:
                 self._subs.discard(sub)
-
-    # ---- what the trainer did ------------------------------------------------------------------
-    def _on_event(self, event) -> None:
-        """Bus subscriber, on the trainer thread: note the event and queue it for subscribers."""
-        if isinstance(event, TrainingMetrics):
-            self._step, self._loss = event.step, event.loss
-            return
-        with self._cond:
-            if isinstance(event, CheckpointSaved):
-                self._checkpoints += 1
-                self._last_checkpoint = (event.step, event.path)
-            elif isinstance(event, (RunFinished, RunFailed)):
-                self._ended = _event_message(event)
-            elif isinstance(event, RunStarted):
-                self._started = _event_message(event)
-            self._cond.notify_all()
-        self._fan_out(_event_message(event))
-
-    def _on_viz(self, kind: str, detail: str) -> None:
-        """VisualizationManager listener, on its dispatcher thread."""
-        with self._cond:
-            if kind == "dashboard" and str(detail).endswith("training_latest.png"):
-                self._dashboards += 1
-                self._last_dashboard = str(detail)
-            elif kind == "error":
-                self._dashboard_error = str(detail)
-            self._cond.notify_all()
-        if kind == "dashboard":
-            self._fan_out({"event": "dashboard", "path": str(detail)})
 
     def _fan_out(self, msg: dict | None) -> None:
         if msg is None:
@@ -316,90 +257,38 @@ class ControlServer:
         for sub in subs:
             sub.push(msg)
 
-    def _wait(self, predicate, timeout: float = WAIT_LIMIT) -> bool:
-        with self._cond:
-            return self._cond.wait_for(predicate, timeout)
 
-    def _finished(self) -> bool:
-        return self._ended is not None or self.trainer.state in ("finished", "failed")
+class RunService:
+    """What build_trainer adds to a run: run.json kept current, and the control server. close()
+    (from RunParts.close, after the final exports) marks run.json's final state, then ends the
+    server; an interpreter exit without close() marks the run failed."""
 
-    # ---- the commands -----------------------------------------------------------------------------
-    def status(self) -> dict:
-        t = self.trainer
-        ckpt = self._last_checkpoint
-        return {"state": t.state, "paused": t.paused, "stop_requested": t.stop_requested,
-                "step": max(self._step, getattr(t, "step", 0)), "loss": self._loss, "pid": os.getpid(),
-                "run_dir": str(self.run_dir.resolve()),
-                "last_checkpoint": ckpt[1] if ckpt else getattr(t, "last_checkpoint", None)}
+    def __init__(self, record, server):
+        self.record, self.server = record, server
+        atexit.register(self._at_exit)
 
-    def do_status(self) -> dict:
-        return self.status()
+    @classmethod
+    def start(cls, cfg, trainer, bus, viz=None) -> "RunService":
+        commands = RunCommands(trainer, viz, cfg.run_dir)
+        server = ControlServer(commands, cfg.run_dir)
+        try:
+            server.start()
+        except (ControlError, OSError) as exc:
+            server = None
+            log.warning("control channel unavailable, the run goes on without it: %s", exc)
+        else:
+            bus.subscribe(commands.on_event)
+            if viz is not None:
+                viz.add_listener(commands.on_viz)
+        record = RunRecord(cfg, socket_path=str(server.path) if server else None)
+        bus.subscribe(record)
+        return cls(record, server)
 
-    def _refuse_if_over(self, what: str) -> dict | None:
-        if self._finished():
-            return {"error": f"the run has ended; nothing to {what}"}
-        if self.trainer.stop_requested:
-            return {"error": f"the run is stopping; cannot {what}"}
-        return None
+    def close(self, error: str | None = None) -> None:
+        atexit.unregister(self._at_exit)
+        state = self.record.close(error)
+        if self.server is not None:
+            self.server.close(final_state=state)
 
-    def do_pause(self) -> dict:
-        t = self.trainer
-        refused = self._refuse_if_over("pause")
-        if refused:
-            return refused
-        t.pause()
-        done = self._wait(lambda: t.state == "paused" or not t.paused or self._finished())
-        if t.state == "paused":
-            return {"state": "paused", "step": t.step}
-        if done and not t.paused:
-            return {"state": t.state, "step": t.step, "message": "resumed before the pause took effect"}
-        if done:
-            return {"error": "the run ended before it paused"}
-        return {"pending": True, "state": t.state,
-                "message": "pause requested; the trainer waits at the end of this step"}
-
-    def do_resume(self) -> dict:
-        t = self.trainer
-        if self._finished():
-            return {"error": "the run has ended; nothing to resume"}
-        t.resume()
-        self._wait(lambda: t.state != "paused" or t.paused or self._finished(), timeout=5.0)
-        return {"state": t.state, "step": t.step}
-
-    def do_checkpoint(self) -> dict:
-        refused = self._refuse_if_over("checkpoint")
-        if refused:
-            return refused
-        with self._cond:
-            seen = self._checkpoints
-        self.trainer.request_checkpoint()
-        if not self._wait(lambda: self._checkpoints > seen or self._finished()):
-            return {"pending": True, "message": "checkpoint requested; written at the end of this step"}
-        if self._checkpoints > seen:
-            step, path = self._last_checkpoint
-            return {"path": path, "step": step}
-        return {"error": "the run ended before the checkpoint was written"}
-
-    def do_draw(self) -> dict:
-        viz = self.viz
-        if viz is None:
-            return {"error": "dashboards are unavailable in this run (no VisualizationManager)"}
-        if not len(getattr(viz, "history", ())):
-            return {"error": "no steps yet: nothing to draw"}
-        with self._cond:
-            seen, self._dashboard_error = self._dashboards, None
-        viz.request_draw()
-        if not self._wait(lambda: self._dashboards > seen or self._dashboard_error is not None):
-            return {"pending": True, "message": "dashboard requested"}
-        if self._dashboards > seen:
-            return {"path": self._last_dashboard}
-        return {"error": f"dashboard failed: {self._dashboard_error}"}
-
-    def do_stop(self) -> dict:
-        t = self.trainer
-        if self._finished():
-            return {"error": "the run has already ended"}
-        already = t.stop_requested
-        t.request_stop()
-        return {"state": "stopping", "step": t.step,
-                "message": "already stopping" if already else "stopping after this step: final checkpoint and exports"}
+    def _at_exit(self) -> None:
+        self.close(error="the process exited before the trainer reported a result")

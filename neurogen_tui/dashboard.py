@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .history import minmax_downsample, moving_average
+from .layout import STEP_PNG
 from .text import sanitize
 
 MA_WINDOW = 50  # the seed's 50-step moving averages
@@ -29,8 +29,9 @@ HEADER_GREEN = "#4CAF50"
 PANEL_TITLES = ("Training Loss", "Training Accuracy", "Token Throughput", "Learning Rate Schedule",
                 "Loss vs Accuracy", f"Recent Performance (last {RECENT_STEPS} steps)", "Recent Text Samples")
 DASHBOARD_COLUMNS = ("steps", "loss", "accuracy", "throughput", "learning_rate", "val_loss", "mfu")
-LATEST_FILE = "training_latest.png"
-STEP_FILE = re.compile(r"^training_step_(\d+)\.png$")
+COMPARE_PANELS = (("loss", "Training Loss", "loss", False), ("accuracy", "Training Accuracy", "accuracy (%)", False),
+                  ("throughput", "Token Throughput", "tokens/s", False),
+                  ("learning_rate", "Learning Rate Schedule", "learning rate", True))
 
 # sample text may hold any character; DejaVu lacks some (CJK...) and they draw as boxes, not errors
 warnings.filterwarnings("ignore", message=r"Glyph .* missing from", category=UserWarning)
@@ -270,15 +271,43 @@ def render_png(columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], ru
     return figure_png((reuse or Dashboard()).update(columns, samples, run_name, display_samples, max_points))
 
 
+def compare_figure(runs: list[tuple[str, Mapping[str, np.ndarray]]], max_points: int = MAX_POINTS):
+    """`neurogen-tui compare`: loss, accuracy, throughput and LR of several runs overlaid, one colour
+    and label per run: the raw series faint, its 50-step moving average (over the full data) solid."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.suptitle(f"Comparing {len(runs)} training runs", fontsize=16, fontweight="bold")
+    axes = fig.subplots(2, 2, gridspec_kw=dict(hspace=0.25, wspace=0.15, left=0.05, right=0.98, top=0.92, bottom=0.06))
+    colours = [f"C{i % 10}" for i in range(len(runs))]
+    for ax, (column, title, ylabel, log_scale) in zip(axes.flat, COMPARE_PANELS):
+        ax.set_title(title, fontweight="bold", y=1.0)
+        step_axis(ax)
+        ax.set_ylabel(ylabel)
+        for (name, cols), colour in zip(runs, colours):
+            x, y = cols["steps"], cols[column] * (100.0 if column == "accuracy" else 1.0)
+            label = sanitize(name, limit=40)
+            smooth = column in ("loss", "accuracy", "throughput") and len(y) >= MA_WINDOW
+            ax.plot(*minmax_downsample(x, y, max_points), color=colour, lw=1, alpha=0.3 if smooth else 1.0,
+                    label=None if smooth else label)
+            if smooth:
+                ax.plot(*minmax_downsample(x, moving_average(y, MA_WINDOW), max_points), color=colour, lw=2,
+                        label=label)
+        if log_scale and any((cols[column][np.isfinite(cols[column])] > 0).any() for _, cols in runs):
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        for text in ax.legend(fontsize=10).get_texts():
+            text.set_parse_math(False)
+    return fig
+
+
 # ---- dashboard files ---------------------------------------------------------------------------------
-def step_file(step: int) -> str:
-    return f"training_step_{step:06d}.png"
-
-
 def dashboard_files(viz_dir: Path) -> list[tuple[int, Path]]:
     """training_step_*.png in a directory as (step, path), oldest first."""
     with contextlib.suppress(FileNotFoundError):
-        found = [(int(m.group(1)), Path(e.path)) for e in os.scandir(viz_dir) if (m := STEP_FILE.match(e.name))]
+        found = [(int(m.group(1)), Path(e.path)) for e in os.scandir(viz_dir) if (m := STEP_PNG.match(e.name))]
         return sorted(found)
     return []
 

@@ -59,7 +59,6 @@ class EvalResult:
 
 @dataclass
 class RunStarted:
-    config: dict
     device: str
     device_name: str
     n_params: int
@@ -82,13 +81,13 @@ class LogMessage:
 
 @dataclass
 class StateChanged:
-    state: str  # running | paused | stopping | finished | failed
+    state: str  # a layout.RunState
 
 
 @dataclass
 class RunFinished:
     step: int
-    reason: str  # "completed" | "stopped" | "data exhausted" | "too many bad steps"
+    reason: str  # a layout.EndReason
     tokens_seen: int = 0
     checkpoint: str | None = None
 

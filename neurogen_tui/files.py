@@ -1,4 +1,4 @@
-"""One atomic-write helper used by every writer, strict JSON, and the append-only metrics log."""
+"""One atomic-write helper used by every writer, strict JSON, and the append-only JSONL logs (written, trimmed, followed)."""
 from __future__ import annotations
 
 import contextlib
@@ -137,3 +137,28 @@ def trim_jsonl(path: str | os.PathLike, keep: Callable[[dict], bool]) -> int:
     if removed or path.stat().st_size and not path.read_bytes().endswith(b"\n"):
         atomic_write(path, "".join(dumps(r) + "\n" for r in kept).encode("utf-8"))
     return removed
+
+
+class TailedFile:
+    """A JSONL file read incrementally as another process appends to it; a file that shrank or was
+    replaced (a resumed run trims it atomically) starts over."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.ident: tuple[int, int] | None = None
+
+    def read(self) -> tuple[list[dict], bool]:
+        """New complete rows, and whether the file was replaced (so earlier rows no longer hold)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return [], False
+        ident, restarted = (st.st_dev, st.st_ino), False
+        if (self.ident is not None and ident != self.ident) or st.st_size < self.offset:
+            self.offset, restarted = 0, True
+        self.ident = ident
+        if st.st_size == self.offset:
+            return [], restarted
+        rows, self.offset = read_jsonl(self.path, self.offset)
+        return rows, restarted

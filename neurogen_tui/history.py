@@ -62,10 +62,6 @@ class MetricsHistory:
                     self._chunks[name][-1][i] = value
             self._n += 1
 
-    def extend(self, rows: Iterable[dict]) -> None:
-        for row in rows:
-            self.append(row)
-
     def extend_columns(self, columns: dict[str, np.ndarray]) -> None:
         """Append many rows at once from equal-length arrays keyed by column name (missing: NaN)."""
         lengths = {len(v) for v in columns.values()}
@@ -118,30 +114,6 @@ class MetricsHistory:
                 return default
             i = (self._n - 1) % CHUNK
             return float(self._chunks[name][-1][i])
-
-    def truncate_after(self, step: int) -> None:
-        """Forget rows whose step is after `step` (a resumed run supersedes them)."""
-        steps = self.column("steps")
-        keep = int(np.searchsorted(steps, step, side="right")) if len(steps) else 0
-        if keep == self._n:
-            return
-        rows = [{SOURCE_FIELD.get(k, k): self.column(k)[i].item() for k in COLUMNS} for i in range(keep)]
-        with self._lock:
-            self._chunks = {name: [] for name in COLUMNS}
-            self._n = 0
-            self._cache.clear()
-        for row in rows:
-            self.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
-
-    def to_json_dict(self) -> dict:
-        """metrics_history.json's layout: {"steps": [...], "loss": [...], ...} (NaN becomes null)."""
-        out = {}
-        for name in COLUMNS:
-            values = self.column(name).tolist()
-            if COLUMNS[name] != np.int64:
-                values = [None if v != v else v for v in values]
-            out[name] = values
-        return out
 
 
 def moving_average(y: np.ndarray, window: int) -> np.ndarray:

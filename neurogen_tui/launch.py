@@ -1,8 +1,8 @@
 """The trainer as children of this process: --nproc-per-node N ranks under torch's elastic
 launcher (torchrun), or, under the app, one headless trainer.
 
-This process holds the run dir's lock and waits (showing the app, tui/owner.py, when there is a
-terminal); rank 0 (a child) writes the files and serves the control channel. Children are started
+This process holds the run dir's lock and waits (showing the app over the child, tui/rundir.py, when
+there is a terminal); rank 0 (a child) writes the files and serves the control channel. Children are started
 in their own session, so the terminal's Ctrl+C and SIGHUP reach only this process, which turns
 them into one stop request for the whole job. With the app, the trainer in a process of its own
 keeps its full speed: on a thread of the app's process it would share one GIL with Textual and
@@ -15,11 +15,16 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
-from pathlib import Path
 
-from .distributed import LOCK_HELD_ENV
+from .control import ControlClient, ControlError
+from .layout import EXIT_FAILED, EXIT_FORCED, EXIT_OK
+from .parallel import LOCK_HELD_ENV
+from .runinfo import read_run_info
+from .session import ended_line, setup_logging
+from .signals import hangup_message
 
 log = logging.getLogger(__name__)
 
@@ -69,31 +74,6 @@ def _end_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-# Raising the app's niceness hands the cores to the trainer, but its screen then starves: at 10,
-# on 2 busy cores, keys took 0.6 s at p95 (benchmarks/results/ui.md). Off unless asked for.
-APP_NICENESS = int(os.environ.get("NEUROGEN_TUI_APP_NICE", "0") or 0)
-
-
-def lower_own_priority(by: int | None = None):
-    """The app (this process, once the trainer is started) yields the CPU to the trainer: on a
-    machine whose every core trains, the screen's CPU came out of training. Returns a function
-    that restores the old priority where allowed (benchmarks; a user cannot raise it back)."""
-    by = APP_NICENESS if by is None else by
-    if by <= 0:
-        return lambda: None
-    try:
-        old = os.getpriority(os.PRIO_PROCESS, 0)
-        os.setpriority(os.PRIO_PROCESS, 0, min(19, old + by))
-    except (OSError, AttributeError):
-        return lambda: None
-
-    def restore() -> None:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, 0, old)
-
-    return restore
-
-
 def launch(argv: list[str], cfg, headless: bool = True) -> int:
     """Run the job as children and wait for it: `torchrun --nproc-per-node N` for N ranks, or a
     single headless trainer under the app. This process holds the run dir's lock; the trainer
@@ -101,34 +81,17 @@ def launch(argv: list[str], cfg, headless: bool = True) -> int:
 
     headless (N ranks only): rank 0's progress lines reach this terminal; a first Ctrl+C (or
     SIGTERM/SIGHUP) asks rank 0 to stop through the control channel, so every rank stops at the
-    same step with a final checkpoint; a second one ends the job at once. Otherwise the app
-    (tui/owner.py) opens at once on the starting run, fed as `attach` is, and its keys (pause,
-    checkpoint, dashboard, stop) steer the trainer or all ranks. A rank that dies ends the job
-    (torchrun stops the others) and the message names it."""
-    import subprocess
-
-    from .run import setup_logging
-
+    same step with a final checkpoint; a second one ends the job at once. Otherwise the app opens
+    at once on the starting run, fed as `attach` is (tui/rundir.py, owning the child), and its keys
+    (pause, checkpoint, dashboard, stop) steer the trainer or all ranks. A rank that dies ends the
+    job (torchrun stops the others) and the message names it."""
     setup_logging(cfg)
     nproc = cfg.nproc_per_node
-    env = {**os.environ, LOCK_HELD_ENV: "1"}
-    if nproc > 1:
-        command = torchrun_command(nproc, argv)
-        if "OMP_NUM_THREADS" not in env:  # torchrun would set 1 (and warn); share this machine's cores
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
-    else:
-        command = trainer_command(argv)
-    proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            errors="replace", stdout=None if headless else subprocess.DEVNULL,
-                            start_new_session=True,  # the terminal's Ctrl+C and SIGHUP reach us, not the ranks
-                            preexec_fn=_end_with_parent if sys.platform.startswith("linux") else None)
-    app = None
-    if not headless:
-        lower_own_priority()  # after the fork: the trainer keeps its priority, the app's threads inherit this
-        app = _owner_app(cfg, proc)
+    proc = _spawn(cfg, argv, headless)
+    app = None if headless else _owner_app(cfg, proc)
     errors: list[str] = []
     report: list[str] = []
-    on_error = app.feed.child_line if app is not None else None
+    on_error = app.source.child_line if app is not None else None
     drain = threading.Thread(target=_drain, args=(proc, errors, report, headless, on_error, nproc), daemon=True)
     drain.start()
     if headless:
@@ -143,22 +106,35 @@ def launch(argv: list[str], cfg, headless: bool = True) -> int:
             sys.stderr.writelines(errors)
             _summary(cfg, app, proc, code)
     if forced:
-        return 130
+        return EXIT_FORCED
     if code == 0:
-        return 0
+        return EXIT_OK
     if nproc == 1:
-        return code if code > 0 else 1
+        return code if code > 0 else EXIT_FAILED
     why = root_cause(report) or f"torchrun exited with status {code}"
     print(f"neurogen-tui: error: the {nproc}-rank job ended: {why}; every rank was stopped; "
-          f"the last checkpoint is in {cfg.checkpoint_dir}; details in {cfg.run_dir}/neurogen-tui.log",
+          f"the last checkpoint is in {cfg.checkpoint_dir}; details in {cfg.layout.log}",
           file=sys.stderr)
-    return 1
+    return EXIT_FAILED
+
+
+def _spawn(cfg, argv: list[str], headless: bool) -> subprocess.Popen:
+    nproc = cfg.nproc_per_node
+    env = {**os.environ, LOCK_HELD_ENV: "1"}
+    if nproc > 1:
+        command = torchrun_command(nproc, argv)
+        if "OMP_NUM_THREADS" not in env:  # torchrun would set 1 (and warn); share this machine's cores
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    else:
+        command = trainer_command(argv)
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            errors="replace", stdout=None if headless else subprocess.DEVNULL,
+                            start_new_session=True,  # the terminal's Ctrl+C and SIGHUP reach us, not the ranks
+                            preexec_fn=_end_with_parent if sys.platform.startswith("linux") else None)
 
 
 def _summary(cfg, app, proc, code: int) -> None:
     """Where the files are, and how the run ended, once the app has closed."""
-    from .runinfo import read_run_info
-
     info = read_run_info(cfg.run_dir) or {}
     result = app.run_state.result
     what = getattr(result, "reason", None) or info.get("state") or app.run_state.state
@@ -167,8 +143,7 @@ def _summary(cfg, app, proc, code: int) -> None:
         print(f"neurogen-tui: error: the trainer (pid {proc.pid}) was killed by {signal.Signals(-code).name} "
               f"at step {step}", file=sys.stderr)
         what = "killed"
-    print(f"neurogen-tui: {what} at step {step}; files: {cfg.viz_dir}  checkpoints: {cfg.checkpoint_dir}  "
-          f"log: {Path(cfg.run_dir) / 'neurogen-tui.log'}")
+    print(ended_line(cfg, what, step))
 
 
 def _drain(proc, errors: list[str], report: list[str], echo: bool, on_error=None, nproc: int = 1) -> None:
@@ -188,8 +163,6 @@ def _drain(proc, errors: list[str], report: list[str], echo: bool, on_error=None
 
 
 def _stop_on_signals(cfg, proc) -> None:
-    from .control import ControlClient, ControlError
-
     count = {"n": 0}
 
     def stop_job(signum, _frame):
@@ -202,25 +175,23 @@ def _stop_on_signals(cfg, proc) -> None:
         with contextlib.suppress(OSError):  # stderr may be the terminal that hung up
             print(f"neurogen-tui: {signal.Signals(signum).name}: stopping {who} after this step (final "
                   f"checkpoint); signal again to end at once", file=sys.stderr)
-        threading.Thread(target=_ask_stop, args=(cfg.run_dir, proc, ControlClient, ControlError), daemon=True).start()
+        threading.Thread(target=_ask_stop, args=(cfg.run_dir, proc), daemon=True).start()
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop_job)
 
 
 def _owner_app(cfg, proc):
-    from .tui.owner import ChildFeed, OwnerApp
+    from .tui.app import MonitorApp  # Textual, only where there is a screen
+    from .tui.rundir import RunDirSource
 
-    feed = ChildFeed(cfg.run_dir, proc)
-    return OwnerApp(feed, feed.controller, on_hangup=cfg.on_hangup, ui_budget=cfg.ui_budget)
+    return MonitorApp(RunDirSource(cfg.run_dir, poll=0.25, child=proc), ui_budget=cfg.ui_budget,
+                      on_hangup=cfg.on_hangup)
 
 
 def _show_app(cfg, proc, app) -> bool:
     """The app on the job until it closes; then this process waits for the job. True when the
     user gave up on a stop that hung (q three times): the job is killed."""
-    from .control import ControlClient, ControlError
-    from .detach import hangup_message
-
     app.run()
     if app.forced:
         with contextlib.suppress(ProcessLookupError):
@@ -238,19 +209,19 @@ def _show_app(cfg, proc, app) -> bool:
         print(f"neurogen-tui: detached; the run goes on and this terminal waits for it "
               f"(`neurogen-tui attach {cfg.run_dir}` from another one; Ctrl+C stops it)", file=sys.stderr)
     else:  # the app ended some other way (an error in it): the run must not go on unwatched
-        threading.Thread(target=_ask_stop, args=(cfg.run_dir, proc, ControlClient, ControlError), daemon=True).start()
+        threading.Thread(target=_ask_stop, args=(cfg.run_dir, proc), daemon=True).start()
     _stop_on_signals(cfg, proc)
     return False
 
 
-def _ask_stop(run_dir, proc, client_cls, error_cls) -> None:
+def _ask_stop(run_dir, proc) -> None:
     """Stop through rank 0's control channel; without one, SIGTERM to the launcher (which passes
     it to every rank: each stops at the agreed step)."""
     try:
-        reply = client_cls.for_run(run_dir).request("stop", timeout=30)
+        reply = ControlClient.for_run(run_dir).request("stop", timeout=30)
         if reply.get("ok"):
             return
-    except (error_cls, OSError):
+    except (ControlError, OSError):
         pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)

@@ -11,11 +11,9 @@ from pathlib import Path
 
 from .events import TextSample, TrainingMetrics
 from .files import JsonlWriter, trim_jsonl
+from .layout import METRICS_FILE, SAMPLES_FILE
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.jsonl"
-SAMPLES_FILE = "samples.jsonl"
 
 
 class MetricsRecorder:

@@ -12,6 +12,7 @@ reboot) without a clean exit. Its checkpoints are intact; `--resume latest` cont
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -23,23 +24,19 @@ from . import __version__
 from .events import (CheckpointSaved, RunFailed, RunFinished, RunStarted, StateChanged,
                      TrainingMetrics)
 from .files import write_json
+from .layout import ENDED_STATES, LIVE_STATES, EndReason, RunLayout, RunState
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
 RUN_FORMAT = 1
 HEARTBEAT = 30.0  # seconds between rewrites of a live run's record
 STALE_AFTER = 600.0  # a run on another machine without a heartbeat for this long is taken as gone
-LIVE_STATES = ("starting", "running", "paused", "stopping")
-ENDED_STATES = ("finished", "stopped", "failed")
 
 
 def read_run_info(run_dir: str | os.PathLike) -> dict | None:
     """The run's record, or None when there is none or it is not a JSON object."""
-    import json
-
     try:
-        data = json.loads((Path(run_dir) / RUN_FILE).read_text(encoding="utf-8"))
+        data = json.loads(RunLayout(run_dir).run_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -90,22 +87,22 @@ def liveness(info: dict, now: float | None = None) -> str:
     if state in ENDED_STATES:
         return state
     if state not in LIVE_STATES:
-        return "unknown"
+        return RunState.UNKNOWN
     now = time.time() if now is None else now
     same_boot = info.get("host") == socket.gethostname() and info.get("boot_id", "") == boot_id()
     if same_boot:
         pid = info.get("pid")
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not pid_alive(pid):
-            return "stale"
+            return RunState.STALE
         started, now_start = info.get("pid_start"), process_start(pid)
         if started and now_start and started != now_start:
-            return "stale"  # the pid was reused by another process
+            return RunState.STALE  # the pid was reused by another process
         return state
     if info.get("host") == socket.gethostname() and info.get("boot_id") and boot_id():
-        return "stale"  # this machine rebooted since
+        return RunState.STALE  # this machine rebooted since
     updated = info.get("updated_at")
     if not isinstance(updated, (int, float)) or now - updated > STALE_AFTER:
-        return "stale"
+        return RunState.STALE
     return state
 
 
@@ -114,7 +111,8 @@ class RunRecord:
     the trainer and the final exports are done (it marks the final state)."""
 
     def __init__(self, cfg, socket_path: str | None = None, clock=time.time):
-        self.path = Path(cfg.run_dir) / RUN_FILE
+        layout = RunLayout(cfg.run_dir)
+        self.path = layout.run_file
         self._clock = clock
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -122,11 +120,11 @@ class RunRecord:
         pid = os.getpid()
         now = clock()
         self.info = {
-            "format": RUN_FORMAT, "version": __version__, "state": "starting",
+            "format": RUN_FORMAT, "version": __version__, "state": RunState.STARTING,
             "pid": pid, "pid_start": process_start(pid), "host": socket.gethostname(), "boot_id": boot_id(),
             "started_at": now, "updated_at": now, "ended_at": None,
             "run_name": cfg.display_name, "run_dir": str(Path(cfg.run_dir).resolve()),
-            "log": str((Path(cfg.run_dir) / "neurogen-tui.log").resolve()),
+            "log": str(layout.log.resolve()),
             "socket": socket_path, "step": 0, "total_steps": cfg.max_chunks, "loss": None,
             "last_checkpoint": None, "reason": None, "error": None,
         }
@@ -152,7 +150,7 @@ class RunRecord:
         if isinstance(event, TrainingMetrics):
             self.info["step"], self.info["loss"] = event.step, event.loss
         elif isinstance(event, StateChanged):
-            self.write(state=event.state if event.state in LIVE_STATES else "stopping")
+            self.write(state=event.state if event.state in LIVE_STATES else RunState.STOPPING)
         elif isinstance(event, RunStarted):
             self.info.update(step=event.start_step, total_steps=event.total_steps)
         elif isinstance(event, CheckpointSaved):
@@ -170,13 +168,13 @@ class RunRecord:
         self._closed.set()
         result = self.result
         if isinstance(result, RunFinished):
-            state = "stopped" if result.reason == "stopped" else "finished"
+            state = RunState.STOPPED if result.reason == EndReason.STOPPED else RunState.FINISHED
             changes = {"reason": result.reason, "last_checkpoint": result.checkpoint or self.info["last_checkpoint"]}
         elif isinstance(result, RunFailed):
-            state, changes = "failed", {"error": result.error}
+            state, changes = RunState.FAILED, {"error": result.error}
         elif error:
-            state, changes = "failed", {"error": error}
+            state, changes = RunState.FAILED, {"error": error}
         else:
-            state, changes = "stopped", {"reason": "closed before the training loop reported a result"}
+            state, changes = RunState.STOPPED, {"reason": "closed before the training loop reported a result"}
         self.write(state=state, ended_at=self._clock(), **changes)
         return state

@@ -1,4 +1,5 @@
-"""`neurogen-tui ls [DIR]`: the runs under a directory, newest first, with their state.
+"""The runs under a directory, newest first, with their state: what `neurogen-tui ls` prints and
+where `attach DIR` looks.
 
 A run is a directory holding run.json (written by the trainer's process) or, for runs from before
 run.json, training_viz/metrics.jsonl. The state comes from runinfo.liveness(): running, paused
@@ -8,23 +9,22 @@ people's directories, so they pass through sanitize() before reaching the termin
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-from .runinfo import RUN_FILE, liveness, read_run_info
+from .layout import CHECKPOINT_DIR, LIVE_STATES, PREVIOUS_RUNS, VIZ_DIR, RunLayout, RunState
+from .runinfo import liveness, read_run_info
 from .text import sanitize
 
-METRICS = Path("training_viz") / "metrics.jsonl"
-SKIP_DIRS = {"training_viz", "checkpoints", "previous_runs", "__pycache__", "node_modules"}
+SKIP_DIRS = {VIZ_DIR, CHECKPOINT_DIR, PREVIOUS_RUNS, "__pycache__", "node_modules"}
 TAIL_BYTES = 64 * 1024
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / RUN_FILE).is_file() or (path / METRICS).is_file()
+    layout = RunLayout(path)
+    return layout.run_file.is_file() or layout.metrics.is_file()
 
 
 def find_runs(root: Path, depth: int = 3) -> list[Path]:
@@ -76,13 +76,14 @@ def summarize(run_dir: Path, root: Path, now: float | None = None) -> dict:
     """One run's line for `ls` (and --json): name, state, step, loss, updated, note."""
     now = time.time() if now is None else now
     info = read_run_info(run_dir)
-    row = last_metrics_row(run_dir / METRICS)
+    metrics = RunLayout(run_dir).metrics
+    row = last_metrics_row(metrics)
     try:
-        mtime = (run_dir / METRICS).stat().st_mtime
+        mtime = metrics.stat().st_mtime
     except OSError:
         mtime = None
     rel = os.path.relpath(run_dir, root)
-    out = {"path": str(run_dir), "name": rel, "run_name": None, "state": "unknown", "step": None, "loss": None,
+    out = {"path": str(run_dir), "name": rel, "run_name": None, "state": RunState.UNKNOWN, "step": None, "loss": None,
            "updated": mtime, "note": ""}
     if row is not None:
         out["step"], out["loss"] = row.get("step"), row.get("loss")
@@ -104,13 +105,13 @@ def summarize(run_dir: Path, root: Path, now: float | None = None) -> dict:
 
 def _note(info: dict, state: str) -> str:
     where = f"pid {info.get('pid')} on {info.get('host')}"
-    if state == "stale":
+    if state == RunState.STALE:
         return f"{where} is gone without a clean exit; continue it with --resume latest"
-    if state in ("running", "paused", "stopping", "starting"):
+    if state in LIVE_STATES:
         return where
-    if state == "failed":
+    if state == RunState.FAILED:
         return str(info.get("error") or "")
-    if state in ("finished", "stopped"):
+    if state in (RunState.FINISHED, RunState.STOPPED):
         return str(info.get("reason") or "")
     return ""
 
@@ -138,29 +139,17 @@ def format_table(runs: list[dict], now: float | None = None) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5] for row in rows]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="neurogen-tui ls", description="List the runs under a directory.")
-    p.add_argument("dir", nargs="?", default=".", metavar="DIR", help="where to look (default: .)")
-    p.add_argument("--depth", type=int, default=3, help="directory levels to search below DIR (default: 3)")
-    p.add_argument("--json", action="store_true", help="one JSON object per run, for scripts")
-    return p
-
-
-def main_ls(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    root = Path(args.dir)
-    if not root.is_dir():
-        print(f"neurogen-tui: error: {sanitize(str(root))} is not a directory", file=sys.stderr)
-        return 2
-    now = time.time()
-    runs = sorted((summarize(p, root, now) for p in find_runs(root, max(0, args.depth))),
-                  key=lambda r: r["updated"] or 0, reverse=True)
-    if args.json:
-        for r in runs:
-            print(json.dumps(r, ensure_ascii=True))
-        return 0
-    if not runs:
-        print(f"no runs under {sanitize(str(root))}")
-        return 0
-    print("\n".join(format_table(runs, now)))
-    return 0
+def newest_run(root: Path) -> Path | None:
+    """`root` itself if it is a run, else the run under it that is live and newest, else the
+    newest of any state (what `attach DIR` opens)."""
+    if is_run_dir(root):
+        return root
+    best = None
+    for path in find_runs(root):
+        info = read_run_info(path) or {}
+        live = liveness(info) in LIVE_STATES if info else False
+        updated = info.get("updated_at") if isinstance(info.get("updated_at"), (int, float)) else 0.0
+        key = (live, updated)
+        if best is None or key > best[0]:
+            best = (key, path)
+    return best[1] if best else None

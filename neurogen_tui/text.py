@@ -1,4 +1,4 @@
-"""Untrusted text (dataset documents, model output) made inert for terminals and renderers.
+"""Text for terminals: untrusted text (dataset documents, model output) made inert, and short numbers.
 
 One function, used before any widget, console or PNG table sees the text: every C0/C1 control,
 DEL and bidi/invisible formatting character becomes a visible escape like `\\x1b` or `\\u202e`,
@@ -32,3 +32,21 @@ def sanitize(text: str, limit: int | None = None) -> str:
     if limit is not None and len(safe) > limit:
         safe = safe[: max(0, limit - 1)] + "…"
     return safe
+
+
+def format_count(n: float) -> str:
+    """A count for a narrow column: 950, 35.5k, 1.2M, 3.4G."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def format_duration(seconds: float | None) -> str:
+    """12:34, or 1:02:03 past an hour; --:-- when unknown."""
+    if seconds is None:
+        return "--:--"
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"

@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from neurogen_tui.config import TrainingConfig  # noqa: E402
-from neurogen_tui.run import build_trainer, setup_logging  # noqa: E402
-from neurogen_tui.tui.app import TrainingApp  # noqa: E402
-from neurogen_tui.tui.feed import LiveFeed  # noqa: E402
+from neurogen_tui.session import build_run, setup_logging  # noqa: E402
+from neurogen_tui.tui.app import MonitorApp  # noqa: E402
+from neurogen_tui.tui.source import InProcessSource  # noqa: E402
 
 
 def config(run_dir: Path, steps: int) -> TrainingConfig:
@@ -38,7 +38,7 @@ def config(run_dir: Path, steps: int) -> TrainingConfig:
     return cfg
 
 
-async def shoot(app: TrainingApp, size: tuple[int, int], at_step: int, svg: Path) -> None:
+async def shoot(app: MonitorApp, size: tuple[int, int], at_step: int, svg: Path) -> None:
     async with app.run_test(size=size) as pilot:
         while app.step < at_step and app.run_state.done is None:
             await pilot.pause(0.2)
@@ -68,9 +68,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config(Path(tmp) / "tiny-sample", args.steps)
         setup_logging(cfg)
-        parts = build_trainer(cfg, None, control=False)
-        feed = LiveFeed(parts)
-        app = TrainingApp(feed, feed.controller)
+        parts = build_run(cfg, None, control=False)
+        app = MonitorApp(InProcessSource(parts.trainer, parts.bus, parts.viz, finish=parts.close))
         asyncio.run(shoot(app, (width, height), int(args.steps * 0.8), out / "app.svg"))
         print(f"wrote {out / 'app.svg'} at step {app.step}")
         png = cfg.viz_dir / "training_latest.png"

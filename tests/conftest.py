@@ -13,9 +13,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 def screen_at_full_rate(monkeypatch):
     """Pilot tests check what reaches the screen, so the app draws at full rate whatever the
     machine's load; the CPU budget that spaces its work out has its own tests (test_budget.py)."""
-    from neurogen_tui.tui.app import TrainingApp
+    from neurogen_tui.tui.app import MonitorApp
 
-    monkeypatch.setattr(TrainingApp, "UI_BUDGET", 0.0)
+    monkeypatch.setattr(MonitorApp, "UI_BUDGET", 0.0)
 
 
 @pytest.fixture(autouse=True)

@@ -16,15 +16,15 @@ from neurogen_tui.events import RunFailed, StateChanged, TextSample
 from neurogen_tui.history import MetricsHistory
 from neurogen_tui.events import EventBus
 from neurogen_tui.recorder import MetricsRecorder
-from neurogen_tui.run import RunParts, build_trainer, setup_logging
+from neurogen_tui.session import RunParts, build_run, setup_logging
 from neurogen_tui.trainer import Trainer
-from neurogen_tui.tui.app import TrainingApp
-from neurogen_tui.tui.feed import Feed, FeedDone, LiveFeed
-from neurogen_tui.tui.state import RunState, last_frames
+from neurogen_tui.tui.app import MonitorApp
+from neurogen_tui.tui.charts import CHARTS, MA_WINDOW, ChartCaption, ChartPanel, MetricChart, reduced_series, y_ticks
+from neurogen_tui.tui.source import Capabilities, InProcessSource, RunSource, SourceDone
+from neurogen_tui.tui.state import RunView, last_frames
 from neurogen_tui.history import moving_average
 from neurogen_tui.tui.series import BLOCK, ChartSeries
-from neurogen_tui.tui.widgets import (CHARTS, MA_WINDOW, ChartCaption, ChartPanel, LogPane, MetricChart, RunHeader,
-                                      SamplesTable, reduced_series, y_ticks)
+from neurogen_tui.tui.widgets import LogPane, RunHeader, SamplesTable
 
 HANG_GUARD = 280  # seconds: only so a broken build fails instead of hanging (pytest-timeout is 300); never a speed check
 
@@ -41,19 +41,22 @@ def make_cfg(tmp_path, **overrides) -> TrainingConfig:
     return cfg
 
 
-def live_app(cfg, composed: bool = False, ui_budget: float | None = None) -> tuple[TrainingApp, object]:
+def in_process(parts: RunParts) -> InProcessSource:
+    return InProcessSource(parts.trainer, parts.bus, parts.viz, finish=parts.close)
+
+
+def live_app(cfg, composed: bool = False, ui_budget: float | None = None) -> tuple[MonitorApp, object]:
     """The app over a real trainer. composed=True: the run exactly as `neurogen-tui` builds it
     (dashboard process included); otherwise trainer and metrics recorder only, which is what the
     app must also cope with (no VisualizationManager) and spares each test a dashboard process."""
     if composed:
-        parts = build_trainer(cfg, None, control=False)
+        parts = build_run(cfg, None, control=False)
     else:
         bus = EventBus()
         recorder = MetricsRecorder(cfg.viz_dir)
         bus.subscribe(recorder)
         parts = RunParts(trainer=Trainer(cfg, bus), bus=bus, recorder=recorder, viz=None)
-    feed = LiveFeed(parts)
-    return TrainingApp(feed, feed.controller, ui_budget=ui_budget), parts
+    return MonitorApp(in_process(parts), ui_budget=ui_budget), parts
 
 
 async def wait_for(pilot, condition, what: str) -> None:
@@ -93,7 +96,7 @@ def test_under_the_cpu_budget_the_header_moves_every_second_and_the_charts_as_al
             used, elapsed = app.budget.spent - spent, time.monotonic() - t0
             assert app.query_one(RunHeader).info.step > step  # the header follows the run
             # at most the bank, the share of the time, and one redraw begun on credit
-            assert used <= app.budget.CAP + 0.01 * elapsed + 2 * max(app.chart_seconds, 0.1)
+            assert used <= app.budget.BANK + 0.01 * elapsed + 2 * max(app.chart_seconds, 0.1)
             await stop_and_wait_exit(pilot, app)
         return app.return_code
 
@@ -103,16 +106,16 @@ def test_under_the_cpu_budget_the_header_moves_every_second_and_the_charts_as_al
 def test_an_exhausted_budget_still_redraws_the_charts_after_the_longest_wait(tmp_path, monkeypatch):
     """With an allowance that never covers a redraw, the charts (and samples) still move every
     BUSY_CHART_MAX_WAIT; a paused run is not limited at all."""
-    monkeypatch.setattr(TrainingApp, "BUSY_CHART_MAX_WAIT", 1.0)
+    monkeypatch.setattr(MonitorApp, "BUSY_CHART_MAX_WAIT", 1.0)
     app, parts = live_app(make_cfg(tmp_path), ui_budget=1e-6)
 
     async def scenario():
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_for(pilot, lambda: app._chart_key and app._chart_key[0] > 0, "the first chart redraw")
-            app.budget.balance = -app.budget.DEBT  # as if the screen had spent far over its share
+            app.budget.balance = -app.budget.MAX_DEBT  # as if the screen had spent far over its share
             first = app._chart_key[0]
             await wait_for(pilot, lambda: app._chart_key[0] > first, "a redraw after the longest wait")
-            assert app.budget.limited and not app.budget.allows(app.chart_seconds)
+            assert app.budget.limited and not app.budget.ready()
             await pilot.press("p")
             await wait_for(pilot, lambda: app.state == "paused", "the paused state")
             await pilot.pause(0.5)
@@ -271,14 +274,13 @@ def test_a_resumed_run_shows_its_whole_history(tmp_path):
     from neurogen_tui.checkpoint import list_checkpoints, load_checkpoint
 
     cfg = make_cfg(tmp_path, max_chunks=6)
-    first = build_trainer(cfg, None, control=False)
+    first = build_run(cfg, None, control=False)
     first.trainer.run()
     first.close()
     path = list_checkpoints(cfg.checkpoint_dir)[-1]
     cfg.max_chunks = 2000
-    app, parts = None, build_trainer(cfg, (str(path), load_checkpoint(path)), control=False)
-    feed = LiveFeed(parts)
-    app = TrainingApp(feed, feed.controller)
+    parts = build_run(cfg, (str(path), load_checkpoint(path)), control=False)
+    app = MonitorApp(in_process(parts))
 
     async def scenario():
         async with app.run_test() as pilot:
@@ -322,35 +324,41 @@ def test_layout_fits_every_panel_on_screen(tmp_path, size):
 
 
 # ---- widgets and state without training ------------------------------------------------------
-class ScriptedFeed(Feed):
-    """Events handed in by the test; produce() ends when told to."""
+class ScriptedSource(RunSource):
+    """Events handed in by the test; produce() returns at once; the keys' commands are recorded."""
 
-    read_only = False
+    caps = Capabilities(control=True, owns=True)
 
     def __init__(self, events):
         super().__init__()
+        self.calls = []
         for e in events:
             self.put(e)
 
     def produce(self) -> None:
         pass
 
+    def _record(self, name: str) -> str:
+        self.calls.append(name)
+        return name
 
-class NullController:
-    read_only = False
-    paused = False
+    def toggle_pause(self) -> str:
+        return self._record("toggle_pause")
 
-    def __init__(self):
-        self.calls = []
+    def checkpoint(self) -> str:
+        return self._record("checkpoint")
 
-    def __getattr__(self, name):
-        return lambda: self.calls.append(name) or name
+    def draw(self) -> str:
+        return self._record("draw")
+
+    def stop(self) -> str:
+        return self._record("stop")
 
 
 def test_samples_show_markup_and_escape_sequences_literally_one_line_each():
     hostile = TextSample(step=7, input="\x1b[2J\n[b]x[/b]",
                          target="[/bold] \u202etarget", output="\x9b31m out\r\n", accuracy=0.25)
-    app = TrainingApp(ScriptedFeed([hostile]), NullController())
+    app = MonitorApp(ScriptedSource([hostile]))
 
     async def scenario():
         async with app.run_test(size=(120, 30)) as pilot:
@@ -375,7 +383,7 @@ def test_samples_show_markup_and_escape_sequences_literally_one_line_each():
 
 
 def test_help_opens_and_closes_from_the_keyboard():
-    app = TrainingApp(ScriptedFeed([]), NullController())
+    app = MonitorApp(ScriptedSource([]))
 
     async def scenario():
         async with app.run_test() as pilot:
@@ -391,7 +399,7 @@ def test_help_opens_and_closes_from_the_keyboard():
 
 
 def test_state_eta_memory_and_failure_frames():
-    rs = RunState("r")
+    rs = RunView("r")
     rs.apply(StateChanged("running"))
     rs.total = 100
     t0 = 1000.0
@@ -414,7 +422,7 @@ def test_state_eta_memory_and_failure_frames():
 
 
 def test_a_flood_of_metrics_in_one_drain_lands_whole_and_in_order():
-    bulk, single = RunState("r"), RunState("r")
+    bulk, single = RunView("r"), RunView("r")
     events = [_metrics(step, 1000.0 + step * 0.001, rss=100.0) for step in range(1, 5001)]
     events[2500].val_loss = 3.5
     bulk.apply_all(events)  # one drain of a fast trainer: the bulk path
@@ -487,7 +495,7 @@ def test_y_tick_labels_are_short():
 
 
 def test_q_after_the_producer_ended_exits_with_its_code():
-    app = TrainingApp(ScriptedFeed([StateChanged("failed"), FeedDone(1)]), NullController())
+    app = MonitorApp(ScriptedSource([StateChanged("failed"), SourceDone(1)]))
 
     async def scenario():
         async with app.run_test() as pilot:
@@ -501,8 +509,8 @@ def test_q_after_the_producer_ended_exits_with_its_code():
 
 
 def test_a_stop_that_hangs_can_be_abandoned_with_q_three_times():
-    controller = NullController()
-    app = TrainingApp(ScriptedFeed([StateChanged("running")]), controller)  # its producer never ends
+    controller = ScriptedSource([StateChanged("running")])  # its producer never ends
+    app = MonitorApp(controller)
     app.FORCE_AFTER = 0.0
 
     async def scenario():
@@ -520,17 +528,17 @@ def test_a_stop_that_hangs_can_be_abandoned_with_q_three_times():
 
 
 def test_a_subclass_calling_super_on_mount_still_starts_one_producer():
-    class CountingFeed(ScriptedFeed):
+    class CountingFeed(ScriptedSource):
         calls = 0
 
         def produce(self):
             CountingFeed.calls += 1
 
-    class Sub(TrainingApp):
-        def on_mount(self):  # Textual calls TrainingApp.on_mount too
+    class Sub(MonitorApp):
+        def on_mount(self):  # Textual calls MonitorApp.on_mount too
             super().on_mount()
 
-    app = Sub(CountingFeed([]), NullController())
+    app = Sub(CountingFeed([]))
 
     async def scenario():
         async with app.run_test() as pilot:

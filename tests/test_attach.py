@@ -21,22 +21,22 @@ from pathlib import Path
 import pytest
 
 from neurogen_tui.cli import main
+from neurogen_tui.commands import attach_source, main_ls
 from neurogen_tui.control import ControlClient
 from neurogen_tui.files import read_jsonl
 from neurogen_tui.runinfo import liveness, read_run_info
-from neurogen_tui.runlist import main_ls
-from neurogen_tui.tui.app import TrainingApp, WatchApp
-from neurogen_tui.tui.attach import AttachApp, AttachFeed, choose_feed, newest_run
-from neurogen_tui.tui.feed import LiveFeed
+from neurogen_tui.runlist import newest_run
+from neurogen_tui.tui.app import MonitorApp
+from neurogen_tui.tui.rundir import RunDirSource
+from neurogen_tui.tui.source import InProcessSource
 from neurogen_tui.tui.widgets import LogPane
 from test_control import HANG_GUARD, LiveRun, build_without_dashboards, make_cfg, shared, wait_until  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def attached(run: LiveRun) -> AttachApp:
-    feed = AttachFeed(run.cfg.run_dir, read_run_info(run.cfg.run_dir), poll=0.1)
-    return AttachApp(feed, feed.controller)
+def attached(run: LiveRun) -> MonitorApp:
+    return MonitorApp(RunDirSource(run.cfg.run_dir, poll=0.1, info=read_run_info(run.cfg.run_dir)))
 
 
 def log_text(app) -> str:
@@ -142,14 +142,13 @@ def test_two_viewers_at_once_both_follow_and_control(shared):
 
 def test_the_training_app_keeps_training_after_a_hangup_and_can_be_stopped_by_attach(tmp_path):
     """--on-hangup continue (the default) in the app that trains: SIGHUP leaves the trainer going."""
-    from neurogen_tui.detach import continue_app_after_hangup
-    from neurogen_tui.run import setup_logging
+    from neurogen_tui.session import setup_logging
+    from neurogen_tui.signals import continue_app_after_hangup
 
     cfg = make_cfg(tmp_path / "run")
     setup_logging(cfg)
     parts = build_without_dashboards(cfg)
-    feed = LiveFeed(parts)
-    app = TrainingApp(feed, feed.controller)
+    app = MonitorApp(InProcessSource(parts.trainer, parts.bus, parts.viz, finish=parts.close))
     app.after_hangup = lambda redirect: continue_app_after_hangup(cfg.run_dir, redirect)
 
     async def scenario():
@@ -183,8 +182,8 @@ def write_record(path: Path, **info) -> Path:
 
 def test_attach_without_a_live_trainer_opens_read_only(tmp_path, capsys):
     run = write_record(tmp_path / "done", state="finished", reason="completed", updated_at=time.time())
-    feed, app_class = choose_feed(run, 0.5)
-    assert app_class is WatchApp and feed.controller.read_only
+    source = attach_source(run, 0.5)
+    assert not source.caps.control and not source.caps.detach
     assert "showing it read-only" in capsys.readouterr().err
 
 
@@ -193,8 +192,8 @@ def test_attach_picks_the_live_run_under_a_directory(live, tmp_path):
     run = live("current")
     assert newest_run(tmp_path) == tmp_path / "current"
     assert newest_run(tmp_path / "older") == tmp_path / "older"  # a run dir itself is taken as is
-    feed, app_class = choose_feed(newest_run(tmp_path), 0.5)
-    assert app_class is AttachApp and not feed.controller.read_only
+    source = attach_source(newest_run(tmp_path), 0.5)
+    assert source.caps.control and source.caps.detach and not source.caps.owns
     assert run.client.request("status")["ok"]
 
 
@@ -329,8 +328,8 @@ def test_a_killed_run_shows_as_stale_and_resumes_with_resume_latest(tmp_path, ca
     assert main_ls([str(tmp_path / "runs")]) == 0
     line = capsys.readouterr().out.splitlines()[1].split()
     assert line[:2] == ["killed", "stale"]
-    feed, app_class = choose_feed(run_dir, 0.5)  # attach: nothing to control, so read-only
-    assert app_class is WatchApp
+    source = attach_source(run_dir, 0.5)  # attach: nothing to control, so read-only
+    assert not source.caps.control
     capsys.readouterr()
 
     last = max(int(p.stem.split("_")[-1]) for p in (run_dir / "checkpoints").glob("checkpoint_step_*.pt"))

@@ -1,6 +1,6 @@
 """The control channel, run.json and `ls`, over a real tiny training run in this process.
 
-The trainer runs in a thread with the same composition as the CLI (build_trainer: recorder,
+The trainer runs in a thread with the same composition as the CLI (build_run: recorder,
 dashboards, run.json, control socket); every request goes through the real Unix socket.
 """
 from __future__ import annotations
@@ -20,14 +20,15 @@ import pytest
 from neurogen_tui import control, control_server
 from neurogen_tui.cli import main
 from neurogen_tui.config import TrainingConfig
-from neurogen_tui.control import MAX_LINE, ControlClient, ControlError, RunService
+from neurogen_tui.commands import main_ls
+from neurogen_tui.control import MAX_LINE, ControlClient, ControlError
+from neurogen_tui.control_server import RunService
 from neurogen_tui.events import EventBus, RunFinished
 from neurogen_tui.files import read_jsonl
 from neurogen_tui.recorder import MetricsRecorder
-from neurogen_tui.run import RunParts, build_trainer, setup_logging
+from neurogen_tui.session import RunParts, build_run, setup_logging
 from neurogen_tui.trainer import Trainer
 from neurogen_tui.runinfo import STALE_AFTER, liveness, read_run_info
-from neurogen_tui.runlist import main_ls
 
 HANG_GUARD = 120  # seconds: only so a broken build fails instead of hanging; never a speed check
 
@@ -56,7 +57,7 @@ def make_cfg(run_dir: Path, **overrides) -> TrainingConfig:
 
 
 def build_without_dashboards(cfg: TrainingConfig) -> RunParts:
-    """build_trainer's composition minus the dashboard process (seconds per test saved)."""
+    """build_run's composition minus the dashboard process (seconds per test saved)."""
     bus = EventBus()
     bus.subscribe(MetricsRecorder(cfg.viz_dir))
     trainer = Trainer(cfg, bus)
@@ -65,12 +66,12 @@ def build_without_dashboards(cfg: TrainingConfig) -> RunParts:
 
 class LiveRun:
     """A trainer in a thread with run.json and the control socket, stopped at the end.
-    full=True composes it exactly like the CLI (build_trainer, dashboards included)."""
+    full=True composes it exactly like the CLI (build_run, dashboards included)."""
 
     def __init__(self, run_dir: Path, full: bool = False, **overrides):
         self.cfg = make_cfg(run_dir, **overrides)
         setup_logging(self.cfg)
-        self.parts = build_trainer(self.cfg, None) if full else build_without_dashboards(self.cfg)
+        self.parts = build_run(self.cfg, None) if full else build_without_dashboards(self.cfg)
         self.result = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

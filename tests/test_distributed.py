@@ -13,8 +13,9 @@ import torch
 from neurogen_tui.checkpoint import list_checkpoints, load_checkpoint
 from neurogen_tui.cli import main
 from neurogen_tui.config import TrainingConfig
-from neurogen_tui.data import BatchStream, DocumentStream, open_local, train_opener
-from neurogen_tui.distributed import accumulation
+from neurogen_tui.batches import BatchStream
+from neurogen_tui.data import DocumentStream, open_local, train_opener
+from neurogen_tui.parallel import accumulation
 from neurogen_tui.events import EventBus, TrainingMetrics
 from neurogen_tui.launch import root_cause
 from neurogen_tui.tokenizer import load_tokenizer
@@ -85,7 +86,7 @@ def test_two_ranks_match_one_rank_on_the_same_global_batch(two_rank_run, tmp_pat
         torch.testing.assert_close(ddp["model"][name], tensor, atol=1e-5, rtol=1e-4, msg=name)
     # the checkpoint holds each rank's own place in the stream, and says for how many ranks
     assert ddp["world_size"] == 2
-    for rank, stream in enumerate(trainer.batches.streams):
+    for rank, stream in enumerate(trainer.batches.stream.streams):
         assert ddp["data_ranks"][rank]["index"] == stream.state()["index"]
         assert torch.equal(ddp["data_ranks"][rank]["leftover"], stream.state()["leftover"])
 
@@ -267,14 +268,14 @@ def test_the_app_pauses_checkpoints_and_stops_a_two_rank_run(tmp_path):
     import asyncio
 
     from neurogen_tui.runinfo import read_run_info
-    from neurogen_tui.tui.attach import AttachApp, AttachFeed
+    from neurogen_tui.tui.app import MonitorApp
+    from neurogen_tui.tui.rundir import RunDirSource
 
     run_dir = tmp_path / "run"
     metrics = run_dir / "training_viz" / "metrics.jsonl"
     proc = launch(run_dir, "--max-chunks", "100000")
     _wait_for_steps(metrics, 2)
-    feed = AttachFeed(run_dir, read_run_info(run_dir), poll=0.1)
-    app = AttachApp(feed, feed.controller)
+    app = MonitorApp(RunDirSource(run_dir, poll=0.1, info=read_run_info(run_dir)))
 
     async def until(pilot, condition, what):
         deadline = time.monotonic() + 120

@@ -54,10 +54,10 @@ def test_header_shows_mfu_where_metrics_have_it_and_nothing_on_cpu():
 
     from textual.app import App
 
-    from neurogen_tui.tui.state import RunState
+    from neurogen_tui.tui.state import RunView
     from neurogen_tui.tui.widgets import RunHeader
 
-    gpu, cpu = RunState("gpu-run"), RunState("cpu-run")
+    gpu, cpu = RunView("gpu-run"), RunView("cpu-run")
     gpu.apply_all([TrainingMetrics(**_row(1, 0.4123))])
     cpu.apply_all([TrainingMetrics(**_row(1, None))])
     assert gpu.header().mfu == pytest.approx(0.4123) and cpu.header().mfu is None
@@ -66,7 +66,7 @@ def test_header_shows_mfu_where_metrics_have_it_and_nothing_on_cpu():
         def compose(self):
             yield RunHeader()
 
-    async def shown(state: RunState) -> str:
+    async def shown(state: RunView) -> str:
         app = HeaderApp()
         async with app.run_test(size=(120, 4)) as pilot:
             header = app.query_one(RunHeader)

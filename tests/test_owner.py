@@ -16,8 +16,10 @@ import pytest
 
 from neurogen_tui.launch import _drain, trainer_command
 from neurogen_tui.runinfo import read_run_info
-from neurogen_tui.tui.owner import ChildFeed, OwnerApp
-from neurogen_tui.tui.widgets import CHARTS, MetricChart, RunHeader, SamplesTable
+from neurogen_tui.tui.app import MonitorApp
+from neurogen_tui.tui.charts import CHARTS, MetricChart
+from neurogen_tui.tui.rundir import RunDirSource
+from neurogen_tui.tui.widgets import RunHeader, SamplesTable
 from test_app import HANG_GUARD, log_text, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +27,7 @@ TINY = ["--test", "--max-chunks", "2000", "--epochs", "0", "--checkpoint-interva
         "--viz-interval", "1000"]
 
 
-def start_child(run_dir: Path, *flags: str, prelude: str = "") -> tuple[subprocess.Popen, ChildFeed, OwnerApp]:
+def start_child(run_dir: Path, *flags: str, prelude: str = "") -> tuple[subprocess.Popen, RunDirSource, MonitorApp]:
     """A trainer child as launch.py starts it; `prelude` runs in the child first (fault injection)."""
     command = trainer_command([*TINY, *flags, "--run-dir", str(run_dir)])
     if prelude:  # python -c "<prelude>; run the CLI", with the same arguments
@@ -33,10 +35,10 @@ def start_child(run_dir: Path, *flags: str, prelude: str = "") -> tuple[subproce
                                          f"sys.exit(main(sys.argv[1:]))", *command[3:]]
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, errors="replace", start_new_session=True, cwd=ROOT)
-    feed = ChildFeed(run_dir, proc, poll=0.1)
-    app = OwnerApp(feed, feed.controller)
-    threading.Thread(target=_drain, args=(proc, [], [], False, feed.child_line), daemon=True).start()
-    return proc, feed, app
+    source = RunDirSource(run_dir, poll=0.1, child=proc)
+    app = MonitorApp(source)
+    threading.Thread(target=_drain, args=(proc, [], [], False, source.child_line), daemon=True).start()
+    return proc, source, app
 
 
 def finish(proc: subprocess.Popen) -> int:
@@ -206,12 +208,12 @@ def test_the_app_trains_in_a_child_unless_asked_not_to(tmp_path, monkeypatch, fl
     """Which road the command takes on a terminal: the app over a child trainer (launch), or the
     trainer in this process (start: on a CPU by default, --in-process, or --headless)."""
     import neurogen_tui.launch
-    import neurogen_tui.run
+    import neurogen_tui.session
     from neurogen_tui.cli import main
 
     taken = []
     monkeypatch.setattr(neurogen_tui.launch, "launch", lambda argv, cfg, headless: taken.append("launch") or 0)
-    monkeypatch.setattr(neurogen_tui.run, "start", lambda cfg, resume, headless: taken.append("start") or 0)
+    monkeypatch.setattr(neurogen_tui.session, "start", lambda cfg, resume, headless: taken.append("start") or 0)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     assert main(["--test", "--run-dir", str(tmp_path / "run"), *flags]) == 0
     assert taken == [expected]

@@ -12,7 +12,7 @@ import pytest
 from neurogen_tui import checkpoint as ckpt
 from neurogen_tui.cli import main
 from neurogen_tui.files import read_jsonl
-from neurogen_tui.run import RunLock
+from neurogen_tui.session import RunLock
 
 
 class Boom:

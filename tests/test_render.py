@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 
 from neurogen_tui import cli
-from neurogen_tui.render import COMPARE_PANELS, compare_figure, load_history, load_run, load_samples, unique_names
+from neurogen_tui.commands import unique_names
+from neurogen_tui.dashboard import COMPARE_PANELS, compare_figure
+from neurogen_tui.runfiles import load_history, load_run, load_samples
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from neurogen_tui.data import BatchStream, DocumentStream, Packer
+from neurogen_tui.batches import BatchStream, Packer
+from neurogen_tui.data import DocumentStream
 from neurogen_tui.tokenizer import ByteTokenizer, load_tokenizer
 
 TEXTS = ["plain ascii", "café naïve Zoë — “quotes”", "東京 and Kraków 🚀", "tab\tnewline\n\x00nul"]

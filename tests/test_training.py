@@ -9,7 +9,8 @@ from neurogen_tui.checkpoint import list_checkpoints, load_checkpoint
 from neurogen_tui.cli import main
 from neurogen_tui.events import EventBus, RunFinished, TextSample, TrainingMetrics
 from neurogen_tui.files import read_jsonl
-from neurogen_tui.trainer import Trainer, lr_at
+from neurogen_tui.schedule import lr_at
+from neurogen_tui.trainer import Trainer
 
 SEED_FIELDS = {"step", "loss", "accuracy", "tokens_per_sec", "gpu_memory_mb", "learning_rate", "timestamp"}
 

@@ -10,14 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from neurogen_tui import machine
 from neurogen_tui import viz as viz_module
+from neurogen_tui import viz_draw
 from neurogen_tui.dashboard import (PANEL_TITLES, Dashboard, build_figure, figure_png, prune_dashboards,
                                     render_png, table_rows)
 from neurogen_tui.events import TextSample, TrainingMetrics
 from neurogen_tui.files import JsonlWriter
 from neurogen_tui.history import CHUNK, MetricsHistory, minmax_downsample, moving_average
-from neurogen_tui.render import encode_metrics_history
-from neurogen_tui.viz import DashboardWriter, DrawRequest, VisualizationManager
+from neurogen_tui.exports import encode_metrics_history
+from neurogen_tui.viz import VisualizationManager
+from neurogen_tui.viz_draw import DashboardWriter, DrawRequest
 
 PNG_END = b"IEND\xaeB`\x82"
 
@@ -360,18 +363,18 @@ def test_a_failed_write_is_reported_and_the_previous_file_kept(tmp_path, fake_pn
     while manager._request is not None or len(reports) < 2:
         threading.Event().wait(0.01)
     before = (tmp_path / "training_latest.png").read_bytes()
-    real_write = viz_module.atomic_write
+    real_write = viz_draw.atomic_write
 
     def disk_full(path, data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(viz_module, "atomic_write", disk_full)
+    monkeypatch.setattr(viz_draw, "atomic_write", disk_full)
     reports.clear()
     feed(manager, range(6, 11))
     while not any(kind == "error" for kind, _ in reports):
         threading.Event().wait(0.01)
     assert (tmp_path / "training_latest.png").read_bytes() == before
-    monkeypatch.setattr(viz_module, "atomic_write", real_write)
+    monkeypatch.setattr(viz_draw, "atomic_write", real_write)
     manager.close()
     assert any(kind == "error" and "No space left on device" in msg for kind, msg in reports)
     assert (tmp_path / "training_latest.png").read_bytes() != before  # the final one got through
@@ -456,8 +459,8 @@ def test_periodic_dashboards_keep_to_the_cpu_budget_only_when_every_core_is_busy
 
     drawn, reports = [], []
     monkeypatch.setattr(dashboard, "render_png", _burning_render(drawn))
-    monkeypatch.setattr(viz_module.MachineLoad, "busy_cores", lambda self: load)
-    monkeypatch.setattr(viz_module, "_cores", lambda: 2)
+    monkeypatch.setattr(machine.MachineLoad, "busy_cores", lambda self: load)
+    monkeypatch.setattr(machine, "cores", lambda: 2)
     manager = VisualizationManager(tmp_path, viz_interval=1, mode="thread", cpu_budget=0.01)
     manager.add_listener(lambda kind, detail: reports.append((kind, detail)))
     manager(metrics(1))
@@ -490,13 +493,13 @@ def test_machine_load_counts_the_cores_kept_busy_since_the_last_mark():
     processes can only add to it), and never more than the machine has."""
     if not Path("/proc/stat").exists():
         pytest.skip("no /proc/stat here")
-    load = viz_module.MachineLoad()
+    load = machine.MachineLoad()
     load.mark()
     end = time.monotonic() + 0.5
     while time.monotonic() < end:
         pass
     busy = load.busy_cores()
-    assert 0.5 <= busy <= viz_module._cores() + 0.05
+    assert 0.5 <= busy <= machine.cores() + 0.05
 
 
 def test_the_dashboard_budget_runs_on_training_time(tmp_path, monkeypatch):
@@ -509,15 +512,15 @@ def test_the_dashboard_budget_runs_on_training_time(tmp_path, monkeypatch):
 
     drawn = []
     monkeypatch.setattr(dashboard, "render_png", _burning_render(drawn))
-    monkeypatch.setattr(viz_module.MachineLoad, "busy_cores", lambda self: 1.9)
-    monkeypatch.setattr(viz_module, "_cores", lambda: 2)
+    monkeypatch.setattr(machine.MachineLoad, "busy_cores", lambda self: 1.9)
+    monkeypatch.setattr(machine, "cores", lambda: 2)
     manager = VisualizationManager(tmp_path, viz_interval=1, mode="thread", cpu_budget=0.01)
     try:
         manager(metrics(1))
         deadline = time.monotonic() + 10
-        while (not drawn or not manager._owed) and time.monotonic() < deadline:
+        while (not drawn or manager.allowance.ready()) and time.monotonic() < deadline:
             time.sleep(0.01)
-        owed = manager._owed - manager._trained
+        owed = manager.allowance.wait()  # seconds of training the next periodic draw waits for
         assert owed >= 0.05 / 0.01 * 0.9  # the draw burnt 0.05 s of CPU
         for step in (2, 3):
             manager(dataclasses.replace(metrics(step), step_time=0.6 * owed))
@@ -538,8 +541,8 @@ def test_a_dashboard_owed_to_the_budget_does_not_hold_back_the_json(tmp_path, mo
 
     drawn = []
     monkeypatch.setattr(dashboard, "render_png", _burning_render(drawn))
-    monkeypatch.setattr(viz_module.MachineLoad, "busy_cores", lambda self: 1.9)
-    monkeypatch.setattr(viz_module, "_cores", lambda: 2)
+    monkeypatch.setattr(machine.MachineLoad, "busy_cores", lambda self: 1.9)
+    monkeypatch.setattr(machine, "cores", lambda: 2)
     manager = VisualizationManager(tmp_path, viz_interval=1, mode="thread", cpu_budget=0.01, json_interval=0.3)
     history = tmp_path / "metrics_history.json"
     try:

@@ -10,23 +10,36 @@ import time
 
 import pytest
 
-from neurogen_tui.tui.app import WatchApp
-from neurogen_tui.tui.feed import HistoryReset, MetricsRows
-from neurogen_tui.tui.widgets import LogPane, MetricChart, RunHeader, SamplesTable
-from neurogen_tui.tui.watch import TailedFile, WatchFeed, main_watch
+from neurogen_tui.commands import main_watch
+from neurogen_tui.files import TailedFile
+from neurogen_tui.tui.app import MonitorApp
+from neurogen_tui.tui.charts import MetricChart
+from neurogen_tui.tui.rundir import RunDirSource
+from neurogen_tui.tui.source import HistoryReset, MetricsRows
+from neurogen_tui.tui.widgets import LogPane, RunHeader, SamplesTable
 
 HANG_GUARD = 280  # seconds: only so a broken build fails instead of hanging (pytest-timeout is 300); never a speed check
 
-# A stand-in training process: metrics and samples lines in the recorder's format, a torn line
-# left half-written for a while, a checkpoint file, and the trainer's end-of-run log line.
+# A stand-in training process: run.json as the trainer keeps it (live while it writes, then its
+# end), metrics and samples lines in the recorder's format, a torn line left half-written for a
+# while, a checkpoint file, and log lines (the end-of-run record among them, which a viewer leaves out).
 WRITER = textwrap.dedent("""
-    import json, os, sys, time
+    import json, os, socket, sys, time
     run = sys.argv[1]
     viz = os.path.join(run, "training_viz"); ckpt = os.path.join(run, "checkpoints")
     time.sleep(0.5)  # the viewer starts before the run has written anything
     os.makedirs(viz); os.makedirs(ckpt)
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip() if os.path.exists("/proc/sys/kernel/random/boot_id") else ""
+    start = open(f"/proc/{os.getpid()}/stat").read().rsplit(")", 1)[1].split()[19]
+    record = {"state": "running", "pid": os.getpid(), "pid_start": start, "host": socket.gethostname(),
+              "boot_id": boot, "updated_at": time.time(), "run_name": "stand-in", "total_steps": 40}
+    def write_record(**changes):
+        record.update(changes, updated_at=time.time())
+        open(os.path.join(run, "run.json.tmp"), "w").write(json.dumps(record))
+        os.replace(os.path.join(run, "run.json.tmp"), os.path.join(run, "run.json"))
+    write_record()
     log = open(os.path.join(run, "neurogen-tui.log"), "a")
-    log.write("2026-01-01 00:00:00,000 INFO neurogen_tui.run: starting run in x (resume=None)\\n"); log.flush()
+    log.write("2026-01-01 00:00:00,000 INFO neurogen_tui.session: starting run in x (resume=None)\\n"); log.flush()
     metrics = open(os.path.join(viz, "metrics.jsonl"), "a")
     samples = open(os.path.join(viz, "samples.jsonl"), "a")
     for step in range(1, 41):
@@ -43,8 +56,11 @@ WRITER = textwrap.dedent("""
         if step == 30:
             open(os.path.join(ckpt, "checkpoint_step_000030.pt"), "wb").close()
         time.sleep(0.05)
-    log.write("2026-01-01 00:00:09,000 INFO neurogen_tui.trainer: run finished (completed) at step 40\\n")
+    log.write("2026-01-01 00:00:08,000 WARNING neurogen_tui.data: data: starting epoch 2\\n")
+    log.write("2026-01-01 00:00:09,000 INFO neurogen_tui.end: run finished (completed) at step 40\\n")
     log.flush()
+    write_record(state="finished", reason="completed", step=40,
+                 last_checkpoint=os.path.join(ckpt, "checkpoint_step_000030.pt"))
 """)
 
 
@@ -58,8 +74,7 @@ async def wait_for(pilot, condition, what: str) -> None:
 
 def test_watch_follows_a_directory_that_another_process_is_writing(tmp_path):
     run_dir = tmp_path / "run"
-    feed = WatchFeed(run_dir, poll=0.1)
-    app = WatchApp(feed, feed.controller)
+    app = MonitorApp(RunDirSource(run_dir, poll=0.1))
     seen_steps: list[int] = []
 
     async def scenario():
@@ -84,6 +99,8 @@ def test_watch_follows_a_directory_that_another_process_is_writing(tmp_path):
             assert table.get_row_at(0)[3].plain == "out\\x1b[2J"
             logs = "\n".join(app.query_one(LogPane).texts)
             assert "checkpoint @ step 30" in logs and "run finished (completed) at step 40" in logs
+            assert "data: starting epoch 2" in logs  # a warning from the run's log
+            assert logs.count("run finished") == 1  # from run.json, not again from the log
             await pilot.press("p", "c", "d")  # read-only: nothing to pause, nothing breaks
             assert app.return_code is None
             await pilot.press("q")
@@ -116,15 +133,15 @@ def test_a_rewritten_metrics_file_replaces_the_history(tmp_path):
     viz.mkdir()
     metrics = viz / "metrics.jsonl"
     metrics.write_text("".join(json.dumps({"step": s, "loss": 1.0, "timestamp": s}) + "\n" for s in range(1, 6)))
-    feed = WatchFeed(tmp_path)
-    feed.poll()
-    first = [e for e in feed.drain() if isinstance(e, MetricsRows)]
+    source = RunDirSource(tmp_path)
+    source.files.poll()
+    first = [e for e in source.drain() if isinstance(e, MetricsRows)]
     assert first[0].columns["steps"].tolist() == [1, 2, 3, 4, 5]
     tmp = viz / "tmp"
     tmp.write_text("".join(json.dumps({"step": s, "loss": 2.0, "timestamp": s}) + "\n" for s in range(1, 4)))
     tmp.replace(metrics)
-    feed.poll()
-    events = feed.drain()
+    source.files.poll()
+    events = source.drain()
     assert any(isinstance(e, HistoryReset) for e in events)
     rows = [e for e in events if isinstance(e, MetricsRows)]
     assert rows[0].columns["steps"].tolist() == [1, 2, 3]
@@ -143,8 +160,7 @@ def test_watch_follows_a_real_headless_run_to_its_end(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "neurogen_tui", "--headless", "--test", "--max-chunks", "15",
                              "--run-dir", str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    feed = WatchFeed(run_dir, poll=0.2)
-    app = WatchApp(feed, feed.controller)
+    app = MonitorApp(RunDirSource(run_dir, poll=0.2))
 
     async def scenario():
         async with app.run_test(size=(120, 40)) as pilot:

@@ -1,5 +1,5 @@
-"""RunState: what the screen shows, built from feed events. Plain Python, no widgets, so the rules
-(ETA, memory line, which log lines appear) are tested directly and shared by live and watch."""
+"""RunView: what the screen shows, built from a source's events. Plain Python, no widgets, so the
+rules (ETA, memory line, which log lines appear) are tested directly and shared by every source."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from ..events import (CheckpointSaved, EvalResult, LogMessage, RunFailed, RunFinished, RunStarted, StateChanged,
                       TextSample, TrainingMetrics)
 from ..history import MetricsHistory
-from .feed import FeedDone, HistoryReset, MetricsRows, RunInfo, rows_to_columns
+from ..layout import RunState
+from .source import HistoryReset, MetricsRows, RunInfo, SourceDone, rows_to_columns, trained_seconds
 
 SAMPLES_KEPT = 200
 ETA_WINDOW = 100  # steps over which the step rate for the ETA is measured
@@ -31,7 +32,7 @@ class HeaderInfo:
 
     run_name: str = ""
     device: str = ""
-    state: str = "starting"
+    state: str = RunState.STARTING
     step: int = 0
     total: int | None = None
     elapsed: float = 0.0
@@ -49,8 +50,8 @@ def last_frames(tb: str, n: int = 3) -> list[str]:
     return frames[-n:]
 
 
-class RunState:
-    """Applies feed events; the app reads the fields and takes the new log lines and samples."""
+class RunView:
+    """Applies a source's events; the app reads the fields and takes the new log lines and samples."""
 
     def __init__(self, run_name: str = "", read_only: bool = False, run_dir: str | os.PathLike | None = None) -> None:
         self.run_dir = os.path.abspath(run_dir) if run_dir else None
@@ -60,7 +61,7 @@ class RunState:
         self.read_only = read_only
         self.device = ""
         self.total: int | None = None
-        self.state = "starting"
+        self.state: str = RunState.STARTING
         self.step = 0
         self.first_step: int | None = None  # where this run started (RunStarted); None until then
         self.tokens_seen = 0
@@ -71,7 +72,8 @@ class RunState:
         self.ended_at: float | None = None
         self.last_timestamp = 0.0  # of the newest metrics row
         self.result: RunFinished | RunFailed | None = None
-        self.done: FeedDone | None = None
+        self.done: SourceDone | None = None
+        self.trained = 0.0  # seconds of training in the rows seen (the steps' step_time): what the budget earns on
         self._new_logs: list[LogLine] = []
         self.samples_version = 0  # bumped whenever `samples` changes
         self._recent: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW)  # (step, timestamp)
@@ -91,7 +93,7 @@ class RunState:
 
     def _flush_metrics(self, rows: list[dict]) -> None:
         if len(rows) >= BULK_ROWS:
-            self.apply(MetricsRows(rows_to_columns(rows), rows[-ETA_WINDOW:]))
+            self.apply(MetricsRows(rows_to_columns(rows), rows[-ETA_WINDOW:], trained_seconds(rows)))
         else:
             for row in rows:
                 self._metrics(row)
@@ -102,6 +104,7 @@ class RunState:
             self._metrics(vars(event))
         elif isinstance(event, MetricsRows):
             self.history.extend_columns(event.columns)
+            self.trained += event.trained
             for row in event.tail:
                 self._note(row)
         elif isinstance(event, TextSample):
@@ -120,12 +123,12 @@ class RunState:
             self.log(event.level, event.text)
         elif isinstance(event, RunFinished):
             self.result, self.ended_at = event, time.time()
-            self.set_state("finished")
+            self.set_state(RunState.FINISHED)
             where = f"; final checkpoint {event.checkpoint}" if event.checkpoint else ""
-            self.log("info", f"finished ({event.reason}) at step {event.step}{where}")
+            self.log("info", f"run finished ({event.reason}) at step {event.step}{where}")
         elif isinstance(event, RunFailed):
             self._failed(event)
-        elif isinstance(event, FeedDone):
+        elif isinstance(event, SourceDone):
             self.done = event
         elif isinstance(event, RunInfo):
             self.run_name = event.run_name or self.run_name
@@ -140,6 +143,7 @@ class RunState:
 
     def _metrics(self, row: dict) -> None:
         self.history.append(row)
+        self.trained += float(row.get("step_time") or 0.0)
         self._note(row)
 
     def _note(self, row: dict) -> None:
@@ -169,7 +173,7 @@ class RunState:
 
     def _failed(self, event: RunFailed) -> None:
         self.result, self.ended_at = event, time.time()
-        self.set_state("failed")
+        self.set_state(RunState.FAILED)
         self.log("error", f"failed at step {event.step}: {event.error}")
         for frame in last_frames(event.traceback):
             self.log("error", "  " + frame)
@@ -177,9 +181,9 @@ class RunState:
 
     def set_state(self, state: str) -> None:
         # a requested stop shows at once; the trainer's own "running" must not undo it
-        if self.state == "stopping" and state in ("running", "paused"):
+        if self.state == RunState.STOPPING and state in (RunState.RUNNING, RunState.PAUSED):
             return
-        if self.state in ("finished", "failed") and not self.read_only:
+        if self.state in (RunState.FINISHED, RunState.FAILED) and not self.read_only:
             return  # a live run's end is final (watch follows a directory that may be reused)
         self.state = state
 
@@ -200,7 +204,7 @@ class RunState:
 
     def eta(self) -> float | None:
         """Seconds left at the recent step rate, or None (no total, paused, or too few steps)."""
-        if not self.total or self.state not in ("running", "watching") or self.step >= self.total:
+        if not self.total or self.state not in (RunState.RUNNING, RunState.WATCHING) or self.step >= self.total:
             return None
         if len(self._recent) < 2:
             return None
@@ -212,7 +216,7 @@ class RunState:
     def header(self, now: float | None = None) -> HeaderInfo:
         now = time.time() if now is None else now
         end = self.ended_at or now
-        if self.read_only and self.state != "watching" and self.last_timestamp:
+        if self.read_only and self.state != RunState.WATCHING and self.last_timestamp:
             end = self.last_timestamp  # a run that is not growing: its own duration, not ours
         elapsed = max(0.0, end - self.started_at) if self.started_at else 0.0
         return HeaderInfo(run_name=self.run_name, device=self.device, state=self.state, step=self.step,

@@ -1,5 +1,6 @@
-"""The run outlives its terminal: what happens on SIGHUP (the SSH connection dropped, the window
-closed) with --on-hangup continue, the default.
+"""What a training process does on signals: the first SIGINT or SIGTERM stops at the step boundary
+(a second one exits at once), and the run outlives its terminal on SIGHUP (the SSH connection
+dropped, the window closed) with --on-hangup continue, the default.
 
 Training goes on in the same process. Nothing more is written to the dead terminal: the standard
 streams that were the terminal are pointed at <run-dir>/neurogen-tui.log (stdin at /dev/null),
@@ -13,11 +14,38 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from pathlib import Path
+
+from .layout import RunLayout
 
 log = logging.getLogger(__name__)
 
-HANGUP_CHOICES = ("continue", "stop")
+
+# A repeat within this many seconds is the same request arriving twice, not a second request:
+# under plain `torchrun`, Ctrl+C reaches each rank from the terminal and again from torchrun, which
+# forwards the signal to its workers; exiting on that echo would lose the final checkpoint.
+REPEAT_WINDOW_S = 1.5
+
+
+def install_stop_signals(request_stop, announce, hangup: bool = True) -> None:
+    """First SIGINT/SIGTERM (and SIGHUP if `hangup`): stop at the next step boundary. Another one,
+    more than REPEAT_WINDOW_S later: exit at once."""
+    state: dict = {"first": None}
+
+    def handler(signum, _frame):
+        now = time.monotonic()
+        if state["first"] is not None:
+            if now - state["first"] > REPEAT_WINDOW_S:
+                os._exit(128 + signum)
+            return  # the same Ctrl+C, delivered twice
+        state["first"] = now
+        announce(f"{signal.Signals(signum).name}: stopping after this step "
+                 f"(final checkpoint and exports); signal again to exit at once")
+        request_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hangup else ()):
+        signal.signal(sig, handler)
 
 
 def hangup_was_ignored() -> bool:
@@ -64,11 +92,9 @@ def continue_app_after_hangup(run_dir: str | os.PathLike, redirect: bool = True)
     """For the Textual app on SIGHUP, once it has detached from the dead terminal (fds 0-2 on
     /dev/null, its screen writer on a /dev/null of its own): with `redirect`, stdout and stderr
     now append to the run's log; the log records the hang-up either way."""
-    from .run import LOG_FILE
-
     if redirect:
         try:
-            redirect_streams([1, 2], Path(run_dir) / LOG_FILE)
+            redirect_streams([1, 2], RunLayout(run_dir).log)
         except OSError as exc:
             log.warning("cannot send stdout/stderr to the log: %s", exc)
     log.warning(hangup_message(run_dir))
@@ -84,10 +110,8 @@ class HeadlessHangup:
     appending to the log."""
 
     def __init__(self, run_dir: str | os.PathLike, display, bus, request_stop=None):
-        from .run import LOG_FILE
-
         self.run_dir = Path(run_dir)
-        self.log_path = self.run_dir / LOG_FILE
+        self.log_path = RunLayout(run_dir).log
         self.display, self.bus = display, bus
         self.request_stop = request_stop  # None: --on-hangup continue
         self.hung_up = False

@@ -1,0 +1,155 @@
+"""What a control request does to the run: the commands of the protocol (control.py), carried out
+on the trainer and its dashboards and answered once done ("paused at step 812", the checkpoint's
+path). The transport (the socket, its connections and subscribers) is control_server.py's.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+from .control import WAIT_LIMIT, event_message
+from .events import CheckpointSaved, RunFailed, RunFinished, RunStarted, TrainingMetrics
+from .layout import LATEST_PNG, RunState
+
+
+class RunCommands:
+    """Notes what the trainer and the dashboards did (their events), and carries out requests.
+    `fan_out` is where the events go as protocol lines (the server's subscribers)."""
+
+    def __init__(self, trainer, viz=None, run_dir: str | os.PathLike | None = None) -> None:
+        self.trainer, self.viz = trainer, viz
+        self.run_dir = Path(run_dir if run_dir is not None else trainer.cfg.run_dir).resolve()
+        self.fan_out: Callable[[dict | None], None] = lambda msg: None
+        self._cond = threading.Condition()
+        self._step, self._loss = getattr(trainer, "step", 0), None
+        self._checkpoints, self._last_checkpoint = 0, None  # (step, path)
+        self._dashboards, self._last_dashboard, self._dashboard_error = 0, None, None
+        self._ended: dict | None = None
+        self._started: dict | None = None  # the run's "started" event, replayed to later subscribers
+
+    # ---- what the trainer did ------------------------------------------------------------------
+    def on_event(self, event) -> None:
+        """Bus subscriber, on the trainer thread: note the event and hand it to the subscribers."""
+        if isinstance(event, TrainingMetrics):
+            self._step, self._loss = event.step, event.loss
+            return
+        with self._cond:
+            if isinstance(event, CheckpointSaved):
+                self._checkpoints += 1
+                self._last_checkpoint = (event.step, event.path)
+            elif isinstance(event, (RunFinished, RunFailed)):
+                self._ended = event_message(event)
+            elif isinstance(event, RunStarted):
+                self._started = event_message(event)
+            self._cond.notify_all()
+        self.fan_out(event_message(event))
+
+    def on_viz(self, kind: str, detail: str) -> None:
+        """VisualizationManager listener, on its dispatcher thread."""
+        with self._cond:
+            if kind == "dashboard" and str(detail).endswith(LATEST_PNG):
+                self._dashboards += 1
+                self._last_dashboard = str(detail)
+            elif kind == "error":
+                self._dashboard_error = str(detail)
+            self._cond.notify_all()
+        if kind == "dashboard":
+            self.fan_out({"event": "dashboard", "path": str(detail)})
+
+    def replay(self) -> list[dict]:
+        """What a subscriber that comes late (or after the end) is told first."""
+        return [msg for msg in (self._started, self._ended) if msg is not None]
+
+    def handle(self, cmd: str) -> dict:
+        """One request, answered once carried out (or pending after WAIT_LIMIT)."""
+        return getattr(self, f"do_{cmd}")()
+
+    def _wait(self, predicate, timeout: float = WAIT_LIMIT) -> bool:
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def _finished(self) -> bool:
+        return self._ended is not None or self.trainer.state in (RunState.FINISHED, RunState.FAILED)
+
+    # ---- the commands -----------------------------------------------------------------------------
+    def status(self) -> dict:
+        t = self.trainer
+        ckpt = self._last_checkpoint
+        return {"state": t.state, "paused": t.paused, "stop_requested": t.stop_requested,
+                "step": max(self._step, getattr(t, "step", 0)), "loss": self._loss, "pid": os.getpid(),
+                "run_dir": str(self.run_dir),
+                "last_checkpoint": ckpt[1] if ckpt else getattr(t, "last_checkpoint", None)}
+
+    def do_status(self) -> dict:
+        return self.status()
+
+    def _refuse_if_over(self, what: str) -> dict | None:
+        if self._finished():
+            return {"error": f"the run has ended; nothing to {what}"}
+        if self.trainer.stop_requested:
+            return {"error": f"the run is stopping; cannot {what}"}
+        return None
+
+    def do_pause(self) -> dict:
+        t = self.trainer
+        refused = self._refuse_if_over("pause")
+        if refused:
+            return refused
+        t.pause()
+        done = self._wait(lambda: t.state == RunState.PAUSED or not t.paused or self._finished())
+        if t.state == RunState.PAUSED:
+            return {"state": RunState.PAUSED, "step": t.step}
+        if done and not t.paused:
+            return {"state": t.state, "step": t.step, "message": "resumed before the pause took effect"}
+        if done:
+            return {"error": "the run ended before it paused"}
+        return {"pending": True, "state": t.state,
+                "message": "pause requested; the trainer waits at the end of this step"}
+
+    def do_resume(self) -> dict:
+        t = self.trainer
+        if self._finished():
+            return {"error": "the run has ended; nothing to resume"}
+        t.resume()
+        self._wait(lambda: t.state != RunState.PAUSED or t.paused or self._finished(), timeout=5.0)
+        return {"state": t.state, "step": t.step}
+
+    def do_checkpoint(self) -> dict:
+        refused = self._refuse_if_over("checkpoint")
+        if refused:
+            return refused
+        with self._cond:
+            seen = self._checkpoints
+        self.trainer.request_checkpoint()
+        if not self._wait(lambda: self._checkpoints > seen or self._finished()):
+            return {"pending": True, "message": "checkpoint requested; written at the end of this step"}
+        if self._checkpoints > seen:
+            step, path = self._last_checkpoint
+            return {"path": path, "step": step}
+        return {"error": "the run ended before the checkpoint was written"}
+
+    def do_draw(self) -> dict:
+        viz = self.viz
+        if viz is None:
+            return {"error": "dashboards are unavailable in this run (no VisualizationManager)"}
+        if not len(getattr(viz, "history", ())):
+            return {"error": "no steps yet: nothing to draw"}
+        with self._cond:
+            seen, self._dashboard_error = self._dashboards, None
+        viz.request_draw()
+        if not self._wait(lambda: self._dashboards > seen or self._dashboard_error is not None):
+            return {"pending": True, "message": "dashboard requested"}
+        if self._dashboards > seen:
+            return {"path": self._last_dashboard}
+        return {"error": f"dashboard failed: {self._dashboard_error}"}
+
+    def do_stop(self) -> dict:
+        t = self.trainer
+        if self._finished():
+            return {"error": "the run has already ended"}
+        already = t.stop_requested
+        t.request_stop()
+        return {"state": RunState.STOPPING, "step": t.step,
+                "message": "already stopping" if already else "stopping after this step: final checkpoint and exports"}

@@ -1,0 +1,42 @@
+"""What the trainer measures besides the step itself: the loss on fixed validation batches, and the
+model's own greedy continuation of a text next to the real one."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .events import TextSample
+
+
+@torch.no_grad()
+def validation(forward, batches, device: torch.device, autocast, interrupted: Callable[[], bool]) -> tuple[float, float] | None:
+    """(mean loss, token accuracy) over `batches`; None when `interrupted()` says so first."""
+    losses, correct, count = [], 0, 0
+    for x, y in batches:
+        if interrupted():
+            return None
+        x, y = x.to(device), y.to(device)
+        with autocast:
+            logits = forward(x)
+            losses.append(F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1)).float())
+        correct += (logits.argmax(-1) == y).sum()
+        count += y.numel()
+    return torch.stack(losses).mean().item(), float(correct) / count
+
+
+@torch.no_grad()
+def block_sample(model, tokenizer, batch, tokens: int, step: int, device: torch.device, autocast,
+                 whole_model) -> TextSample:
+    """The model's greedy continuation of the first block of `batch` after its first len - `tokens`
+    tokens, next to the block's real last `tokens`. `whole_model`: a context in which the model's
+    parameters are whole (a sharded model gathers them)."""
+    x, y = batch
+    seq = torch.cat([x[0], y[0, -1:]])
+    prompt, target = seq[:-tokens], seq[-tokens:]
+    with autocast, whole_model:
+        out = model.generate(prompt.unsqueeze(0).to(device), tokens)[0, -tokens:].cpu()
+    decode = tokenizer.decode
+    return TextSample(step=step, input=decode(prompt.tolist()), target=decode(target.tolist()),
+                      output=decode(out.tolist()), accuracy=float((out == target).float().mean()))

@@ -1,0 +1,127 @@
+"""A run directory's files read back: the metrics history and the text samples.
+
+What every run leaves behind (training_viz/metrics.jsonl, or metrics_history.json, and the samples),
+so these work on a finished run, a crashed one, or one still writing: a torn last line is skipped.
+`render`, `compare`, a resumed run's dashboards and history all read through here.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from .history import COLUMNS, SOURCE_FIELD, MetricsHistory
+from .layout import METRICS_FILE, METRICS_JSON, SAMPLES_FILE, SAMPLES_JSON, VIZ_DIR
+
+BATCH = 1 << 16  # metrics.jsonl rows parsed per bulk append
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be read; the message is one line for the user."""
+
+
+def find_viz_dir(run_dir: str | Path) -> Path:
+    """A run directory or its training_viz/ directory, whichever holds the files."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunDirError(f"{run_dir}: no such directory")
+    return path / VIZ_DIR if (path / VIZ_DIR).is_dir() else path
+
+
+def run_name(run_dir: str | Path) -> str:
+    path = Path(run_dir).resolve()
+    return path.parent.name if path.name == VIZ_DIR else path.name
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _flush(history: MetricsHistory, batch: dict[str, list]) -> None:
+    if batch["steps"]:
+        history.extend_columns({name: np.asarray(values, dtype=COLUMNS[name]) for name, values in batch.items()})
+        for values in batch.values():
+            values.clear()
+
+
+def rows_from_jsonl(path: Path):
+    """Complete, parseable rows of a JSONL file, streamed (a million-step file is not held twice)."""
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                return  # a torn last line: a writer killed mid-append, or still writing
+            with_value = line.strip()
+            if not with_value:
+                continue
+            try:
+                row = json.loads(with_value)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                yield row
+
+
+def load_history(viz_dir: str | Path, max_step: int | None = None) -> MetricsHistory:
+    """metrics.jsonl (the append-only record) or, failing that, metrics_history.json, as a
+    MetricsHistory; rows after `max_step` are left out."""
+    viz_dir = Path(viz_dir)
+    history = MetricsHistory()
+    jsonl = viz_dir / METRICS_FILE
+    if jsonl.is_file() and jsonl.stat().st_size:
+        batch: dict[str, list] = {name: [] for name in COLUMNS}
+        for row in rows_from_jsonl(jsonl):
+            step = row.get("step")
+            if not isinstance(step, int) or (max_step is not None and step > max_step):
+                continue
+            for name, values in batch.items():
+                values.append(step if name == "steps" else _number(row.get(SOURCE_FIELD.get(name, name))))
+            if len(batch["steps"]) >= BATCH:
+                _flush(history, batch)
+        _flush(history, batch)
+        if len(history):
+            return history
+    exported = viz_dir / METRICS_JSON
+    if exported.is_file():
+        try:
+            data = json.loads(exported.read_bytes())
+            steps = np.asarray(data["steps"], dtype=np.int64)
+        except (ValueError, KeyError, TypeError):
+            return history
+        keep = steps <= max_step if max_step is not None else np.ones(len(steps), bool)
+        history.extend_columns({name: np.asarray([_number(v) for v in data[name]], dtype=COLUMNS[name])[keep]
+                                for name in COLUMNS if isinstance(data.get(name), list)
+                                and len(data[name]) == len(steps)})
+    return history
+
+
+def load_samples(viz_dir: str | Path, max_step: int | None = None, limit: int = 1000) -> list[dict]:
+    """The newest `limit` text samples: samples.jsonl, or else text_samples.json."""
+    viz_dir = Path(viz_dir)
+    rows: list = []
+    if (viz_dir / SAMPLES_FILE).is_file():
+        rows = list(deque(rows_from_jsonl(viz_dir / SAMPLES_FILE), maxlen=limit))
+    elif (viz_dir / SAMPLES_JSON).is_file():
+        try:
+            rows = json.loads((viz_dir / SAMPLES_JSON).read_bytes())
+        except ValueError:
+            rows = []
+    fields = ("step", "input", "output", "accuracy")
+    good = [{"target": "", **r} for r in rows if isinstance(r, dict) and all(k in r for k in fields)
+            and isinstance(r["step"], int) and (max_step is None or r["step"] <= max_step)]
+    return good[-limit:]
+
+
+def load_run(run_dir: str | Path) -> tuple[str, MetricsHistory, list[dict]]:
+    """(name, history, samples) of a run directory; RunDirError when it holds no metrics."""
+    viz_dir = find_viz_dir(run_dir)
+    history = load_history(viz_dir)
+    if not len(history):
+        raise RunDirError(f"{run_dir}: no metrics found (expected {VIZ_DIR}/{METRICS_FILE} or "
+                          f"{VIZ_DIR}/{METRICS_JSON} with at least one step)")
+    return run_name(run_dir), history, load_samples(viz_dir)

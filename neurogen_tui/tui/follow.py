@@ -1,0 +1,185 @@
+"""Following a run directory's files as another process writes them: the run-directory transport.
+
+Each poll reads what grew since the last one: training_viz/metrics.jsonl and samples.jsonl
+(text_samples.json where there is no samples.jsonl), the checkpoint list, the latest dashboard,
+run.json and the run's log, and puts events for what changed. A torn last line waits for the next
+poll; a directory with nothing in it yet waits too. A file rewritten by a resumed or new run is
+read again from its start.
+
+Without a control channel (watch), the state shown comes from run.json, checked against the
+process (runinfo.liveness), and how the run ended from run.json's record of it; for a directory
+without run.json (runs of older versions), from whether the metrics still grow.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..events import CheckpointSaved, LogMessage, RunFailed, RunFinished, StateChanged, TextSample
+from ..files import TailedFile
+from ..layout import CHECKPOINT_NAME, END_LOGGER, ENDED_STATES, METRICS_FILE, SAMPLES_JSON, RunLayout, RunState
+from ..runinfo import liveness, read_run_info
+from .source import HistoryReset, MetricsRows, RunInfo, rows_to_columns, trained_seconds
+
+SAMPLE_FIELDS = ("step", "input", "target", "output", "accuracy")
+IDLE_AFTER = 30.0  # seconds without a new metrics line before a run without run.json is shown as idle
+LOG_TAIL = 256 * 1024  # bytes of an existing log read at start
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$")
+LOG_LEVELS = {"WARNING": "warning", "ERROR": "error", "CRITICAL": "error"}
+
+
+class FilesFollower:
+    """Polls one run directory and `put`s what changed. With `report_state`, it also says the
+    run's state and its end (a viewer without the control channel)."""
+
+    def __init__(self, run_dir: str | Path, put: Callable[[object], None], report_state: bool = True):
+        self.layout = RunLayout(run_dir)
+        self.put = put
+        self.report_state = report_state
+        self.metrics = TailedFile(self.layout.metrics)
+        self.samples = TailedFile(self.layout.samples)
+        self._text_samples_mtime = 0.0
+        self._checkpoints: set[str] = set()
+        self._run_info: RunInfo | None = None
+        self.record: dict = {}  # run.json as last read
+        self._recorded_state = ""  # its state, checked against the process
+        self._png_mtime = 0.0
+        self._log_offset: int | None = None
+        self._last_growth = 0.0
+        self._state = ""
+
+    def poll(self) -> None:
+        self._poll_run_info()
+        self.poll_log()
+        self._poll_metrics()
+        self._poll_samples()
+        self._poll_checkpoints()
+        self._poll_dashboard()
+        if self.report_state:
+            self._update_state()
+
+    def _poll_metrics(self) -> None:
+        rows, restarted = self.metrics.read()
+        if restarted:
+            self.put(HistoryReset())
+            self.put(LogMessage("info", f"{METRICS_FILE} was rewritten (a resumed or new run): reloading"))
+        rows = [r for r in rows if isinstance(r.get("step"), int)]
+        if rows:
+            self._last_growth = time.time()
+            self.put(MetricsRows(rows_to_columns(rows), rows[-100:], trained_seconds(rows)))
+
+    def _poll_samples(self) -> None:
+        if self.samples.path.exists() or self.samples.ident is not None:
+            rows, _ = self.samples.read()
+        else:
+            rows = self._read_text_samples()
+        for row in rows[-200:]:
+            if all(k in row for k in SAMPLE_FIELDS):
+                try:
+                    self.put(TextSample(int(row["step"]), str(row["input"]), str(row["target"]),
+                                        str(row["output"]), float(row["accuracy"])))
+                except (TypeError, ValueError):
+                    continue
+
+    def _read_text_samples(self) -> list[dict]:
+        """The exported text_samples.json (a list, or {"samples": [...]}) when it changed."""
+        path = self.layout.viz / SAMPLES_JSON
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return []
+        if mtime == self._text_samples_mtime:
+            return []
+        self._text_samples_mtime = mtime
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self._text_samples_mtime = 0.0  # being replaced: try again next poll
+            return []
+        rows = data.get("samples", []) if isinstance(data, dict) else data
+        self.put(HistoryReset(samples_only=True))
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+    def _poll_checkpoints(self) -> None:
+        try:
+            names = {p.name: p for p in self.layout.checkpoints.iterdir() if CHECKPOINT_NAME.match(p.name)}
+        except FileNotFoundError:
+            return
+        new = sorted(set(names) - self._checkpoints)
+        self._checkpoints = set(names)
+        for name in new[-5:]:
+            self.put(CheckpointSaved(int(CHECKPOINT_NAME.match(name).group(1)), str(names[name])))
+
+    def _poll_run_info(self) -> None:
+        """run.json, kept by the training process: its name, total steps and, checked against the
+        process itself, its state (a run killed without a clean exit shows as stale)."""
+        info = read_run_info(self.layout.root)
+        if info is None:
+            self.record, self._recorded_state = {}, ""
+            return
+        run_info = RunInfo(run_name=str(info.get("run_name") or ""), total=info.get("total_steps"))
+        if run_info != self._run_info:
+            self._run_info = run_info
+            self.put(run_info)
+        self.record, self._recorded_state = info, liveness(info)
+
+    def _poll_dashboard(self) -> None:
+        path = self.layout.latest_png
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime != self._png_mtime:
+            self._png_mtime = mtime
+            self.put(LogMessage("info", f"dashboard written: {path}"))
+
+    def poll_log(self) -> None:
+        """New warnings and errors of the run's log (a full traceback stays in the file; the error
+        line says where). The trainer's record of how the run ended is left out: run.json and the
+        channel say it."""
+        path = self.layout.log
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return
+        if self._log_offset is None or size < self._log_offset:
+            self._log_offset = max(0, size - LOG_TAIL) if self._log_offset is None else 0
+        if size == self._log_offset:
+            return
+        with open(path, "rb") as fh:
+            fh.seek(self._log_offset)
+            data = fh.read(size - self._log_offset)
+        end = data.rfind(b"\n") + 1
+        self._log_offset += end
+        for raw in data[:end].decode("utf-8", "replace").splitlines():
+            m = _LOG_LINE.match(raw)
+            if m and m.group(1) in LOG_LEVELS and m.group(2) != END_LOGGER:
+                self.put(LogMessage(LOG_LEVELS[m.group(1)], m.group(3)))
+
+    def _update_state(self) -> None:
+        recorded = self._recorded_state
+        if recorded in (RunState.RUNNING, RunState.STARTING):
+            state = RunState.WATCHING
+        elif recorded:
+            state = recorded  # paused, stopping, finished, stopped, failed, stale
+        elif self.metrics.ident is None:
+            state = RunState.WAITING
+        else:
+            state = RunState.WATCHING if time.time() - self._last_growth < IDLE_AFTER else RunState.IDLE
+        if state == self._state:
+            return
+        self._state = state
+        if state in ENDED_STATES:
+            self.put(ended_event(self.record))
+        self.put(StateChanged(state))
+
+
+def ended_event(info: dict) -> RunFinished | RunFailed:
+    """How an ended run ended, from its run.json."""
+    step = info.get("step") if isinstance(info.get("step"), int) else 0
+    if info.get("state") == RunState.FAILED:
+        return RunFailed(step, str(info.get("error") or "unknown error"))
+    return RunFinished(step, str(info.get("reason") or info.get("state")), checkpoint=info.get("last_checkpoint"))

@@ -1,0 +1,45 @@
+"""The package's floors (README, Development), checked with import-linter's contracts in pyproject.toml:
+a module imports only from its own floor or below, function-level imports included, and no two
+modules import each other, even through others."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT = "import sys\nfrom importlinter.cli import lint_imports\nsys.exit(lint_imports(no_cache=True, no_logo=True))"
+
+pytest.importorskip("importlinter")
+
+
+def lint(where: Path) -> subprocess.CompletedProcess:
+    """lint-imports in `where` (its pyproject.toml, and its copy of the package first on the path)."""
+    return subprocess.run([sys.executable, "-c", LINT], cwd=where, capture_output=True, text=True, timeout=240)
+
+
+def test_every_module_keeps_to_its_floor_and_no_import_cycles():
+    result = lint(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 kept, 0 broken" in result.stdout
+
+
+@pytest.mark.parametrize("module, line", [
+    ("layout.py", "    from . import trainer\n"),  # core reaching up to the engine, in a function
+    ("recorder.py", "from .tui import app\n"),  # a service importing a view
+])
+def test_an_upward_import_fails_the_check(tmp_path, module, line):
+    shutil.copytree(ROOT / "neurogen_tui", tmp_path / "neurogen_tui", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    path = tmp_path / "neurogen_tui" / module
+    text = path.read_text()
+    if line.startswith(" "):
+        text += "\n\ndef _reach_up():\n" + line
+    else:
+        text = text.replace("from __future__ import annotations\n", "from __future__ import annotations\n" + line, 1)
+    path.write_text(text)
+    result = lint(tmp_path)
+    assert result.returncode != 0
+    assert "floors: processes > views > services > engine > core BROKEN" in result.stdout, result.stdout
+    assert f"neurogen_tui.{module[:-3]} ->" in result.stdout
