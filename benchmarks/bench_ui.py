@@ -122,7 +122,7 @@ def lower_own_priority(by: int | None = None):
 
 
 def in_process(parts: RunParts) -> InProcessSource:
-    return InProcessSource(parts.trainer, parts.bus, parts.viz, finish=parts.close)
+    return InProcessSource(parts)
 
 
 def probe_class(base):

@@ -18,7 +18,7 @@ import numpy as np
 
 from .history import minmax_downsample, moving_average
 from .layout import STEP_PNG
-from .text import sanitize
+from .text import sanitize, tail
 
 MA_WINDOW = 50  # the seed's 50-step moving averages
 RECENT_STEPS = 500
@@ -59,19 +59,13 @@ def step_axis(ax) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(format_step))
 
 
-def _tail(text: str, limit: int) -> str:
-    """The last `limit` characters, made safe: the part of the prompt that leads into the output."""
-    safe = sanitize(text[-limit * 4:])
-    return safe if len(safe) <= limit else "…" + safe[-(limit - 1):]
-
-
 def _percent(value) -> str:
     return f"{value * 100:.1f}%" if isinstance(value, (int, float)) and np.isfinite(value) else "-"
 
 
 def table_rows(samples: Sequence[Mapping]) -> list[list[str]]:
     """step / input / model output / accuracy cells, every text sanitized and cut to 40 characters."""
-    return [[str(s["step"]), _tail(str(s["input"]), TABLE_TEXT), sanitize(s["output"], limit=TABLE_TEXT),
+    return [[str(s["step"]), tail(str(s["input"]), TABLE_TEXT), sanitize(s["output"], limit=TABLE_TEXT),
              _percent(s["accuracy"])] for s in samples]
 
 

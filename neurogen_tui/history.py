@@ -33,6 +33,27 @@ COLUMNS: dict[str, type] = {
 SOURCE_FIELD = {"steps": "step", "throughput": "tokens_per_sec"}
 
 
+def number(value) -> float:
+    """A JSON value as a float; NaN for one that is missing or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def columns_from_rows(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Metrics rows (metrics.jsonl dicts, TrainingMetrics fields) as columns of the history, a value
+    that is missing or not a number NaN: many rows go into the history in one bulk append."""
+    out = {}
+    for name, dtype in COLUMNS.items():
+        key = SOURCE_FIELD.get(name, name)
+        if dtype == np.int64:
+            out[name] = np.array([v if isinstance(v := r.get(key), int) else 0 for r in rows], dtype=np.int64)
+        else:
+            out[name] = np.array([number(r.get(key)) for r in rows], dtype=np.float64).astype(dtype)
+    return out
+
+
 class MetricsHistory:
     """Append-only columns of per-step metrics; safe to read from another thread while appending."""
 
@@ -40,7 +61,6 @@ class MetricsHistory:
         self._chunks: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
         self._n = 0
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[int, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return self._n
@@ -83,8 +103,7 @@ class MetricsHistory:
                 done += take
 
     def slice(self, start: int = 0, stop: int | None = None, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """Rows [start, stop) of the named columns (default: all) as fresh arrays. Unlike column(),
-        nothing is cached, so a reader that wants a delta or a one-off snapshot costs no memory."""
+        """Rows [start, stop) of the named columns (default: all) as fresh arrays."""
         with self._lock:
             stop = self._n if stop is None else max(0, min(stop, self._n))
             start = max(0, min(start, stop))
@@ -97,16 +116,8 @@ class MetricsHistory:
             return out
 
     def column(self, name: str) -> np.ndarray:
-        """The whole series as one array (a cached copy, rebuilt when rows were added)."""
-        with self._lock:
-            n = self._n
-            cached = self._cache.get(name)
-            if cached is not None and cached[0] == n:
-                return cached[1]
-            chunks = self._chunks[name]
-            out = np.concatenate(chunks)[:n] if chunks else np.empty(0, dtype=COLUMNS[name])
-            self._cache[name] = (n, out)
-            return out
+        """The whole series as one array (a fresh copy)."""
+        return self.slice(names=(name,))[name]
 
     def last(self, name: str, default: float = math.nan) -> float:
         with self._lock:

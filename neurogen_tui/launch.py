@@ -24,7 +24,7 @@ from .layout import EXIT_FAILED, EXIT_FORCED, EXIT_OK
 from .parallel import LOCK_HELD_ENV
 from .runinfo import read_run_info
 from .session import ended_line, setup_logging
-from .signals import hangup_message
+from .signals import hangup_message, install_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -163,22 +163,19 @@ def _drain(proc, errors: list[str], report: list[str], echo: bool, on_error=None
 
 
 def _stop_on_signals(cfg, proc) -> None:
-    count = {"n": 0}
-
-    def stop_job(signum, _frame):
-        count["n"] += 1
-        if count["n"] > 1:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            return
-        who = f"all {cfg.nproc_per_node} ranks" if cfg.nproc_per_node > 1 else "the trainer"
+    """The first signal asks every rank to stop at the next step (final checkpoint); a second one
+    kills the job."""
+    def say(message: str) -> None:
         with contextlib.suppress(OSError):  # stderr may be the terminal that hung up
-            print(f"neurogen-tui: {signal.Signals(signum).name}: stopping {who} after this step (final "
-                  f"checkpoint); signal again to end at once", file=sys.stderr)
-        threading.Thread(target=_ask_stop, args=(cfg.run_dir, proc), daemon=True).start()
+            print(f"neurogen-tui: {message}", file=sys.stderr)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, stop_job)
+    def kill(_signum) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    who = f"all {cfg.nproc_per_node} ranks" if cfg.nproc_per_node > 1 else "the trainer"
+    install_stop_signals(lambda: threading.Thread(target=_ask_stop, args=(cfg.run_dir, proc), daemon=True).start(),
+                         say, repeat_window=0.0, what=f"stopping {who} after this step (final checkpoint)", at_once=kill)
 
 
 def _owner_app(cfg, proc):

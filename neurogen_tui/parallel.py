@@ -193,8 +193,8 @@ class Single:
         """A one-line message for a failure only this strategy can explain."""
         return None
 
-    def close(self) -> None:
-        pass
+    def close(self, finished: bool) -> None:
+        """The run is over (`finished`: every rank got to its end)."""
 
 
 class DataParallel(Single):
@@ -286,9 +286,13 @@ class DataParallel(Single):
             return f"rank {self.rank} lost contact with another rank at step {step + 1} ({first_line(exc, 160)})"
         return None
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
+        """Every rank that finished waits for the others before the process group goes: a rank
+        tearing its connections down while a peer still uses them was seen to abort it (gloo)."""
         with contextlib.suppress(Exception):
             if dist.is_initialized():
+                if finished:
+                    dist.barrier()
                 dist.destroy_process_group()
 
 

@@ -7,13 +7,12 @@ so these work on a finished run, a crashed one, or one still writing: a torn las
 from __future__ import annotations
 
 import json
-import math
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 
-from .history import COLUMNS, SOURCE_FIELD, MetricsHistory
+from .history import COLUMNS, MetricsHistory, columns_from_rows, number
 from .layout import METRICS_FILE, METRICS_JSON, SAMPLES_FILE, SAMPLES_JSON, VIZ_DIR
 
 BATCH = 1 << 16  # metrics.jsonl rows parsed per bulk append
@@ -34,20 +33,6 @@ def find_viz_dir(run_dir: str | Path) -> Path:
 def run_name(run_dir: str | Path) -> str:
     path = Path(run_dir).resolve()
     return path.parent.name if path.name == VIZ_DIR else path.name
-
-
-def _number(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _flush(history: MetricsHistory, batch: dict[str, list]) -> None:
-    if batch["steps"]:
-        history.extend_columns({name: np.asarray(values, dtype=COLUMNS[name]) for name, values in batch.items()})
-        for values in batch.values():
-            values.clear()
 
 
 def rows_from_jsonl(path: Path):
@@ -74,16 +59,16 @@ def load_history(viz_dir: str | Path, max_step: int | None = None) -> MetricsHis
     history = MetricsHistory()
     jsonl = viz_dir / METRICS_FILE
     if jsonl.is_file() and jsonl.stat().st_size:
-        batch: dict[str, list] = {name: [] for name in COLUMNS}
+        batch: list[dict] = []
         for row in rows_from_jsonl(jsonl):
             step = row.get("step")
-            if not isinstance(step, int) or (max_step is not None and step > max_step):
-                continue
-            for name, values in batch.items():
-                values.append(step if name == "steps" else _number(row.get(SOURCE_FIELD.get(name, name))))
-            if len(batch["steps"]) >= BATCH:
-                _flush(history, batch)
-        _flush(history, batch)
+            if isinstance(step, int) and (max_step is None or step <= max_step):
+                batch.append(row)
+            if len(batch) >= BATCH:
+                history.extend_columns(columns_from_rows(batch))
+                batch.clear()
+        if batch:
+            history.extend_columns(columns_from_rows(batch))
         if len(history):
             return history
     exported = viz_dir / METRICS_JSON
@@ -94,7 +79,7 @@ def load_history(viz_dir: str | Path, max_step: int | None = None) -> MetricsHis
         except (ValueError, KeyError, TypeError):
             return history
         keep = steps <= max_step if max_step is not None else np.ones(len(steps), bool)
-        history.extend_columns({name: np.asarray([_number(v) for v in data[name]], dtype=COLUMNS[name])[keep]
+        history.extend_columns({name: np.asarray([number(v) for v in data[name]], dtype=COLUMNS[name])[keep]
                                 for name in COLUMNS if isinstance(data.get(name), list)
                                 and len(data[name]) == len(steps)})
     return history
@@ -111,8 +96,9 @@ def load_samples(viz_dir: str | Path, max_step: int | None = None, limit: int = 
             rows = json.loads((viz_dir / SAMPLES_JSON).read_bytes())
         except ValueError:
             rows = []
+        rows = rows.get("samples", []) if isinstance(rows, dict) else rows  # a list, or {"samples": [...]}
     fields = ("step", "input", "output", "accuracy")
-    good = [{"target": "", **r} for r in rows if isinstance(r, dict) and all(k in r for k in fields)
+    good = [{"target": "", **r} for r in rows if isinstance(rows, list) and isinstance(r, dict) and all(k in r for k in fields)
             and isinstance(r["step"], int) and (max_step is None or r["step"] <= max_step)]
     return good[-limit:]
 

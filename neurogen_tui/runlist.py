@@ -9,11 +9,11 @@ people's directories, so they pass through sanitize() before reaching the termin
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
+from .files import read_jsonl
 from .layout import CHECKPOINT_DIR, LIVE_STATES, PREVIOUS_RUNS, VIZ_DIR, RunLayout, RunState
 from .runinfo import liveness, read_run_info
 from .text import sanitize
@@ -55,21 +55,10 @@ def find_runs(root: Path, depth: int = 3) -> list[Path]:
 def last_metrics_row(path: Path) -> dict | None:
     """The newest complete, valid line of a metrics.jsonl, reading only its tail."""
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - TAIL_BYTES))
-            data = fh.read()
+        rows, _ = read_jsonl(path, max(0, path.stat().st_size - TAIL_BYTES))  # a line cut at the start is skipped
     except OSError:
         return None
-    for line in reversed(data.split(b"\n")[1 if size > TAIL_BYTES else 0:]):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            return row
-    return None
+    return next((row for row in reversed(rows) if isinstance(row.get("step"), int)), None)
 
 
 def summarize(run_dir: Path, root: Path, now: float | None = None) -> dict:

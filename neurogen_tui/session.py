@@ -253,7 +253,7 @@ def run_app(cfg: TrainingConfig, resume) -> int:
     from .tui.source import InProcessSource
 
     parts = build_run(cfg, resume)
-    app = MonitorApp(InProcessSource(parts.trainer, parts.bus, parts.viz, finish=parts.close),
+    app = MonitorApp(InProcessSource(parts),
                      ui_budget=cfg.ui_budget, on_hangup=cfg.on_hangup)
     app.after_hangup = lambda redirect: continue_app_after_hangup(cfg.run_dir, redirect)
     code = app.run()

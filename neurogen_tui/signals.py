@@ -28,20 +28,21 @@ log = logging.getLogger(__name__)
 REPEAT_WINDOW_S = 1.5
 
 
-def install_stop_signals(request_stop, announce, hangup: bool = True) -> None:
-    """First SIGINT/SIGTERM (and SIGHUP if `hangup`): stop at the next step boundary. Another one,
-    more than REPEAT_WINDOW_S later: exit at once."""
+def install_stop_signals(request_stop, announce, hangup: bool = True, repeat_window: float = REPEAT_WINDOW_S,
+                         what: str = "stopping after this step (final checkpoint and exports)",
+                         at_once=lambda signum: os._exit(128 + signum)) -> None:
+    """First SIGINT/SIGTERM (and SIGHUP if `hangup`): `request_stop()` (a stop at the next step
+    boundary) and `announce` it. Another one, more than `repeat_window` later: `at_once`."""
     state: dict = {"first": None}
 
     def handler(signum, _frame):
         now = time.monotonic()
         if state["first"] is not None:
-            if now - state["first"] > REPEAT_WINDOW_S:
-                os._exit(128 + signum)
+            if now - state["first"] > repeat_window:
+                at_once(signum)
             return  # the same Ctrl+C, delivered twice
         state["first"] = now
-        announce(f"{signal.Signals(signum).name}: stopping after this step "
-                 f"(final checkpoint and exports); signal again to exit at once")
+        announce(f"{signal.Signals(signum).name}: {what}; signal again to exit at once")
         request_stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hangup else ()):

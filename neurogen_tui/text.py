@@ -34,6 +34,13 @@ def sanitize(text: str, limit: int | None = None) -> str:
     return safe
 
 
+def tail(text: str, limit: int) -> str:
+    """The last `limit` visible characters of untrusted text, made safe (the end of a prompt leads
+    into what follows it)."""
+    safe = sanitize(text[-limit * 4:])
+    return safe if len(safe) <= limit else "…" + safe[-(limit - 1):]
+
+
 def format_count(n: float) -> str:
     """A count for a narrow column: 950, 35.5k, 1.2M, 3.4G."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):

@@ -232,7 +232,7 @@ class Trainer:
         except Exception as exc:
             result = self._fail(exc)
         finally:
-            self.par.close()
+            self.par.close(finished=self.state == RunState.FINISHED)
         self.bus.publish(result)
         return result
 

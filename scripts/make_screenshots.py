@@ -69,7 +69,7 @@ def main() -> int:
         cfg = config(Path(tmp) / "tiny-sample", args.steps)
         setup_logging(cfg)
         parts = build_run(cfg, None, control=False)
-        app = MonitorApp(InProcessSource(parts.trainer, parts.bus, parts.viz, finish=parts.close))
+        app = MonitorApp(InProcessSource(parts))
         asyncio.run(shoot(app, (width, height), int(args.steps * 0.8), out / "app.svg"))
         print(f"wrote {out / 'app.svg'} at step {app.step}")
         png = cfg.viz_dir / "training_latest.png"

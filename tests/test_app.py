@@ -42,7 +42,7 @@ def make_cfg(tmp_path, **overrides) -> TrainingConfig:
 
 
 def in_process(parts: RunParts) -> InProcessSource:
-    return InProcessSource(parts.trainer, parts.bus, parts.viz, finish=parts.close)
+    return InProcessSource(parts)
 
 
 def live_app(cfg, composed: bool = False, ui_budget: float | None = None) -> tuple[MonitorApp, object]:

@@ -148,7 +148,7 @@ def test_the_training_app_keeps_training_after_a_hangup_and_can_be_stopped_by_at
     cfg = make_cfg(tmp_path / "run")
     setup_logging(cfg)
     parts = build_without_dashboards(cfg)
-    app = MonitorApp(InProcessSource(parts.trainer, parts.bus, parts.viz, finish=parts.close))
+    app = MonitorApp(InProcessSource(parts))
     app.after_hangup = lambda redirect: continue_app_after_hangup(cfg.run_dir, redirect)
 
     async def scenario():

@@ -12,7 +12,6 @@ without run.json (runs of older versions), from whether the metrics still grow.
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -20,9 +19,11 @@ from typing import Callable
 
 from ..events import CheckpointSaved, LogMessage, RunFailed, RunFinished, StateChanged, TextSample
 from ..files import TailedFile
+from ..history import columns_from_rows
 from ..layout import CHECKPOINT_NAME, END_LOGGER, ENDED_STATES, METRICS_FILE, SAMPLES_JSON, RunLayout, RunState
+from ..runfiles import load_samples
 from ..runinfo import liveness, read_run_info
-from .source import HistoryReset, MetricsRows, RunInfo, rows_to_columns, trained_seconds
+from .source import HistoryReset, MetricsRows, RunInfo, trained_seconds
 
 SAMPLE_FIELDS = ("step", "input", "target", "output", "accuracy")
 IDLE_AFTER = 30.0  # seconds without a new metrics line before a run without run.json is shown as idle
@@ -69,7 +70,7 @@ class FilesFollower:
         rows = [r for r in rows if isinstance(r.get("step"), int)]
         if rows:
             self._last_growth = time.time()
-            self.put(MetricsRows(rows_to_columns(rows), rows[-100:], trained_seconds(rows)))
+            self.put(MetricsRows(columns_from_rows(rows), rows[-100:], trained_seconds(rows)))
 
     def _poll_samples(self) -> None:
         if self.samples.path.exists() or self.samples.ident is not None:
@@ -85,23 +86,16 @@ class FilesFollower:
                     continue
 
     def _read_text_samples(self) -> list[dict]:
-        """The exported text_samples.json (a list, or {"samples": [...]}) when it changed."""
-        path = self.layout.viz / SAMPLES_JSON
+        """The exported text_samples.json (a run dir without samples.jsonl), when it changed."""
         try:
-            mtime = path.stat().st_mtime
+            mtime = (self.layout.viz / SAMPLES_JSON).stat().st_mtime
         except FileNotFoundError:
             return []
         if mtime == self._text_samples_mtime:
             return []
         self._text_samples_mtime = mtime
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            self._text_samples_mtime = 0.0  # being replaced: try again next poll
-            return []
-        rows = data.get("samples", []) if isinstance(data, dict) else data
         self.put(HistoryReset(samples_only=True))
-        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+        return load_samples(self.layout.viz, limit=200)
 
     def _poll_checkpoints(self) -> None:
         try:

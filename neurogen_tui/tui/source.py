@@ -21,12 +21,9 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
-
-import numpy as np
 
 from ..events import LogMessage, RunFailed
-from ..history import COLUMNS, SOURCE_FIELD
+from ..history import SOURCE_FIELD
 from ..layout import EXIT_FAILED, EXIT_OK, LATEST_PNG, RunState
 
 log = logging.getLogger(__name__)
@@ -74,19 +71,6 @@ class RunInfo:
     run_name: str = ""
     device: str = ""
     total: int | None = None
-
-
-def rows_to_columns(rows: list[dict]) -> dict[str, np.ndarray]:
-    """Metrics rows (metrics.jsonl dicts, TrainingMetrics fields) as MetricsHistory columns, missing
-    values NaN: many rows are appended in one go instead of one at a time."""
-    out = {}
-    for name, dtype in COLUMNS.items():
-        field = SOURCE_FIELD.get(name, name)
-        if dtype == np.int64:
-            out[name] = np.array([int(r.get(field) or 0) for r in rows], dtype=np.int64)
-        else:
-            out[name] = np.array([r.get(field) for r in rows], dtype=np.float64).astype(dtype)
-    return out
 
 
 def trained_seconds(rows: list[dict]) -> float:
@@ -147,24 +131,24 @@ class RunSource:
 
 
 class InProcessSource(RunSource):
-    """Trains in the calling thread (the app's worker) and queues the trainer's events.
+    """Trains in the calling thread (the app's worker) and queues the trainer's events. `run` is
+    the composed run (session.RunParts: its trainer, bus and dashboards).
 
-    After the trainer returns, `finish` writes the final dashboard and JSON (off the UI thread),
+    After the trainer returns, run.close() writes the final dashboard and JSON (off the UI thread),
     then SourceDone carries the exit status: 0 finished or stopped, 1 failed."""
 
     caps = Capabilities(control=True, owns=True, shares_gil=True)
 
-    def __init__(self, trainer, bus, viz=None, finish: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, run) -> None:
         super().__init__()
-        self.trainer, self.viz, self._finish = trainer, viz, finish
-        self.title = trainer.cfg.display_name
-        self.run_dir = trainer.cfg.run_dir
+        self.trainer, self.viz, self._finish = run.trainer, run.viz, run.close
+        self.title, self.run_dir = run.trainer.cfg.display_name, run.trainer.cfg.run_dir
         self._last_step_png = float("-inf")
         self._produced = False
-        self._seed_from(viz)
-        bus.subscribe(self.put)
-        if viz is not None:
-            viz.add_listener(self._on_viz)
+        self._seed_from(run.viz)
+        run.bus.subscribe(self.put)
+        if run.viz is not None:
+            run.viz.add_listener(self._on_viz)
 
     def _seed_from(self, viz) -> None:
         """A resumed run shows its whole history: the VisualizationManager has loaded it (up to the

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from ..events import (CheckpointSaved, EvalResult, LogMessage, RunFailed, RunFinished, RunStarted, StateChanged,
                       TextSample, TrainingMetrics)
-from ..history import MetricsHistory
+from ..history import MetricsHistory, columns_from_rows
 from ..layout import RunState
-from .source import HistoryReset, MetricsRows, RunInfo, SourceDone, rows_to_columns, trained_seconds
+from .source import HistoryReset, MetricsRows, RunInfo, SourceDone, trained_seconds
 
 SAMPLES_KEPT = 200
 ETA_WINDOW = 100  # steps over which the step rate for the ETA is measured
@@ -93,7 +93,7 @@ class RunView:
 
     def _flush_metrics(self, rows: list[dict]) -> None:
         if len(rows) >= BULK_ROWS:
-            self.apply(MetricsRows(rows_to_columns(rows), rows[-ETA_WINDOW:], trained_seconds(rows)))
+            self.apply(MetricsRows(columns_from_rows(rows), rows[-ETA_WINDOW:], trained_seconds(rows)))
         else:
             for row in rows:
                 self._metrics(row)

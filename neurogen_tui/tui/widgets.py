@@ -21,7 +21,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, RichLog, Static
 
 from ..events import TextSample
-from ..text import format_count, format_duration, sanitize
+from ..text import format_count, format_duration, sanitize, tail
 from .source import Capabilities
 from .state import HeaderInfo, LogLine
 
@@ -142,7 +142,7 @@ class SamplesTable(OwnScroll, DataTable):
             self.clear()
         _, w_in, w_tgt, w_out, _ = widths
         for i, s in enumerate(reversed(self._samples)):
-            self.add_row(Text(f"{s.step:,}", justify="right"), tail(s.input, w_in),
+            self.add_row(Text(f"{s.step:,}", justify="right"), Text(tail(s.input, w_in), no_wrap=True),
                          Text(sanitize(s.target, w_tgt), no_wrap=True), Text(sanitize(s.output, w_out), no_wrap=True),
                          Text(f"{s.accuracy * 100:.0f}%", justify="right"), key=str(len(self._samples) - 1 - i))
         if self.has_focus and self.row_count:  # someone is reading: keep their place
@@ -171,14 +171,6 @@ class SampleScreen(ModalScreen):
             text.append(f"{label}\n", "bold underline")
             text.append(sanitize(body, 4000) + "\n\n")
         yield Static(text, id="sample-text")
-
-
-def tail(text: str, width: int) -> Text:
-    """The last `width` visible characters of untrusted text (an input's end leads to its target)."""
-    safe = sanitize(text[-width * 4:])
-    if len(safe) > width:
-        safe = "…" + safe[-(width - 1):]
-    return Text(safe, no_wrap=True)
 
 
 # ---- log ----------------------------------------------------------------------------------------
