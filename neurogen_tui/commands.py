@@ -11,12 +11,15 @@ from pathlib import Path
 
 from .config import flag_type
 from .control import ControlError
+from .dashboard import COMPARE_PANELS, DASHBOARD_COLUMNS, compare_figure, figure_png, render_png
+from .events import LogMessage
 from .files import atomic_write
 from .layout import EXIT_FAILED, EXIT_OK, EXIT_USAGE, LIVE_STATES, RENDER_PNG, RunState
 from .runfiles import RunDirError, find_viz_dir, load_run
 from .runinfo import liveness, read_run_info
 from .runlist import find_runs, format_table, newest_run, summarize
 from .text import sanitize
+from .tui.rundir import RunDirSource
 
 SUBCOMMANDS = ("render", "compare", "watch", "attach", "ls")
 
@@ -42,8 +45,6 @@ def _write_png(data: bytes, out: Path, what: str) -> int:
 
 
 def main_render(argv: list[str]) -> int:
-    from .dashboard import DASHBOARD_COLUMNS, render_png  # matplotlib, only for the commands that draw
-
     parser = argparse.ArgumentParser(prog="neurogen-tui render",
                                      description="Draw the training dashboard from a run directory's files "
                                                  "(finished, crashed or still running).")
@@ -70,8 +71,6 @@ def unique_names(names: list[str]) -> list[str]:
 
 
 def main_compare(argv: list[str]) -> int:
-    from .dashboard import COMPARE_PANELS, compare_figure, figure_png
-
     parser = argparse.ArgumentParser(prog="neurogen-tui compare",
                                      description="Overlay loss, accuracy, throughput and learning rate of "
                                                  "several runs in one PNG, labelled by run name.")
@@ -126,8 +125,6 @@ def _show(source, ui_budget: float | None) -> int:
 
 
 def main_watch(argv: list[str]) -> int:
-    from .tui.rundir import RunDirSource
-
     args = watch_parser().parse_args(argv)
     run_dir = Path(args.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -140,9 +137,6 @@ def main_watch(argv: list[str]) -> int:
 
 def attach_source(run: Path, poll: float):
     """The run's live trainer through its control channel if it answers, else the files, read-only."""
-    from .events import LogMessage
-    from .tui.rundir import RunDirSource
-
     info = read_run_info(run)
     state = liveness(info) if info else RunState.UNKNOWN
     why = f"its state is {state}"

@@ -25,6 +25,7 @@ from .parallel import LOCK_HELD_ENV
 from .runinfo import read_run_info
 from .session import ended_line, setup_logging
 from .signals import hangup_message, install_stop_signals
+from .tui.rundir import RunDirSource
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,6 @@ def _stop_on_signals(cfg, proc) -> None:
 
 def _owner_app(cfg, proc):
     from .tui.app import MonitorApp  # Textual, only where there is a screen
-    from .tui.rundir import RunDirSource
 
     return MonitorApp(RunDirSource(cfg.run_dir, poll=0.25, child=proc), ui_budget=cfg.ui_budget,
                       on_hangup=cfg.on_hangup)

@@ -25,6 +25,7 @@ from .recorder import MetricsRecorder
 from .signals import HeadlessHangup, continue_app_after_hangup, install_stop_signals
 from .text import sanitize
 from .trainer import Trainer
+from .tui.source import InProcessSource
 from .viz import VisualizationManager
 
 log = logging.getLogger(__name__)
@@ -250,7 +251,6 @@ def run_app(cfg: TrainingConfig, resume) -> int:
     """Train on a thread of this process with the app on this terminal; 0 when finished or
     stopped, 1 when failed."""
     from .tui.app import MonitorApp  # Textual is imported only when there is a screen to draw on
-    from .tui.source import InProcessSource
 
     parts = build_run(cfg, resume)
     app = MonitorApp(InProcessSource(parts),

@@ -11,8 +11,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LINT = "import sys\nfrom importlinter.cli import lint_imports\nsys.exit(lint_imports(no_cache=True, no_logo=True))"
 
-pytest.importorskip("importlinter")
-
 
 def lint(where: Path) -> subprocess.CompletedProcess:
     """lint-imports in `where` (its pyproject.toml, and its copy of the package first on the path)."""
@@ -43,3 +41,13 @@ def test_an_upward_import_fails_the_check(tmp_path, module, line):
     assert result.returncode != 0
     assert "floors: processes > views > services > engine > core BROKEN" in result.stdout, result.stdout
     assert f"neurogen_tui.{module[:-3]} ->" in result.stdout
+
+
+def test_the_command_line_imports_torch_textual_and_matplotlib_only_when_a_command_needs_them():
+    """Function-level imports are there to put these off: `ls`, `--help` and the subcommands'
+    parsers start without them."""
+    probe = ("import sys, neurogen_tui.cli, neurogen_tui.commands\n"
+             "print(sorted(m for m in ('torch', 'textual', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -21,6 +21,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, RichLog, Static
 
 from ..events import TextSample
+from ..layout import RunState
 from ..text import format_count, format_duration, sanitize, tail
 from .source import Capabilities
 from .state import HeaderInfo, LogLine
@@ -62,7 +63,7 @@ class RunHeader(Widget):
                 top.append("─" * (room - filled), style("run-header--bar-empty"))  # apart without colour too
             top.append(f" {frac * 100:3.0f}%")
         bottom = Text(no_wrap=True, overflow="ellipsis")
-        eta = "paused" if i.state == "paused" else format_duration(i.eta)
+        eta = "paused" if i.state == RunState.PAUSED else format_duration(i.eta)
         parts = [("elapsed", format_duration(i.elapsed)), ("ETA", eta if i.total else "-"),
                  ("tokens", format_count(i.tokens_seen)), ("tok/s", format_count(i.tokens_per_sec))]
         if i.mfu is not None:
