@@ -68,12 +68,16 @@ from neurogen_tui.trainer import Trainer  # noqa: E402
 # The recipe's flags as the issue gives them, in neurogen-tui's spelling.
 NANOGPT_FLAGS = ("--n-layer 4 --n-head 4 --n-embd 128 --seq-len 64 --batch-size 12 --tokens-per-chunk 768 "
                  "--lr 1e-3 --min-lr 1e-4 --warmup-steps 100 --max-chunks 2000 --eval-interval 250 "
-                 "--eval-iters 20 --dataset sample").split()
+                 "--eval-iters 20 --beta2 0.99 --epochs 0").split()  # the recipe's AdamW betas; it samples with replacement
+# The text the nanogpt benchmark trains on: the bundled sample, or --data DIR (train.jsonl.zst and
+# validation.jsonl.zst in SlimPajama's format, as ../shared/data/gutenberg holds two novels)
+DATA = {"train": SAMPLE_TRAIN, "val": SAMPLE_VAL}
 
 
 def make_config(name: str, steps: int, run_dir: str) -> TrainingConfig:
     """'default': what `neurogen-tui --headless --dataset sample` trains; 'nanogpt': the recipe's flags."""
-    argv = ["--dataset", "sample"] if name == "default" else list(NANOGPT_FLAGS)
+    argv = (["--dataset", "sample"] if name == "default" else
+            [*NANOGPT_FLAGS, "--data-files", str(DATA["train"]), "--val-data-files", str(DATA["val"])])
     cfg = apply_flags(vars(build_parser().parse_args(argv + ["--run-dir", run_dir])))
     cfg.max_chunks = steps
     return validate(cfg)
@@ -485,7 +489,7 @@ def one_overhead_trial(variant: str, config: str, steps: int, display: bool) -> 
 def val_loss_ours(model: GPT, cfg: TrainingConfig) -> float:
     """Mean loss over every seq_len window of the whole validation file, packed as training packs."""
     model.eval()
-    stream = BatchStream(DocumentStream(lambda: open_local([str(SAMPLE_VAL)])), load_tokenizer(None),
+    stream = BatchStream(DocumentStream(lambda: open_local([str(DATA["val"])])), load_tokenizer(None),
                          cfg.seq_len, cfg.batch_size)
     total, count = 0.0, 0
     while (batch := stream.next_batch()) is not None:
@@ -510,10 +514,40 @@ def val_loss_ref(model: ref.GPT, data_dir: Path, c: ref.RecipeConfig) -> float:
     return total / ys.numel()
 
 
+def recipe_data(data_dir: Path) -> Path:
+    """nanoGPT's prepare.py step for DATA: each split's documents joined, one token per byte."""
+    texts = {split: "\n".join(row["text"] for row in open_local([str(path)])) for split, path in DATA.items()}
+    return ref.write_bins(data_dir, texts["train"], texts["val"])
+
+
+def cmd_shuffle(args) -> dict:
+    """What the shuffled order costs: micro-batches of the nanogpt recipe (12 x 64) read from DATA's
+    training file in the stream's order and shuffled, per batch and in all (window reads included),
+    and the window's memory; a step of the recipe is one such batch."""
+    tok = load_tokenizer(None)
+    rows = []
+    for window in (0, args.window):
+        stream = BatchStream(DocumentStream(lambda: open_local([str(DATA["train"])]), epochs=0), tok, 64, 12,
+                             window=window, seed=1337)
+        stream.next_batch()  # the first window (or the first document) read
+        t0 = time.perf_counter()
+        for _ in range(args.batches):
+            stream.next_batch()
+        per = (time.perf_counter() - t0) / args.batches
+        blocks = getattr(stream.blocks, "_tokens", None)
+        rows.append({"order": "shuffled" if window else "sequential", "window": window, "us_per_batch": per * 1e6,
+                     "window_mib": (blocks.nbytes + stream.blocks._doc.nbytes) / 2**20 if blocks is not None else 0.0})
+    print(f"\n{args.batches} micro-batches of 12 x 64 tokens from {DATA['train']}, after the first\n")
+    print("| order | window (tokens) | per micro-batch (us), window reads included | window memory (MiB) |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['order']} | {r['window']:,} | {r['us_per_batch']:.0f} | {r['window_mib']:.1f} |")
+    return {"rows": rows}
+
+
 def cmd_nanogpt(args) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-nanogpt-"))
-    texts = {p: [row["text"] for row in open_local([str(p)])] for p in (SAMPLE_TRAIN, SAMPLE_VAL)}
-    data_dir = ref.write_bins(work / "data", "\n".join(texts[SAMPLE_TRAIN]), "\n".join(texts[SAMPLE_VAL]))
+    data_dir = recipe_data(work / "data")
     rows = []
     for i, v in enumerate(rounds(args.variants.split(","), args.rounds)):
         run = work / f"{i}-{v}"
@@ -560,8 +594,7 @@ def cmd_nanogpt_interleaved(args) -> dict:
     recipe's evaluations and checkpoint saves, our evaluations, samples, metrics, dashboards and
     progress bar). Then both models' validation loss, by their own evaluation and on the whole file."""
     work = Path(tempfile.mkdtemp(prefix="bench-nanogpt-il-"))
-    texts = {p: [row["text"] for row in open_local([str(p)])] for p in (SAMPLE_TRAIN, SAMPLE_VAL)}
-    data_dir = ref.write_bins(work / "data", "\n".join(texts[SAMPLE_TRAIN]), "\n".join(texts[SAMPLE_VAL]))
+    data_dir = recipe_data(work / "data")
     try:
         OtherLoad.wait_quiet(args.wait_quiet)
         cfg = make_config("nanogpt", args.steps, str(work / "ours"))
@@ -796,7 +829,13 @@ def main(argv: list[str] | None = None) -> int:
     n.add_argument("--interleaved", action="store_true",
                    help="both in one process, taking turns in blocks of --block steps (drift falls on both alike)")
     n.add_argument("--block", type=int, default=25, help="with --interleaved: steps per block")
+    n.add_argument("--data", metavar="DIR", help="train.jsonl.zst and validation.jsonl.zst to train on "
+                                                 "(default: the bundled sample); e.g. ../shared/data/gutenberg")
     n.add_argument("--quick", action="store_true", help="smoke run: 200 steps")
+    sh = sub.add_parser("shuffle", help="the shuffled order's cost per micro-batch, and its memory")
+    sh.add_argument("--data", metavar="DIR", help="as for nanogpt")
+    sh.add_argument("--batches", type=int, default=20000, help="micro-batches timed (20000: ~13 windows of the default)")
+    sh.add_argument("--window", type=int, default=1 << 22, help="--shuffle-buffer, tokens")
     f = sub.add_parser("profile", help="per-step cost of each piece of monitoring, and a cProfile")
     f.add_argument("--config", choices=("default", "nanogpt"), default="default")
     f.add_argument("--repeats", type=int, default=15)
@@ -804,7 +843,9 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--quick", action="store_true", help="smoke run: 3 repeats, 10-step cProfile")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.quick:
+    if getattr(args, "data", None):
+        DATA.update(train=Path(args.data) / "train.jsonl.zst", val=Path(args.data) / "validation.jsonl.zst")
+    if getattr(args, "quick", False):
         args.steps, args.rounds, args.repeats, args.profile_steps = {"overhead": 20, "nanogpt": 200}.get(args.cmd), 2, 3, 10
         args.block, args.blocks = (5, 4) if args.cmd == "interleaved" else (25, 0)
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
@@ -815,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "nanogpt" and args.interleaved:
         args.cmd = "nanogpt-interleaved"
     result = {"overhead": cmd_overhead, "interleaved": cmd_interleaved, "nanogpt": cmd_nanogpt,
-              "nanogpt-interleaved": cmd_nanogpt_interleaved, "profile": cmd_profile}[args.cmd](args)
+              "nanogpt-interleaved": cmd_nanogpt_interleaved, "profile": cmd_profile, "shuffle": cmd_shuffle}[args.cmd](args)
     print(f"# done {time.strftime('%H:%M')}, load {os.getloadavg()[0]:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=str))

@@ -32,6 +32,7 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "base": {"n_layer": 12, "n_head": 12, "n_embd": 768, "seq_len": 1024, "batch_size": 4},
 }
 SAMPLE_DATASET = "sample"
+TOKENIZER_NAMES = ("byte",)  # what --tokenizer takes by name (tokenizer.NAMES builds them)
 DEFAULT_DATASET = "cerebras/SlimPajama-627B"
 # Fields that fix the shape of the saved weights: a resumed run must agree on all of them.
 SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "seq_len", "tokenizer")
@@ -141,8 +142,13 @@ class TrainingConfig:
     data_files: str | None = flag(None, DATA, "local shards (*.jsonl.zst, .jsonl, .json.gz, .parquet, .txt)",
                                   metavar="GLOB", default_text="")
     val_data_files: str | None = flag(None, DATA, "local validation shards", metavar="GLOB", default_text="")
-    tokenizer: str | None = flag(None, DATA, "tokenizer.json or SentencePiece .model", metavar="PATH",
-                                 default_text="bytes")
+    tokenizer: str | None = flag(None, DATA, "byte (UTF-8 bytes and an end-of-text token), or the path of a "
+                                             "tokenizer.json or a SentencePiece .model", metavar="NAME|PATH",
+                                 default_text="byte")
+    shuffle_buffer: int = flag(1 << 22, DATA, "tokens read ahead at a time and handed out as blocks in a random "
+                                              "order, so a step samples many documents and places (as nanoGPT's "
+                                              "random offsets do); 0 keeps the stream's order", check=non_negative,
+                               metavar="TOKENS")
     epochs: int = flag(1, DATA, "passes over a finite dataset, 0 loops forever", check=non_negative)
     # ---- model --------------------------------------------------------------------------------------
     model: str = flag("small", MODEL, "preset size; flags below override it", check=one_of(*MODEL_PRESETS))
@@ -161,6 +167,8 @@ class TrainingConfig:
     warmup_steps: int = flag(100, OPTIM, "linear warmup steps", check=non_negative)
     lr_decay_steps: int | None = flag(None, OPTIM, "cosine decay length", check=positive, default_text="--max-chunks")
     weight_decay: float = flag(0.1, OPTIM, "AdamW decoupled weight decay", check=non_negative)
+    beta1: float = flag(0.9, OPTIM, "AdamW beta1", check=share)
+    beta2: float = flag(0.95, OPTIM, "AdamW beta2 (nanoGPT's small recipes use 0.99)", check=share)
     grad_clip: float = flag(1.0, OPTIM, "gradient norm clip, 0 disables", check=non_negative)
     max_bad_steps: int = flag(10, OPTIM, "stop after this many non-finite steps in a row", check=positive)
     # ---- monitoring (names from the seed) -----------------------------------------------------------
@@ -301,8 +309,8 @@ def _check_paths(cfg: TrainingConfig) -> None:
     for flag_name, pattern in (("--data-files", cfg.data_files), ("--val-data-files", cfg.val_data_files)):
         if pattern and not expand_files(pattern):
             raise ConfigError(f"{flag_name}: no file matches {pattern!r}")
-    if cfg.tokenizer and not Path(cfg.tokenizer).is_file():
-        raise ConfigError(f"--tokenizer: file not found: {cfg.tokenizer}")
+    if cfg.tokenizer and cfg.tokenizer not in TOKENIZER_NAMES and not Path(cfg.tokenizer).is_file():
+        raise ConfigError(f"--tokenizer: file not found: {cfg.tokenizer} (nor a name: {', '.join(TOKENIZER_NAMES)})")
     run_dir = Path(cfg.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--run-dir: {run_dir} exists and is not a directory")

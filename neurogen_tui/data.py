@@ -7,15 +7,18 @@ packer's leftover tokens: resuming skips exactly the documents already trained o
 """
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+import zstandard
 
 from .batches import BatchStream
 from .config import SAMPLE_DATASET, ConfigError, TrainingConfig, expand_files
@@ -220,20 +223,53 @@ class DocumentStream:
 # Composing sources for a run
 
 
+def train_files(cfg: TrainingConfig) -> list[str] | None:
+    """The local files of the training data, or None for a hub dataset."""
+    if cfg.data_files:
+        return expand_files(cfg.data_files)
+    if cfg.dataset == SAMPLE_DATASET:
+        return [str(SAMPLE_TRAIN)]
+    if not Path(cfg.dataset).exists():
+        return None
+    files = expand_files(str(Path(cfg.dataset) / "**" / "*")) if Path(cfg.dataset).is_dir() else [cfg.dataset]
+    files = [f for f in files if _readable_ext(f)]
+    if not files:
+        raise ConfigError(f"--dataset {cfg.dataset}: no .jsonl/.parquet/.txt files found")
+    return files
+
+
 def train_opener(cfg: TrainingConfig) -> tuple[Callable[[], object], bool]:
     """A function that opens the training stream, and whether it is remote (retry on errors)."""
-    if cfg.data_files:
-        files = expand_files(cfg.data_files)
-        return (lambda: open_local(files)), False
-    if cfg.dataset == SAMPLE_DATASET:
-        return (lambda: open_local([str(SAMPLE_TRAIN)])), False
-    if Path(cfg.dataset).exists():
-        files = expand_files(str(Path(cfg.dataset) / "**" / "*")) if Path(cfg.dataset).is_dir() else [cfg.dataset]
-        files = [f for f in files if _readable_ext(f)]
-        if not files:
-            raise ConfigError(f"--dataset {cfg.dataset}: no .jsonl/.parquet/.txt files found")
-        return (lambda: open_local(files)), False
-    return (lambda: open_hub(cfg.dataset, "train")), True
+    files = train_files(cfg)
+    if files is None:
+        return (lambda: open_hub(cfg.dataset, "train")), True
+    return (lambda: open_local(files)), False
+
+
+def pass_tokens(files: list[str], tokenizer, sample: int = 1 << 18) -> int | None:
+    """About how many tokens one pass over local files holds, without reading them through: their
+    sizes (a compressed file's scaled by how much its first megabytes inflate), times the tokens per
+    byte of the first documents. None where that cannot be told (parquet, an unsampled compression)."""
+    total, ratios = 0.0, {}
+    for path in files:
+        kind = next((ext for ext in _COMPRESSION if path.lower().endswith(ext)), "")
+        if kind and kind not in ratios:
+            with open(path, "rb") as raw:
+                reader = {".zst": lambda: zstandard.ZstdDecompressor().stream_reader(raw),
+                          ".gz": lambda: gzip.GzipFile(fileobj=raw)}.get(kind)
+                ratios[kind] = len(reader().read(1 << 22)) / max(1, raw.tell()) if reader else None
+        if builder_for(path) == "parquet" or (kind and ratios[kind] is None):
+            return None
+        total += os.path.getsize(path) * (ratios[kind] if kind else 1.0)
+    line_bytes = tokens = 0
+    for record in open_local(files):
+        text = record.get("text") if isinstance(record, dict) else None
+        if isinstance(text, str):
+            line_bytes += len(json.dumps(record, ensure_ascii=False).encode()) + 1
+            tokens += len(tokenizer.encode(text)) + 1
+        if line_bytes >= sample:
+            break
+    return int(total * tokens / line_bytes) if line_bytes else None
 
 
 def _readable_ext(path: str) -> bool:
@@ -242,6 +278,20 @@ def _readable_ext(path: str) -> bool:
         return True
     except ConfigError:
         return False
+
+
+def short_data_note(cfg: TrainingConfig, tokenizer, world_tokens_per_step: int) -> str:
+    """What to say at the start of a run whose local data will run out before --max-chunks (an
+    estimate), or ""."""
+    files = train_files(cfg)
+    if not (cfg.epochs and cfg.max_chunks and files):
+        return ""
+    tokens = pass_tokens(files, tokenizer)
+    steps = int(tokens * cfg.epochs / world_tokens_per_step) if tokens else None
+    if steps is None or steps >= cfg.max_chunks:
+        return ""
+    return (f"data: about {tokens:,} tokens a pass (estimated from the files' sizes), so {cfg.epochs} pass(es) end "
+            f"near step {steps:,} of the {cfg.max_chunks:,} asked for; --epochs 0 goes round the data until then")
 
 
 def val_opener(cfg: TrainingConfig) -> Callable[[], object] | None:

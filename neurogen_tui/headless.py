@@ -8,6 +8,7 @@ from rich.text import Text
 from .config import TrainingConfig
 from .events import (CheckpointSaved, LogMessage, RunFailed, RunFinished, RunStarted, TextSample,
                      TrainingMetrics)
+from .layout import EndReason
 from .text import format_count, sanitize
 
 
@@ -55,6 +56,9 @@ class HeadlessDisplay:
             self.line(f"checkpoint: {event.path}", "dim")
         elif isinstance(event, LogMessage):
             self.line(f"{event.level}: {sanitize(event.text)}", "yellow" if event.level == "warning" else "")
+        elif isinstance(event, RunFinished) and event.reason == EndReason.DATA_EXHAUSTED and self.cfg.max_chunks:
+            self.line(f"data exhausted at step {event.step} of {self.cfg.max_chunks}, {format_count(event.tokens_seen)} "
+                      f"tokens (--epochs {self.cfg.epochs}; --epochs 0 goes round the data)", "yellow")
         elif isinstance(event, RunFinished):
             self.line(f"finished ({event.reason}) at step {event.step}, {format_count(event.tokens_seen)} tokens")
         elif isinstance(event, RunFailed):

@@ -130,7 +130,8 @@ class GPT(nn.Module):
                 logits = self(nxt, cache, start=idx.shape[1] - 1)[:, -1, :]
         return idx
 
-    def configure_optimizer(self, lr: float, weight_decay: float, device_type: str) -> torch.optim.AdamW:
+    def configure_optimizer(self, lr: float, weight_decay: float, device_type: str,
+                            betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
         # Decoupled weight decay on matrices only; norms and biases are not decayed
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
@@ -141,7 +142,7 @@ class GPT(nn.Module):
         # came in torch 2.4; where it is missing (older torch, other devices) the loop version runs.
         if device_type in ("cuda", "cpu"):
             try:
-                return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=True)
+                return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
             except (RuntimeError, ValueError):
                 pass
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)

@@ -95,10 +95,13 @@ def _sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+NAMES = {"byte": ByteTokenizer}  # tokenizers --tokenizer takes by name; anything else is a file
+
+
 def load_tokenizer(path: str | None):
-    """None gives the byte tokenizer; a .json file a HF tokenizer; a .model file SentencePiece."""
-    if not path:
-        return ByteTokenizer()
+    """None or `byte`: the byte tokenizer; a .json file a HF tokenizer; a .model file SentencePiece."""
+    if not path or path in NAMES:
+        return NAMES.get(path or "byte")()
     suffix = Path(path).suffix.lower()
     try:
         if suffix == ".json":

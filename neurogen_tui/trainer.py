@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import checkpoint as ckpt
 from .config import ConfigError, TrainingConfig
 from .batches import BatchStream, StepBatches
-from .data import DataError, DocumentStream, collect_eval_batches, train_opener, val_opener
+from .data import DataError, DocumentStream, collect_eval_batches, short_data_note, train_opener, val_opener
 from .events import (CheckpointSaved, EvalResult, EventBus, LogMessage, RunFailed, RunFinished, RunStarted,
                      StateChanged, TextSample, TrainingMetrics)
 from .evaluation import block_sample, validation
@@ -110,7 +110,8 @@ class Trainer:
             # a checkpoint from before `model_config` was saved has LayerNorm biases
             bias=bool(state.get("model_config", {"bias": True}).get("bias", False)) if state else False)
         self.model = par.prepare(GPT(self.model_config).to(self.device), self._say)
-        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, self.device.type)
+        self.optimizer = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, self.device.type,
+                                                        (cfg.beta1, cfg.beta2))
         self.forward, self._eval_forward = par.forwards(self.model, cfg.compile)
         self.accum_steps, note = accumulation(cfg.tokens_per_chunk, cfg.tokens_per_micro_batch, par.world_size)
         if note and par.is_main:
@@ -121,6 +122,9 @@ class Trainer:
                             devices=par.world_size)
         self._setup_data(state)
         self.batches = StepBatches(self.batches)
+        if state is None and par.is_main and (note := short_data_note(
+                cfg, self.tokenizer, self.accum_steps * cfg.tokens_per_micro_batch * par.world_size)):
+            self._say(note, "warning")
         if state is not None:
             self._restore(state)
 
@@ -138,15 +142,19 @@ class Trainer:
             self._say(self.batches.docs.split_note())
 
     def train_batches(self, data_state: dict, opener, remote: bool, rank: int = 0, world_size: int = 1) -> BatchStream:
-        """The training batches of one rank's share of the stream, from a saved position."""
+        """The training batches of one rank's share of the stream, from a saved position. A run
+        shuffles as its checkpoint was written: a checkpoint from before shuffling, or of a run
+        with --shuffle-buffer 0, goes on in the stream's order."""
         cfg = self.cfg
         docs = DocumentStream(opener, start=int(data_state.get("index", 0)), epoch=int(data_state.get("epoch", 0)),
                               epochs=cfg.epochs, first=self._holdout, remote=remote, stop_event=self._stop,
                               on_warning=lambda m: self._say(m, "warning"), rank=rank, world_size=world_size,
                               by_shard=data_state.get("by_shard", False) if data_state else None)  # old: by document
+        window = data_state["shuffle"]["tokens"] if "shuffle" in data_state else 0 if data_state else cfg.shuffle_buffer
         leftover = data_state.get("leftover")
         return BatchStream(docs, self.tokenizer, cfg.seq_len, cfg.batch_size,
-                           leftover.numpy() if leftover is not None else None)
+                           leftover.numpy() if leftover is not None else None, window=window, seed=cfg.seed,
+                           rank=rank, state=data_state)
 
     def _restore(self, state: dict) -> None:
         self.par.restore_weights(self, state)

@@ -64,6 +64,8 @@ def test_resume_continues_step_count_and_equals_uninterrupted_training(tiny_cfg,
     assert result.reason == "stopped" and result.step == 4
     path = result.checkpoint
     assert path.endswith("checkpoint_step_000004.pt")
+    shuffled = load_checkpoint(path)["data"]["shuffle"]  # the default order: shuffled, mid-window
+    assert shuffled["tokens"] == tiny_cfg.shuffle_buffer and shuffled["taken"] > 0
     second, second_losses, result2 = run_trainer(tiny_cfg, resume=(path, load_checkpoint(path)))
     assert result2.step == 8 and sorted(second_losses) == [5, 6, 7, 8]
     for step in range(1, 9):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ..events import (CheckpointSaved, EvalResult, LogMessage, RunFailed, RunFinished, RunStarted, StateChanged,
                       TextSample, TrainingMetrics)
 from ..history import MetricsHistory, columns_from_rows
-from ..layout import RunState
+from ..layout import EndReason, RunState
 from .source import HistoryReset, MetricsRows, RunInfo, SourceDone, trained_seconds
 
 SAMPLES_KEPT = 200
@@ -125,7 +125,10 @@ class RunView:
             self.result, self.ended_at = event, time.time()
             self.set_state(RunState.FINISHED)
             where = f"; final checkpoint {event.checkpoint}" if event.checkpoint else ""
-            self.log("info", f"run finished ({event.reason}) at step {event.step}{where}")
+            if event.reason == EndReason.DATA_EXHAUSTED and self.total:
+                self.log("warning", f"data exhausted at step {event.step} of {self.total}{where}")
+            else:
+                self.log("info", f"run finished ({event.reason}) at step {event.step}{where}")
         elif isinstance(event, RunFailed):
             self._failed(event)
         elif isinstance(event, SourceDone):
