@@ -106,7 +106,8 @@ class JsonlWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair_tail()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open(self.path, "ab")
+        self.size = self._fh.tell()  # the file's length: where the next line starts
 
     def _repair_tail(self) -> None:
         """Drop a torn last line left by a killed writer, so appended lines start on their own."""
@@ -117,9 +118,13 @@ class JsonlWriter:
             if data and not data.endswith(b"\n"):
                 fh.truncate(data.rfind(b"\n") + 1)
 
-    def write(self, row: dict) -> None:
-        self._fh.write(dumps(row) + "\n")
+    def write(self, row: dict) -> int:
+        """Append `row`; returns the file's length after it (the offset just past its line)."""
+        line = (dumps(row) + "\n").encode("utf-8")
+        self._fh.write(line)
         self._fh.flush()
+        self.size += len(line)
+        return self.size
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -147,6 +152,16 @@ class TailedFile:
         self.path = path
         self.offset = 0
         self.ident: tuple[int, int] | None = None
+
+    def mark_start(self) -> bool:
+        """Take the file as it is now, to be read from its start by someone else (a bulk reader
+        sets `offset` to what it read): False where it does not exist yet."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return False
+        self.ident, self.offset = (st.st_dev, st.st_ino), 0
+        return True
 
     def read(self) -> tuple[list[dict], bool]:
         """New complete rows, and whether the file was replaced (so earlier rows no longer hold)."""

@@ -54,6 +54,12 @@ def columns_from_rows(rows: list[dict]) -> dict[str, np.ndarray]:
     return out
 
 
+def history_columns(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Columns keyed by metrics.jsonl field (metricsfile.MetricsTable) as the history's columns."""
+    return {name: np.asarray(fields[key], dtype=dtype) for name, dtype in COLUMNS.items()
+            if (key := SOURCE_FIELD.get(name, name)) in fields}
+
+
 class MetricsHistory:
     """Append-only columns of per-step metrics; safe to read from another thread while appending."""
 

@@ -1,8 +1,10 @@
 """A run directory's layout, the states a run goes through, and the exit codes: each defined once.
 
     <run-dir>/
-      training_viz/   metrics.jsonl, samples.jsonl (the append-only record), metrics_history.json,
-                      text_samples.json, training_latest.png, training_step_XXXXXX.png
+      training_viz/   metrics.jsonl, samples.jsonl (the append-only record), metrics.arrows (the
+                      same metrics as columns), metrics_history.json, text_samples.json,
+                      training_latest.png, training_step_XXXXXX.png
+      tensorboard/    TensorBoard event files (--tensorboard)
       checkpoints/    checkpoint_step_XXXXXX.pt, or checkpoint_step_XXXXXX.dcp/ (sharded, with meta.pt)
       previous_runs/  what --overwrite moved aside
       neurogen-tui.log, run.json, control.sock, .neurogen-tui.lock
@@ -23,6 +25,8 @@ SOCKET_FILE = "control.sock"
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 METRICS_JSON = "metrics_history.json"
+METRICS_SIDECAR = "metrics.arrows"  # Arrow IPC stream beside metrics.jsonl (metricsfile.py)
+TENSORBOARD_DIR = "tensorboard"
 SAMPLES_JSON = "text_samples.json"
 LATEST_PNG = "training_latest.png"
 RENDER_PNG = "training_render.png"

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .history import COLUMNS, MetricsHistory, columns_from_rows, number
+from .history import COLUMNS, MetricsHistory, history_columns, number
 from .layout import METRICS_FILE, METRICS_JSON, SAMPLES_FILE, SAMPLES_JSON, VIZ_DIR
-
-BATCH = 1 << 16  # metrics.jsonl rows parsed per bulk append
+from .metricsfile import read_metrics
 
 
 class RunDirError(ValueError):
@@ -57,20 +56,10 @@ def load_history(viz_dir: str | Path, max_step: int | None = None) -> MetricsHis
     MetricsHistory; rows after `max_step` are left out."""
     viz_dir = Path(viz_dir)
     history = MetricsHistory()
-    jsonl = viz_dir / METRICS_FILE
-    if jsonl.is_file() and jsonl.stat().st_size:
-        batch: list[dict] = []
-        for row in rows_from_jsonl(jsonl):
-            step = row.get("step")
-            if isinstance(step, int) and (max_step is None or step <= max_step):
-                batch.append(row)
-            if len(batch) >= BATCH:
-                history.extend_columns(columns_from_rows(batch))
-                batch.clear()
-        if batch:
-            history.extend_columns(columns_from_rows(batch))
-        if len(history):
-            return history
+    table = read_metrics(viz_dir, max_step)
+    if len(table):
+        history.extend_columns(history_columns(table.columns))
+        return history
     exported = viz_dir / METRICS_JSON
     if exported.is_file():
         try:

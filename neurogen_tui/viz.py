@@ -2,7 +2,9 @@
 
 On the training thread, an event costs an append to the columnar history (and, every viz_interval
 steps, setting a draw request): nothing is drawn or serialised there. A dispatcher thread takes the
-newest request (a waiting request is replaced, never queued) and hands it to the drawing side
+newest request (a waiting request is replaced, never queued, and the log says once that step
+dashboards are being thinned; with `draw_each`, as --test asks, the training thread waits for the
+one drawing instead, so every interval gets its dashboard) and hands it to the drawing side
 (viz_draw.py), by default a separate 'spawn' process, because matplotlib holds the GIL while it
 draws and a drawing thread would stall the training loop's Python code.
 
@@ -58,7 +60,7 @@ class VisualizationManager:
     def __init__(self, viz_dir: str | Path, run_name: str = "run", viz_interval: int = 50,
                  keep_dashboards: int = 20, display_samples: int = 5, history: MetricsHistory | None = None,
                  samples: Iterable[TextSample] = (), mode: str | None = None, json_interval: float = 60.0,
-                 cpu_budget: float = 0.0):
+                 cpu_budget: float = 0.0, draw_each: bool = False):
         mode = mode or self.default_mode
         if mode not in ("process", "thread"):
             raise ValueError(f"mode must be 'process' or 'thread' (got {mode!r})")
@@ -72,7 +74,8 @@ class VisualizationManager:
         self._json_turn_at = time.monotonic() + json_interval  # a draw owed to the budget waits; JSON does not
         self._load = MachineLoad()  # measured from here to each draw's start
         self.throttled = 0  # periodic draws that waited for the allowance
-        self._said_throttled = False
+        self._said_throttled = self._said_thinned = False
+        self.draw_each = draw_each  # every periodic request is drawn: the training thread waits for it
         self.history = history if history is not None else MetricsHistory()
         self.samples: deque[TextSample] = deque(samples, maxlen=MAX_SAMPLES)
         self._samples_added = self._samples_sent = 0
@@ -105,6 +108,7 @@ class VisualizationManager:
                        for s in load_samples(cfg.viz_dir, max_step=resume_step, limit=MAX_SAMPLES)]
         prune_dashboards(cfg.viz_dir, cfg.keep_dashboards, after_step=resume_step or 0)
         kwargs.setdefault("cpu_budget", cfg.viz_budget)
+        kwargs.setdefault("draw_each", cfg.test)  # the seed's --test: a dashboard every 2 steps, each one
         return cls(cfg.viz_dir, cfg.display_name, cfg.viz_interval, cfg.keep_dashboards, cfg.display_samples,
                    history=history, samples=samples, **kwargs)
 
@@ -130,18 +134,26 @@ class VisualizationManager:
 
     def _submit(self, periodic: bool, now: bool = False) -> None:
         with self._cond:
+            while periodic and self.draw_each and self._request is not None and not self._closing:
+                self._cond.wait(0.5)  # the dispatcher takes the waiting one first
             if self._closing:
                 return
             waiting = self._request  # not drawn yet: replaced by this newer one, never queued
+            if periodic and waiting is not None and waiting.periodic and waiting is not self._counted \
+                    and not self._said_thinned:  # (one waiting for the CPU budget has its own message)
+                self._said_thinned = True
+                self._notify("info", "a dashboard takes longer to draw than --viz-interval steps take to train: "
+                                     "step dashboards are thinned (each waits for the one drawing), training "
+                                     "never waits for them")
             self._request = DrawRequest(len(self.history), periodic=periodic or bool(waiting and waiting.periodic),
                                         now=now or bool(waiting and waiting.now))
-            self._cond.notify()
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Final dashboard and JSON exports; returns once they are written. Idempotent."""
         with self._cond:
             self._closing = True
-            self._cond.notify()
+            self._cond.notify_all()
         self._thread.join()
         self._backend.close()
 
@@ -159,8 +171,12 @@ class VisualizationManager:
                     req = DrawRequest(len(self.history), draw=False)  # the draw waits on; the JSON does not
                 else:
                     req, self._request = self._request, None
+                    self._cond.notify_all()  # a training thread waiting to submit (draw_each)
                 closing = self._closing
                 samples = self._take_new_samples()
+            if closing and req is not None and req.periodic and req.rows < len(self.history):
+                self._run(req, samples)  # a step dashboard still owed is drawn before the final one
+                samples = []
             if closing:
                 req = DrawRequest(len(self.history), periodic=True, final=True)
             elif req is None:  # nothing to draw for a while: give the JSON schedule its turn

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import re
 import time
+
+import numpy as np
 from pathlib import Path
 from typing import Callable
 
 from ..events import CheckpointSaved, LogMessage, RunFailed, RunFinished, StateChanged, TextSample
 from ..files import TailedFile
-from ..history import columns_from_rows
+from ..history import columns_from_rows, history_columns
 from ..layout import CHECKPOINT_NAME, END_LOGGER, ENDED_STATES, METRICS_FILE, SAMPLES_JSON, RunLayout, RunState
+from ..metricsfile import read_metrics
 from ..runfiles import load_samples
 from ..runinfo import liveness, read_run_info
 from .source import HistoryReset, MetricsRows, RunInfo, trained_seconds
@@ -63,14 +66,31 @@ class FilesFollower:
             self._update_state()
 
     def _poll_metrics(self) -> None:
+        if self.metrics.offset == 0 and self._bulk_metrics():
+            return
         rows, restarted = self.metrics.read()
         if restarted:
             self.put(HistoryReset())
             self.put(LogMessage("info", f"{METRICS_FILE} was rewritten (a resumed or new run): reloading"))
+            if self._bulk_metrics():
+                return
         rows = [r for r in rows if isinstance(r.get("step"), int)]
         if rows:
             self._last_growth = time.time()
             self.put(MetricsRows(columns_from_rows(rows), rows[-100:], trained_seconds(rows)))
+
+    def _bulk_metrics(self) -> bool:
+        """The whole history at once (the sidecar, then the lines after it: metricsfile.py), where
+        the file is read from its start; later polls read what was appended since."""
+        if not self.metrics.mark_start():
+            return False
+        table = read_metrics(self.layout.viz)
+        self.metrics.offset = table.end
+        if len(table):
+            self._last_growth = time.time()
+            self.put(MetricsRows(history_columns(table.columns), table.tail_rows(100),
+                                 float(np.nansum(table.columns["step_time"]))))
+        return True
 
     def _poll_samples(self) -> None:
         if self.samples.path.exists() or self.samples.ident is not None:

@@ -1,0 +1,334 @@
+"""metrics.jsonl read in bulk, and its columnar sidecar, so a run of millions of steps opens at once.
+
+`metrics.jsonl` stays the crash-proof record (one flushed line a step). Beside it the recorder keeps
+`metrics.arrows`, an Arrow IPC stream of the same rows (pandas, polars, DuckDB and pyarrow read it:
+`pyarrow.ipc.open_stream`), appended a record batch at a time. Each row there carries `jsonl_end`,
+the byte offset just after its line in metrics.jsonl, so a reader takes the sidecar's rows, checks
+that its last row is the line ending at that offset, and parses only the lines after it. A sidecar
+that is missing (runs of older versions), torn by a crash, from another schema or out of step with
+metrics.jsonl is not trusted: the whole JSONL file is parsed instead, by pyarrow's multi-threaded
+JSON reader, and by a line-by-line loop only for a block pyarrow refuses (a corrupt line). A torn
+last line is never read; a null or missing value reads as NaN; fields added by a newer version are
+ignored.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .files import atomic_write, trim_jsonl
+from .layout import METRICS_FILE, METRICS_SIDECAR
+
+# the metrics.jsonl fields kept in columns (TrainingMetrics); "step" is int64, "skipped" 0/1, the rest float
+FIELDS = ("step", "timestamp", "loss", "accuracy", "tokens_per_sec", "gpu_memory_mb", "learning_rate", "grad_norm",
+          "val_loss", "tokens_seen", "rss_mb", "step_time", "skipped", "mfu")
+SIDECAR_VERSION = b"1"
+FLUSH_ROWS = 256  # rows per appended record batch: ~30 KB, a few microseconds a step
+BLOCK = 16 << 20  # bytes of JSONL parsed at a time; a corrupt line costs the Python loop this much
+
+
+def _arrow():
+    import pyarrow as pa  # comes with `datasets`; imported only where metrics are read in bulk
+
+    return pa
+
+
+def schema(sidecar: bool = True):
+    """The sidecar's schema (the fields, then `jsonl_end`), or (sidecar=False) the fields read from JSON."""
+    pa = _arrow()
+    types = {"step": pa.int64(), "skipped": pa.bool_()}
+    fields = [pa.field(name, types.get(name, pa.float64())) for name in FIELDS]
+    if not sidecar:
+        return pa.schema(fields)
+    return pa.schema([*fields, pa.field("jsonl_end", pa.int64())], metadata={b"neurogen_tui.sidecar": SIDECAR_VERSION})
+
+
+@dataclass
+class MetricsTable:
+    """Rows of metrics.jsonl as columns (NaN where a value is missing), each row's end offset in
+    the file (-1 where not known), and `end`, the bytes read (the offset after the last complete line)."""
+
+    columns: dict[str, np.ndarray] = field(default_factory=lambda: {name: np.empty(0) for name in FIELDS})
+    ends: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    end: int = 0
+
+    def __len__(self) -> int:
+        return len(self.columns["step"])
+
+    def select(self, keep: np.ndarray) -> "MetricsTable":
+        return MetricsTable({k: v[keep] for k, v in self.columns.items()}, self.ends[keep], self.end)
+
+    def tail_rows(self, n: int) -> list[dict]:
+        """The last `n` rows as metrics dicts, values that are missing left out."""
+        start = max(0, len(self) - n)
+        rows = []
+        for i in range(start, len(self)):
+            row = {}
+            for name, values in self.columns.items():
+                v = values[i]
+                if name == "step":
+                    row[name] = int(v)
+                elif v == v:
+                    row[name] = bool(v) if name == "skipped" else float(v)
+            rows.append(row)
+        return rows
+
+
+def _concat(tables: list[MetricsTable], end: int) -> MetricsTable:
+    tables = [t for t in tables if len(t)]
+    if not tables:
+        return MetricsTable(end=end)
+    if len(tables) == 1:
+        return MetricsTable(tables[0].columns, tables[0].ends, end)
+    return MetricsTable({k: np.concatenate([t.columns[k] for t in tables]) for k in FIELDS},
+                        np.concatenate([t.ends for t in tables]), end)
+
+
+def _from_arrow(table) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """An Arrow table (sidecar or parsed JSON) as numpy columns; rows without a step are dropped."""
+    pa = _arrow()
+    import pyarrow.compute as pc
+
+    if table.num_rows and table.column("step").null_count:
+        table = table.filter(pc.is_valid(table.column("step")))
+    cols = {}
+    for name in FIELDS:
+        if name not in table.column_names:
+            cols[name] = np.full(table.num_rows, np.nan) if name != "step" else np.zeros(table.num_rows, np.int64)
+            continue
+        col = table.column(name)
+        if name == "step":
+            cols[name] = col.to_numpy().astype(np.int64, copy=False)
+        else:
+            cols[name] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    ends = (table.column("jsonl_end").to_numpy().astype(np.int64, copy=False) if "jsonl_end" in table.column_names
+            else np.full(table.num_rows, -1, np.int64))
+    return cols, ends
+
+
+def _number(value) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _parse_lines(data: bytes, base: int) -> MetricsTable:
+    """The line-by-line loop, for a block pyarrow refused: corrupt lines are skipped."""
+    rows, ends, pos = [], [], 0
+    for line in data.split(b"\n")[:-1]:
+        pos += len(line) + 1
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
+            rows.append(row)
+            ends.append(base + pos)
+    cols = {name: (np.array([r["step"] for r in rows], np.int64) if name == "step"
+                   else np.array([_number(r.get(name)) for r in rows], np.float64)) for name in FIELDS}
+    return MetricsTable(cols, np.array(ends, np.int64), base + len(data))
+
+
+def parse_jsonl(data: bytes, base: int = 0) -> MetricsTable:
+    """Complete lines of metrics.jsonl bytes (`data` ends with a newline, or is cut at its last
+    one); `base` is the offset of `data` in the file."""
+    data = data[:data.rfind(b"\n") + 1]
+    if not data.strip():
+        return MetricsTable(end=base + len(data))
+    pa = _arrow()
+    import pyarrow.json as pj
+
+    parts, start = [], 0
+    while start < len(data):  # blocks cut at line ends
+        stop = len(data) if len(data) - start <= BLOCK else data.rfind(b"\n", start, start + BLOCK) + 1 or len(data)
+        if stop <= start:
+            stop = data.find(b"\n", start) + 1
+        chunk = data[start:stop]
+        try:
+            parsed = pj.read_json(pa.BufferReader(chunk), read_options=pj.ReadOptions(use_threads=True, block_size=1 << 22),
+                                  parse_options=pj.ParseOptions(explicit_schema=schema(sidecar=False),
+                                                                unexpected_field_behavior="ignore"))
+            cols, _ = _from_arrow(parsed)
+            newlines = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10)
+            if len(newlines) == parsed.num_rows == len(cols["step"]):  # one row a line: each end is known
+                ends = newlines.astype(np.int64) + 1 + base + start
+            else:
+                ends = np.full(len(cols["step"]), -1, np.int64)
+                if len(ends):
+                    ends[-1] = base + stop if newlines[-1] + 1 == len(chunk) else -1
+            parts.append(MetricsTable(cols, ends, base + stop))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+            parts.append(_parse_lines(chunk, base + start))
+        start = stop
+    return _concat(parts, base + len(data))
+
+
+# ---- the sidecar --------------------------------------------------------------------------------------
+def read_sidecar(path: Path) -> MetricsTable:
+    """The sidecar's complete record batches (a torn last one, from a crash, is left out)."""
+    pa = _arrow()
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return MetricsTable()
+    if not data:
+        return MetricsTable()
+    try:
+        table = pa.ipc.open_stream(data).read_all()
+    except (pa.ArrowInvalid, OSError):
+        table = _good_prefix(data)
+    if table is None or table.schema.metadata is None or \
+            table.schema.metadata.get(b"neurogen_tui.sidecar") != SIDECAR_VERSION or "jsonl_end" not in table.column_names:
+        return MetricsTable()
+    cols, ends = _from_arrow(table)
+    return MetricsTable(cols, ends, int(ends[-1]) if len(ends) else 0)
+
+
+def _good_prefix(data: bytes):
+    pa = _arrow()
+    reader = pa.BufferReader(data)
+    try:
+        sch = pa.ipc.read_schema(pa.ipc.read_message(reader))
+    except (pa.ArrowInvalid, OSError, EOFError):
+        return None
+    batches = []
+    while True:
+        try:
+            message = pa.ipc.read_message(reader)
+            if message is None:
+                break
+            batches.append(pa.ipc.read_record_batch(message, sch))
+        except (pa.ArrowInvalid, OSError, EOFError):
+            break
+    return pa.Table.from_batches(batches, sch)
+
+
+def _line_ending_at(path: Path, end: int) -> dict | None:
+    """The JSON row of the line that ends at byte `end` of `path`, or None."""
+    if end <= 0:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        with open(path, "rb") as fh:
+            start = max(0, end - 65536)
+            fh.seek(start)
+            data = fh.read(end - start)
+        if len(data) == end - start and data.endswith(b"\n"):
+            row = json.loads(data[:-1].rsplit(b"\n", 1)[-1])
+            return row if isinstance(row, dict) else None
+    return None
+
+
+def read_metrics(viz_dir: str | Path, max_step: int | None = None) -> MetricsTable:
+    """metrics.jsonl of a run's training_viz/ as columns: the sidecar's rows where it can be
+    trusted, then the lines after them; rows after `max_step` left out."""
+    viz_dir = Path(viz_dir)
+    jsonl = viz_dir / METRICS_FILE
+    try:
+        size = jsonl.stat().st_size
+    except OSError:
+        return MetricsTable()
+    side = read_sidecar(viz_dir / METRICS_SIDECAR)
+    if len(side):
+        row = _line_ending_at(jsonl, side.end) if side.end <= size else None
+        if not (row and row.get("step") == int(side.columns["step"][-1])
+                and _number(row.get("timestamp")) == side.columns["timestamp"][-1]):
+            side = MetricsTable()  # out of step with metrics.jsonl: not trusted
+    with open(jsonl, "rb") as fh:
+        fh.seek(side.end)
+        rest = fh.read(max(0, size - side.end))
+    table = _concat([side, parse_jsonl(rest, side.end)], side.end + rest.rfind(b"\n") + 1)
+    if max_step is not None and len(table):
+        table = table.select(table.columns["step"] <= max_step)
+    return table
+
+
+def _batches(table: MetricsTable, sch, size: int = 1 << 16):
+    pa = _arrow()
+    for start in range(0, len(table), size):
+        arrays = []
+        for name in FIELDS:
+            values = table.columns[name][start:start + size]
+            if name == "step":
+                arrays.append(pa.array(values, pa.int64()))
+            else:
+                mask = np.isnan(values)
+                arrays.append(pa.array(values.astype(bool) if name == "skipped" else values, sch.field(name).type,
+                                       mask=mask if mask.any() else None))
+        arrays.append(pa.array(table.ends[start:start + size], pa.int64()))
+        yield pa.record_batch(arrays, schema=sch)
+
+
+class SidecarWriter:
+    """Writes metrics.arrows beside metrics.jsonl: started from `table` (the rows metrics.jsonl
+    holds now, written atomically), then appended a record batch of FLUSH_ROWS rows at a time."""
+
+    def __init__(self, viz_dir: Path, table: MetricsTable | None = None):
+        self.path = Path(viz_dir) / METRICS_SIDECAR
+        self._schema = schema()
+        table = table if table is not None else MetricsTable()
+        known = table.ends >= 0
+        if not known.all():  # rows whose end is not known cannot be checked against: leave them to the JSONL
+            cut = int(np.argmin(known))
+            table = table.select(np.arange(len(table)) < cut)
+        parts = [self._schema.serialize().to_pybytes()] + [b.serialize().to_pybytes() for b in _batches(table, self._schema)]
+        atomic_write(self.path, b"".join(parts))
+        self._fh = open(self.path, "ab")
+        self._rows: list[dict] = []
+        self._ends: list[int] = []
+
+    def add(self, row: dict, end: int) -> None:
+        self._rows.append(row)
+        self._ends.append(end)
+        if len(self._rows) >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._rows or self._fh is None:
+            return
+        cols = {name: (np.array([r["step"] for r in self._rows], np.int64) if name == "step"
+                       else np.array([_number(r.get(name)) for r in self._rows], np.float64)) for name in FIELDS}
+        batch = next(_batches(MetricsTable(cols, np.array(self._ends, np.int64)), self._schema))
+        self._rows, self._ends = [], []
+        self._fh.write(batch.serialize().to_pybytes())  # one write: a crash leaves at most a torn last batch
+        self._fh.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.flush()
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+
+
+def trim_metrics(viz_dir: Path, last_step: int) -> tuple[MetricsTable, int]:
+    """Drop the rows after `last_step` from metrics.jsonl (a resumed run): cut the file at the end
+    of the last row kept where the steps only grow, else rewrite it keeping the rows wanted.
+    Returns the rows kept and how many were dropped."""
+    path = Path(viz_dir) / METRICS_FILE
+    table = read_metrics(viz_dir)
+    steps = table.columns["step"]
+    keep = steps <= last_step
+    removed = int((~keep).sum())
+    if not removed:
+        return table, 0
+    n_keep = int(keep.sum())
+    growing = bool(np.all(np.diff(steps) >= 0))
+    if growing and (n_keep == 0 or table.ends[n_keep - 1] >= 0):
+        cut = int(table.ends[n_keep - 1]) if n_keep else 0
+        os.truncate(path, cut)
+        kept = table.select(keep)
+        kept.end = cut
+        return kept, removed
+    trim_jsonl(path, lambda row: isinstance(row.get("step"), int) and row["step"] <= last_step)
+    return read_metrics(viz_dir), removed

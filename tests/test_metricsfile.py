@@ -1,0 +1,171 @@
+"""metrics.jsonl read in bulk (pyarrow) and its columnar sidecar metrics.arrows (issue #18)."""
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+from neurogen_tui.events import TrainingMetrics
+from neurogen_tui.files import dumps
+from neurogen_tui.metricsfile import FIELDS, SidecarWriter, parse_jsonl, read_metrics, read_sidecar
+from neurogen_tui.recorder import MetricsRecorder
+from neurogen_tui.runfiles import load_history
+from neurogen_tui.tui.follow import FilesFollower
+from neurogen_tui.tui.source import MetricsRows
+
+
+def metrics(step: int, **extra) -> TrainingMetrics:
+    return TrainingMetrics(step=step, loss=5.0 / step, accuracy=0.01 * step, tokens_per_sec=1000.0 + step,
+                           gpu_memory_mb=0.0, learning_rate=1e-3, timestamp=1.7e9 + step, grad_norm=0.5,
+                           tokens_seen=1024 * step, rss_mb=400.0, step_time=0.05, **extra)
+
+
+def python_rows(path):
+    """What the line-by-line reader of before made of the file: the reference."""
+    out = []
+    for line in path.read_bytes().split(b"\n")[:-1]:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            out.append(row)
+    return out
+
+
+def record(viz, steps, resume_step=None):
+    rec = MetricsRecorder(viz, resume_step=resume_step)
+    for s in steps:
+        rec(metrics(s, val_loss=4.0 if s % 10 == 0 else None))
+    return rec
+
+
+def same_as_reference(table, rows):
+    assert list(table.columns["step"]) == [r["step"] for r in rows]
+    for name in FIELDS[1:]:
+        want = [float(r[name]) if isinstance(r.get(name), (int, float)) else math.nan for r in rows]
+        assert np.allclose(table.columns[name], want, equal_nan=True), name
+
+
+def test_torn_last_line_nulls_and_fields_of_a_newer_version_read_as_before(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [metrics(1).to_dict(), {**metrics(2).to_dict(), "loss": None, "cpu_util": 180.0, "new": {"x": 1}},
+            {**metrics(3).to_dict(), "val_loss": 3.5}]
+    path.write_text("".join(dumps(r) + "\n" for r in rows) + '{"step": 4, "loss": 1.')  # torn: still being written
+    table = read_metrics(tmp_path)
+    same_as_reference(table, python_rows(path))
+    assert list(table.columns["step"]) == [1, 2, 3]
+    assert math.isnan(table.columns["loss"][1]) and table.columns["val_loss"][2] == 3.5
+    assert table.end == path.read_bytes().rfind(b"\n") + 1
+    history = load_history(tmp_path)
+    assert list(history.column("steps")) == [1, 2, 3] and math.isnan(history.column("loss")[1])
+
+
+def test_a_corrupt_line_is_skipped_and_the_rest_still_read(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    good = [metrics(s).to_dict() for s in range(1, 6)]
+    lines = [dumps(r) for r in good]
+    lines.insert(2, '{"step": 99, "loss": ')  # a line cut by a crash, then appended after
+    lines.insert(4, '[1, 2]')
+    lines.insert(5, '{"loss": 1.0}')  # no step
+    path.write_text("\n".join(lines) + "\n")
+    table = read_metrics(tmp_path)
+    assert list(table.columns["step"]) == [1, 2, 3, 4, 5]
+    same_as_reference(table, python_rows(path))
+
+
+def test_the_recorder_keeps_a_sidecar_that_reads_the_same_as_the_jsonl(tmp_path):
+    viz = tmp_path / "training_viz"
+    rec = record(viz, range(1, 601))
+    rec.metrics._fh.flush()
+    # while the run goes: the sidecar holds the full batches, the lines after them are parsed
+    live = read_metrics(viz)
+    assert len(read_sidecar(viz / "metrics.arrows")) == 512 and len(live) == 600
+    rec.close()
+    side = read_sidecar(viz / "metrics.arrows")
+    assert len(side) == 600 and side.end == (viz / "metrics.jsonl").stat().st_size
+    same_as_reference(read_metrics(viz), python_rows(viz / "metrics.jsonl"))
+    other_tools = pa.ipc.open_stream((viz / "metrics.arrows").read_bytes()).read_all()  # pyarrow, pandas, polars
+    assert other_tools.column("step").to_pylist() == list(range(1, 601))
+
+
+def test_a_sidecar_out_of_step_with_the_jsonl_is_not_trusted(tmp_path):
+    viz = tmp_path / "training_viz"
+    record(viz, range(1, 301)).close()
+    path = viz / "metrics.jsonl"
+    rows = python_rows(path)
+    # the JSONL rewritten by something else (same length, other values): the sidecar no longer matches it
+    rows = [{**r, "timestamp": r["timestamp"] + 1} for r in rows]
+    path.write_text("".join(dumps(r) + "\n" for r in rows))
+    same_as_reference(read_metrics(viz), rows)
+    # a torn last batch (a crash mid-append) leaves the complete ones readable
+    record(viz, range(1, 301)).close()
+    data = (viz / "metrics.arrows").read_bytes()
+    (viz / "metrics.arrows").write_bytes(data[:-100])
+    assert len(read_sidecar(viz / "metrics.arrows")) == 256
+    same_as_reference(read_metrics(viz), python_rows(path))
+
+
+def test_resume_cuts_the_rows_after_its_step_and_rebuilds_the_sidecar(tmp_path):
+    viz = tmp_path / "training_viz"
+    record(viz, range(1, 301)).close()
+    (viz / "metrics.arrows").unlink()  # a run of an older version: no sidecar
+    rec = record(viz, range(201, 211), resume_step=200)
+    rec.close()
+    table = read_metrics(viz)
+    assert list(table.columns["step"]) == list(range(1, 211))
+    assert len(read_sidecar(viz / "metrics.arrows")) == 210
+    same_as_reference(table, python_rows(viz / "metrics.jsonl"))
+
+
+def test_parse_matches_the_line_loop_on_a_real_run(tmp_path, tiny_cfg):
+    from neurogen_tui.session import build_run
+
+    tiny_cfg.max_chunks = 12
+    parts = build_run(tiny_cfg, None)
+    parts.trainer.run()
+    parts.close()
+    viz = tiny_cfg.viz_dir
+    data = (viz / "metrics.jsonl").read_bytes()
+    same_as_reference(parse_jsonl(data), python_rows(viz / "metrics.jsonl"))
+    same_as_reference(read_metrics(viz), python_rows(viz / "metrics.jsonl"))
+    assert len(read_sidecar(viz / "metrics.arrows")) == 12
+
+
+def test_following_a_live_run_reads_only_the_new_rows_the_second_time(tmp_path, monkeypatch):
+    import neurogen_tui.files as files
+
+    run = tmp_path / "run"
+    rec = record(run / "training_viz", range(1, 1001))
+    seen = []
+    follower = FilesFollower(run, seen.append, report_state=False)
+    follower._poll_metrics()
+    first = [e for e in seen if isinstance(e, MetricsRows)]
+    assert len(first) == 1 and list(first[0].columns["steps"]) == list(range(1, 1001))
+    assert first[0].tail[-1]["step"] == 1000
+    after_first = follower.metrics.offset
+    assert after_first == (run / "training_viz" / "metrics.jsonl").stat().st_size
+    offsets = []
+    real = files.read_jsonl
+    monkeypatch.setattr(files, "read_jsonl", lambda path, offset=0: offsets.append(offset) or real(path, offset))
+    for s in range(1001, 1004):
+        rec(metrics(s))
+    seen.clear()
+    follower._poll_metrics()
+    rows = [e for e in seen if isinstance(e, MetricsRows)]
+    assert offsets == [after_first]  # one read, from where the first look ended
+    assert list(rows[0].columns["steps"]) == [1001, 1002, 1003]
+    rec.close()
+
+
+def test_sidecar_writer_starts_from_a_table_and_appends(tmp_path):
+    viz = tmp_path
+    (viz / "metrics.jsonl").write_text("".join(dumps(metrics(s).to_dict()) + "\n" for s in (1, 2)))
+    writer = SidecarWriter(viz, read_metrics(viz))
+    size = (viz / "metrics.jsonl").stat().st_size
+    with open(viz / "metrics.jsonl", "a") as fh:
+        line = dumps(metrics(3).to_dict()) + "\n"
+        fh.write(line)
+    writer.add(metrics(3).to_dict(), size + len(line.encode()))
+    writer.close()
+    assert list(read_sidecar(viz / "metrics.arrows").columns["step"]) == [1, 2, 3]
+    assert list(read_metrics(viz).columns["step"]) == [1, 2, 3]
