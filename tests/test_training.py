@@ -34,6 +34,10 @@ def test_test_mode_end_to_end_writes_metrics_and_checkpoint(tmp_path, capsys):
     assert state["step"] == 5 and state["tokens_seen"] == 5 * 1024
     assert {"model", "optimizer", "scheduler", "data", "rng", "config", "tokenizer"} <= set(state)
     assert (run / "neurogen-tui.log").exists()
+    # the seed's --test: a dashboard every 2 steps, each one drawn (none dropped while one draws)
+    pngs = sorted(p.name for p in (run / "training_viz").glob("training_step_*.png"))
+    assert pngs == ["training_step_000002.png", "training_step_000004.png", "training_step_000005.png"]
+    assert (run / "training_viz" / "metrics.arrows").exists()
 
 
 def run_trainer(cfg, resume=None, stop_at=None):
