@@ -1,4 +1,4 @@
-"""The subcommands other than training: render, compare, watch, attach and ls. Each parses its own
+"""The subcommands other than training: render, compare, watch, attach, ls and export. Each parses its own
 flags and returns an exit status; a usage error is one line and status 2, before any file is
 written."""
 from __future__ import annotations
@@ -14,14 +14,15 @@ from .control import ControlError
 from .dashboard import COMPARE_PANELS, DASHBOARD_COLUMNS, compare_figure, figure_png, render_png
 from .events import LogMessage
 from .files import atomic_write
-from .layout import EXIT_FAILED, EXIT_OK, EXIT_USAGE, LIVE_STATES, RENDER_PNG, RunState
+from .formats import FORMATS, TB_EXTRA, default_output, export_once, follow, tensorboard_available
+from .layout import EXIT_FAILED, EXIT_OK, EXIT_USAGE, LIVE_STATES, METRICS_FILE, RENDER_PNG, VIZ_DIR, RunState
 from .runfiles import RunDirError, find_viz_dir, load_run
 from .runinfo import liveness, read_run_info
 from .runlist import find_runs, format_table, newest_run, summarize
 from .text import sanitize
 from .tui.rundir import RunDirSource
 
-SUBCOMMANDS = ("render", "compare", "watch", "attach", "ls")
+SUBCOMMANDS = ("render", "compare", "watch", "attach", "ls", "export")
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> int:
@@ -31,7 +32,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
 
 def run_subcommand(name: str, argv: list[str]) -> int:
     return {"render": main_render, "compare": main_compare, "watch": main_watch, "attach": main_attach,
-            "ls": main_ls}[name](argv)
+            "ls": main_ls, "export": main_export}[name](argv)
 
 
 # ---- render, compare ---------------------------------------------------------------------------------
@@ -185,4 +186,54 @@ def main_ls(argv: list[str]) -> int:
             print(json.dumps(r, ensure_ascii=True))
         return EXIT_OK
     print("\n".join(format_table(runs, now)) if runs else f"no runs under {sanitize(str(root))}")
+    return EXIT_OK
+
+
+# ---- export ------------------------------------------------------------------------------------------------
+def main_export(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="neurogen-tui export",
+                                description="Write a run's metrics (and text samples) in a format other tools read: "
+                                            "TensorBoard event files (TensorBoard, tbtui, Aim, trackio, wandb sync), "
+                                            "CSV or Parquet. Works on a finished, crashed or live run.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("-o", "--output", metavar="PATH",
+                   help="a directory for tensorboard (default: RUN_DIR/export/tensorboard), a file for csv and parquet "
+                        "(default: RUN_DIR/training_viz/metrics.csv|parquet; the samples go beside it as "
+                        "metrics_samples.csv|parquet)")
+    p.add_argument("--follow", action="store_true",
+                   help="tensorboard: keep appending as the run grows, until it ends (Ctrl+C stops)")
+    p.add_argument("--from-offset", type=int, help=argparse.SUPPRESS)  # --tensorboard's follower: from here on
+    p.add_argument("--purge-step", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--until-stdin-closes", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    run = Path(args.run_dir)
+    try:
+        viz = find_viz_dir(run)
+    except RunDirError as exc:
+        return fail(str(exc))
+    root = viz.parent if viz.name == VIZ_DIR else run
+    if args.follow and args.format != "tensorboard":
+        return fail("--follow goes with --format tensorboard")
+    if args.format == "tensorboard" and not tensorboard_available():
+        return fail(TB_EXTRA)
+    out = Path(args.output) if args.output else default_output(root, args.format)
+    if args.format == "tensorboard" and not args.follow and out.is_dir() and any(out.glob("events.out.tfevents.*")):
+        return fail(f"{out} already holds TensorBoard event files; give -o another directory or remove them")
+    if not args.follow and not (viz / METRICS_FILE).exists():
+        return fail(f"{run}: no {VIZ_DIR}/{METRICS_FILE} to export")
+    started = time.perf_counter()
+    try:
+        if args.follow:
+            rows = follow(root, out, args.from_offset, args.until_stdin_closes, args.purge_step)
+            samples = None
+        else:
+            rows, samples = export_once(root, args.format, out)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except OSError as exc:
+        return fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_FAILED)
+    if not args.until_stdin_closes:
+        what = f"{rows} steps" + ("" if samples is None else f", {samples} samples")
+        print(f"neurogen-tui: wrote {sanitize(str(out))} ({what}, {time.perf_counter() - started:.1f} s)")
     return EXIT_OK

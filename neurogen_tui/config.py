@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,9 @@ class TrainingConfig:
                                                 "spaced out to stay under it, 0 disables", check=share)
     sample_tokens: int = flag(48, MONITOR, "length of a sample's continuation", check=positive)
     display_samples: int = flag(5, MONITOR, "samples in the dashboard table", check=positive)
+    tensorboard: bool = flag(False, MONITOR, "also write TensorBoard event files to <run-dir>/tensorboard as the run "
+                                             "goes (a separate process follows metrics.jsonl; needs the tensorboard "
+                                             "package: pip install 'neurogen-tui[tensorboard]')", saved=False)
     ui_budget: float = flag(0.01, MONITOR, "the app's screen (charts, samples, header) uses at most this share of "
                                            "training time while that costs training: with the trainer in the "
                                            "app's process, or every core busy; keys never wait (0: full rate "
@@ -300,6 +304,9 @@ def validate(cfg: TrainingConfig, *, check_paths: bool = True) -> TrainingConfig
         raise ConfigError(
             f"--tokens-per-chunk ({cfg.tokens_per_chunk}) must be a multiple of --batch-size x "
             f"--seq-len ({cfg.batch_size} x {cfg.seq_len} = {micro}); try {lower} or {lower + micro}")
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--tensorboard: the tensorboard package is not installed: "
+                          "pip install 'neurogen-tui[tensorboard]' (or tensorboard)")
     if check_paths:
         _check_paths(cfg)
     return cfg

@@ -54,6 +54,7 @@ class RunLayout:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.viz, self.checkpoints, self.previous_runs = self.root / VIZ_DIR, self.root / CHECKPOINT_DIR, self.root / PREVIOUS_RUNS
+        self.tensorboard = self.root / TENSORBOARD_DIR
         self.log, self.run_file, self.lock, self.socket = (self.root / name for name in (LOG_FILE, RUN_FILE, LOCK_FILE, SOCKET_FILE))
         self.metrics, self.samples, self.latest_png = (self.viz / name for name in (METRICS_FILE, SAMPLES_FILE, LATEST_PNG))
 

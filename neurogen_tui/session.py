@@ -19,6 +19,7 @@ from .checkpoint import CheckpointError, check_world_size, list_checkpoints, res
 from .config import ConfigError, TrainingConfig, apply_flags, validate
 from .control_server import RunService
 from .events import EventBus, RunFailed
+from .formats import EventsFollower
 from .layout import EXIT_FAILED, EXIT_FORCED, EXIT_OK, RunLayout
 from .parallel import env_rank, holds_run_dir, job_world_size
 from .recorder import MetricsRecorder
@@ -114,7 +115,7 @@ def archive_previous_run(cfg: TrainingConfig) -> Path:
         n += 1
         dest = dest.with_name(f"{dest.name.split('.')[0]}.{n}")
     dest.mkdir(parents=True)
-    for path in (layout.viz, layout.checkpoints, layout.log):
+    for path in (layout.viz, layout.checkpoints, layout.log, layout.tensorboard):
         if path.exists():
             path.rename(dest / path.name)
     return dest
@@ -189,13 +190,17 @@ class RunParts:
     recorder: MetricsRecorder
     viz: VisualizationManager | None
     service: RunService | None = None  # run.json and the control socket
+    tensorboard: EventsFollower | None = None  # --tensorboard: the process writing the events
 
     def close(self) -> None:
-        """Final dashboard and JSON exports, then close the append-only logs; last, run.json
-        records how the run ended and the control socket goes."""
+        """Final dashboard and JSON exports, then close the append-only logs (and let the
+        TensorBoard writer read their last lines); last, run.json records how the run ended and
+        the control socket goes."""
         if self.viz is not None:
             self.viz.close()
         self.recorder.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         if self.service is not None:
             self.service.close()
 
@@ -207,11 +212,12 @@ def build_run(cfg: TrainingConfig, resume: tuple[str, dict] | None, control: boo
     resume_step = int(resume[1]["step"]) if resume else None
     recorder = MetricsRecorder(cfg.viz_dir, resume_step=resume_step)
     bus.subscribe(recorder)
+    tensorboard = EventsFollower.start(cfg.run_dir, recorder.metrics.size, resume_step) if cfg.tensorboard else None
     viz = VisualizationManager.for_run(cfg, resume_step=resume_step)
     bus.subscribe(viz)
     trainer = Trainer(cfg, bus, resume)
     service = RunService.start(cfg, trainer, bus, viz) if control else None
-    return RunParts(trainer, bus, recorder, viz, service)
+    return RunParts(trainer, bus, recorder, viz, service, tensorboard)
 
 
 # ---- the three ways a training process runs --------------------------------------------------------
