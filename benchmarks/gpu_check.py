@@ -395,33 +395,39 @@ def one_rank(strategy: str, run_dir: str, device: str, steps: int, resume: bool)
                       "ok": isinstance(result, RunFinished)}))
 
 
-def part_nccl(plan: Plan, work: Path) -> dict:
+def _one_rank_job(plan: Plan, work: Path, strategy: str) -> dict:
     import socket
 
-    out = {}
-    for strategy in ("ddp", "fsdp"):
-        run_dir = work / f"one-rank-{strategy}"
-        entry: dict = {}
-        for phase, steps in (("start", 6), ("resume", 9)):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-            cmd = [sys.executable, __file__, "--one-rank", strategy, str(run_dir), plan.device, str(steps)]
-            if phase == "resume":
-                cmd.append("--resume")
-            t0 = time.perf_counter()
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-            said = [x for x in done.stdout.splitlines() if x.startswith("{")]
-            entry[phase] = {"exit": done.returncode, "wall_s": round(time.perf_counter() - t0, 1),
-                            **(json.loads(said[-1]) if said else {"ok": False, "message": done.stderr.strip()[-300:]})}
-        losses = {**entry["start"].get("losses", {}), **entry["resume"].get("losses", {})}
-        entry["steps"] = sorted(map(int, losses))
-        entry["ok"] = (entry["start"].get("ok") and entry["resume"].get("ok") and entry["steps"] == list(range(1, 10))
-                       and all(map(_finite, losses.values())))
-        out[strategy] = entry
-    return out
+    run_dir = work / f"one-rank-{strategy}"
+    entry: dict = {}
+    for phase, steps in (("start", 6), ("resume", 9)):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        cmd = [sys.executable, __file__, "--one-rank", strategy, str(run_dir), plan.device, str(steps)]
+        if phase == "resume":
+            cmd.append("--resume")
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        said = [x for x in done.stdout.splitlines() if x.startswith("{")]
+        entry[phase] = {"exit": done.returncode, "wall_s": round(time.perf_counter() - t0, 1),
+                        **(json.loads(said[-1]) if said else {"ok": False, "message": done.stderr.strip()[-300:]})}
+    losses = {**entry["start"].get("losses", {}), **entry["resume"].get("losses", {})}
+    entry["steps"] = sorted(map(int, losses))
+    entry["ok"] = (entry["start"].get("ok") and entry["resume"].get("ok") and entry["steps"] == list(range(1, 10))
+                   and all(map(_finite, losses.values())))
+    return entry
+
+
+def part_nccl(plan: Plan, work: Path) -> dict:
+    """DDP and FSDP2 side by side (two one-rank jobs, each its own process group and port)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        jobs = {strategy: pool.submit(_one_rank_job, plan, work, strategy) for strategy in ("ddp", "fsdp")}
+        return {strategy: job.result() for strategy, job in jobs.items()}
 
 
 def _finite(x) -> bool:

@@ -312,7 +312,25 @@ def validate(cfg: TrainingConfig, *, check_paths: bool = True) -> TrainingConfig
     return cfg
 
 
+def _check_device(spec: str) -> None:
+    """--device names something this machine has (torch is imported by then: the CLI trains)."""
+    if spec in ("auto", "cpu"):
+        return
+    import torch
+
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {spec}: CUDA is not available on this machine (try --device auto or cpu)")
+        index = spec.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise ConfigError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif spec == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError("--device mps: MPS is not available on this machine (try --device auto or cpu)")
+
+
 def _check_paths(cfg: TrainingConfig) -> None:
+    _check_device(cfg.device)
     for flag_name, pattern in (("--data-files", cfg.data_files), ("--val-data-files", cfg.val_data_files)):
         if pattern and not expand_files(pattern):
             raise ConfigError(f"{flag_name}: no file matches {pattern!r}")

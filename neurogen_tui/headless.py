@@ -34,7 +34,8 @@ class HeadlessDisplay:
         self.progress.stop()
 
     def line(self, text: str, style: str = "") -> None:
-        self.progress.console.print(Text(text, style=style))
+        # into a pipe or a log file (nohup, CI) a record stays one line; a terminal wraps it to fit
+        self.progress.console.print(Text(text, style=style), soft_wrap=not self.console.is_terminal)
 
     def __call__(self, event) -> None:
         if isinstance(event, RunStarted):

@@ -38,7 +38,7 @@ from .allowance import Allowance
 from .dashboard import prune_dashboards
 from .events import TextSample, TrainingMetrics
 from .history import MetricsHistory
-from .machine import MachineLoad, cores
+from .machine import MachineLoad
 from .runfiles import load_history, load_samples
 from .viz_draw import MAX_SAMPLES, DrawRequest, ProcessDied, _ProcessBackend, _ThreadBackend
 
@@ -142,9 +142,8 @@ class VisualizationManager:
             if periodic and waiting is not None and waiting.periodic and waiting is not self._counted \
                     and not self._said_thinned:  # (one waiting for the CPU budget has its own message)
                 self._said_thinned = True
-                self._notify("info", "a dashboard takes longer to draw than --viz-interval steps take to train: "
-                                     "step dashboards are thinned (each waits for the one drawing), training "
-                                     "never waits for them")
+                # one short line (the app's log pane is ~70 columns at 80x24); the docstring says more
+                self._notify("info", "step dashboards thinned: a draw outlasts --viz-interval")
             self._request = DrawRequest(len(self.history), periodic=periodic or bool(waiting and waiting.periodic),
                                         now=now or bool(waiting and waiting.now))
             self._cond.notify_all()
@@ -223,10 +222,9 @@ class VisualizationManager:
         pause = self.allowance.wait()
         if not self._said_throttled and pause > 1.0:
             self._said_throttled = True
-            self._notify("info", f"the machine's {cores()} cores are busy training: a dashboard takes {cpu:.1f} s of "
-                                 f"CPU, so periodic dashboards come at most every {pause:.0f} s of training "
-                                 f"({self.allowance.share:.1%} of training time, --viz-budget); the final one and `d` "
-                                 f"never wait")
+            # every core busy training: one short line (the log pane has ~69 columns at 80x24)
+            self._notify("info", f"step dashboards at most every {pause:.0f} s (--viz-budget "
+                                 f"{self.allowance.share:.1%})")
 
     def _notify(self, kind: str, payload: str, detail: str = "") -> None:
         if kind == "error":

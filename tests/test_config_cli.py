@@ -31,6 +31,20 @@ def test_invalid_flag_fails_with_one_line_and_status_2(tmp_path, capsys, argv, n
     assert not (tmp_path / "run" / "checkpoints").exists()  # failed before any work
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])
+def test_a_device_this_machine_lacks_is_a_usage_error_before_any_file(tmp_path, capsys, device):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.device_count() > int(device.partition(":")[2] or 0):
+        pytest.skip(f"this machine has {device}")
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    assert main(["--headless", "--test", "--device", device, "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"neurogen-tui: error: --device {device}:") and "\n" not in err
+    assert not (tmp_path / "run").exists()  # not even run.json or empty JSONL files
+
+
 def test_unwritable_run_dir_is_refused(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
