@@ -131,6 +131,101 @@ class JsonlWriter:
             self._fh.close()
 
 
+def _backwards(path: Path, enough: Callable[[bytes], bool], block: int = 1 << 20) -> tuple[bytes, int, int]:
+    """The file's last bytes, read backwards a block at a time until `enough(chunk)` says so for
+    a newly read chunk (the block, completed by the line it cut from the block after it):
+    (the bytes read, cut at their last newline; where they start in the file; the offset after
+    the file's last complete line)."""
+    blocks: list[bytes] = []
+    with open(path, "rb") as fh:
+        pos = fh.seek(0, os.SEEK_END)
+        after = b""  # the block after this one, up to and including its first newline
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            fh.seek(pos)
+            data = fh.read(step)
+            blocks.append(data)
+            if enough(data + after):
+                break
+            nl = data.find(b"\n")
+            after = data[:nl + 1] if nl >= 0 else data + after
+    data = b"".join(reversed(blocks))
+    cut = data.rfind(b"\n") + 1
+    return data[:cut], pos, pos + cut if cut or pos else 0
+
+
+def tail_jsonl(path: str | os.PathLike, n: int) -> tuple[list[dict], int]:
+    """The last `n` complete JSON objects of a JSONL file, reading only its end (a long run's
+    samples.jsonl holds hundreds of thousands), and the offset after its last complete line; a
+    torn last line and corrupt lines are skipped."""
+    seen = [0]
+
+    def enough(chunk: bytes) -> bool:
+        seen[0] += chunk.count(b"\n")
+        return seen[0] > n + 16
+
+    try:
+        data, start, end = _backwards(Path(path), enough)
+    except FileNotFoundError:
+        return [], 0
+    lines = data.split(b"\n")[:-1]
+    if start > 0:
+        lines = lines[1:]  # the first may be the end of a line that starts before the block
+    rows: list[dict] = []
+    for line in reversed(lines):
+        if len(rows) >= n:
+            break
+        with contextlib.suppress(ValueError):
+            row = json.loads(line)
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows[::-1], end
+
+
+def _step_of(line: bytes):
+    try:
+        row = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+    return row.get("step") if isinstance(row, dict) else None
+
+
+def _kept(step, last_step: int) -> bool:
+    return isinstance(step, int) and not isinstance(step, bool) and step <= last_step
+
+
+def cut_jsonl_after(path: str | os.PathLike, last_step: int) -> int:
+    """Drop the rows after `last_step` from a JSONL file written in step order (a resumed run),
+    reading only from its end back to the last row kept, then cutting the file there (a torn last
+    line goes too). Returns the rows dropped."""
+    path = Path(path)
+
+    def reached(data: bytes) -> bool:  # a complete line (not the first: it may be cut) with a kept step
+        return any(_kept(_step_of(line), last_step) for line in data.split(b"\n")[1:-1])
+
+    try:
+        data, start, _ = _backwards(path, reached)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    lines = data.split(b"\n")[:-1]
+    ends, offset = [], start
+    for line in lines:
+        offset += len(line) + 1
+        ends.append(offset)
+    cut, dropped = 0, 0
+    for i in range(len(lines) - 1, 0 if start else -1, -1):
+        step = _step_of(lines[i])
+        if _kept(step, last_step):
+            cut = ends[i]
+            break
+        dropped += step is not None
+    if cut < size:
+        os.truncate(path, cut)
+    return dropped
+
+
 def trim_jsonl(path: str | os.PathLike, keep: Callable[[dict], bool]) -> int:
     """Atomically rewrite a JSONL file keeping only rows for which keep(row) is true; rows removed."""
     path = Path(path)

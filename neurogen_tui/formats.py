@@ -140,7 +140,7 @@ def export_once(run_dir: Path, fmt: str, out: Path) -> tuple[int, int]:
     """The whole run as it is now; (metrics rows, samples) written."""
     viz = RunLayout(run_dir).viz
     table = read_metrics(viz)
-    samples = load_samples(viz, limit=10**9)
+    samples = load_samples(viz, limit=None)
     if fmt == "tensorboard":
         writer = EventsWriter(out)
         writer.add_metrics(table.columns)
@@ -171,7 +171,7 @@ def follow(run_dir: Path, out: Path, from_offset: int | None = None, until_stdin
             table = read_metrics(layout.viz)
             writer.add_metrics(table.columns)
             metrics.offset = table.end
-        writer.add_samples(load_samples(layout.viz, limit=10**9))
+        writer.add_samples(load_samples(layout.viz, limit=None))
         if samples.mark_start():
             samples.offset = samples.path.stat().st_size
     try:

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from .events import TextSample, TrainingMetrics
-from .files import JsonlWriter, trim_jsonl
+from .files import JsonlWriter, cut_jsonl_after
 from .layout import METRICS_FILE, METRICS_SIDECAR, SAMPLES_FILE
 from .metricsfile import MetricsTable, SidecarWriter, trim_metrics
 
@@ -27,8 +27,7 @@ class MetricsRecorder:
         kept = MetricsTable()
         if resume_step is not None:
             kept, removed = trim_metrics(self.viz_dir, resume_step)
-            removed = {METRICS_FILE: removed, SAMPLES_FILE: trim_jsonl(
-                self.viz_dir / SAMPLES_FILE, lambda row: int(row.get("step", 0)) <= resume_step)}
+            removed = {METRICS_FILE: removed, SAMPLES_FILE: cut_jsonl_after(self.viz_dir / SAMPLES_FILE, resume_step)}
             for name, count in removed.items():
                 if count:
                     log.info("%s: dropped %d row(s) after step %d (resumed from checkpoint)", name, count, resume_step)

@@ -7,11 +7,11 @@ so these work on a finished run, a crashed one, or one still writing: a torn las
 from __future__ import annotations
 
 import json
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 
+from .files import tail_jsonl
 from .history import COLUMNS, MetricsHistory, history_columns, number
 from .layout import METRICS_FILE, METRICS_JSON, SAMPLES_FILE, SAMPLES_JSON, VIZ_DIR
 from .metricsfile import read_metrics
@@ -74,12 +74,14 @@ def load_history(viz_dir: str | Path, max_step: int | None = None) -> MetricsHis
     return history
 
 
-def load_samples(viz_dir: str | Path, max_step: int | None = None, limit: int = 1000) -> list[dict]:
-    """The newest `limit` text samples: samples.jsonl, or else text_samples.json."""
+def load_samples(viz_dir: str | Path, max_step: int | None = None, limit: int | None = 1000) -> list[dict]:
+    """The newest `limit` text samples (None: all): samples.jsonl, only its end read, or else
+    text_samples.json."""
     viz_dir = Path(viz_dir)
     rows: list = []
     if (viz_dir / SAMPLES_FILE).is_file():
-        rows = list(deque(rows_from_jsonl(viz_dir / SAMPLES_FILE), maxlen=limit))
+        rows = (list(rows_from_jsonl(viz_dir / SAMPLES_FILE)) if limit is None
+                else tail_jsonl(viz_dir / SAMPLES_FILE, limit)[0])
     elif (viz_dir / SAMPLES_JSON).is_file():
         try:
             rows = json.loads((viz_dir / SAMPLES_JSON).read_bytes())
@@ -89,7 +91,7 @@ def load_samples(viz_dir: str | Path, max_step: int | None = None, limit: int = 
     fields = ("step", "input", "output", "accuracy")
     good = [{"target": "", **r} for r in rows if isinstance(rows, list) and isinstance(r, dict) and all(k in r for k in fields)
             and isinstance(r["step"], int) and (max_step is None or r["step"] <= max_step)]
-    return good[-limit:]
+    return good if limit is None else good[-limit:]
 
 
 def load_run(run_dir: str | Path) -> tuple[str, MetricsHistory, list[dict]]:

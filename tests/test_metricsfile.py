@@ -169,3 +169,19 @@ def test_sidecar_writer_starts_from_a_table_and_appends(tmp_path):
     writer.close()
     assert list(read_sidecar(viz / "metrics.arrows").columns["step"]) == [1, 2, 3]
     assert list(read_metrics(viz).columns["step"]) == [1, 2, 3]
+
+
+def test_samples_are_cut_and_read_from_the_end_of_the_file(tmp_path):
+    from neurogen_tui.files import cut_jsonl_after, tail_jsonl
+    from neurogen_tui.runfiles import load_samples
+
+    path = tmp_path / "samples.jsonl"
+    rows = [{"step": s, "input": "i", "target": "t", "output": "o\n" * 40, "accuracy": 0.5} for s in range(1, 20001)]
+    path.write_text("".join(dumps(r) + "\n" for r in rows) + '{"step": 20001, "inp')  # torn
+    tail, end = tail_jsonl(path, 3)
+    assert [r["step"] for r in tail] == [19998, 19999, 20000] and end == path.read_bytes().rfind(b"\n") + 1
+    assert [s["step"] for s in load_samples(tmp_path, limit=5)] == list(range(19996, 20001))
+    assert len(load_samples(tmp_path, limit=None)) == 20000
+    assert cut_jsonl_after(path, 12345) == 20000 - 12345  # the torn line goes too
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == list(range(1, 12346))
+    assert cut_jsonl_after(path, 99999) == 0 and cut_jsonl_after(path, 0) == 12345 and path.read_bytes() == b""

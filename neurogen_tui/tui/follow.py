@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..events import CheckpointSaved, LogMessage, RunFailed, RunFinished, StateChanged, TextSample
-from ..files import TailedFile
+from ..files import TailedFile, tail_jsonl
 from ..history import columns_from_rows, history_columns
 from ..layout import CHECKPOINT_NAME, END_LOGGER, ENDED_STATES, METRICS_FILE, SAMPLES_JSON, RunLayout, RunState
 from ..metricsfile import read_metrics
@@ -93,7 +93,9 @@ class FilesFollower:
         return True
 
     def _poll_samples(self) -> None:
-        if self.samples.path.exists() or self.samples.ident is not None:
+        if self.samples.offset == 0 and self.samples.mark_start():  # a long run's: only the newest, from its end
+            rows, self.samples.offset = tail_jsonl(self.samples.path, 200)  # a torn last line: read next time
+        elif self.samples.path.exists() or self.samples.ident is not None:
             rows, _ = self.samples.read()
         else:
             rows = self._read_text_samples()
