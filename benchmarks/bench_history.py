@@ -21,7 +21,6 @@ tensorboard: the trainer as `--headless` composes it with `--tensorboard`, in bl
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal

@@ -35,6 +35,12 @@ def test_wheel_from_a_clean_clone_installs_and_runs_test_mode(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (work / "checkpoints" / "checkpoint_step_000005.pt").exists()
     assert (work / "training_viz" / "metrics.jsonl").read_text().count("\n") == 5
+    # stdout is a pipe here, as under nohup or CI: a record stays one line (rich wrapped at 80 columns)
+    lines = out.stdout.splitlines()
+    steps = [line for line in lines if line.startswith("step ")]
+    assert len(steps) == 3 and all(line.rstrip().endswith("MB RSS") for line in steps), lines
+    assert all("→" in line for line in lines if line.lstrip().startswith("sample @"))
+    assert not any(line.startswith("| grad") for line in lines)
 
 
 def test_ctrl_c_stops_at_a_step_boundary_with_final_checkpoint(tmp_path):

@@ -118,12 +118,15 @@ def test_resume_cuts_the_rows_after_its_step_and_rebuilds_the_sidecar(tmp_path):
 
 
 def test_parse_matches_the_line_loop_on_a_real_run(tmp_path, tiny_cfg):
-    from neurogen_tui.session import build_run
+    from neurogen_tui.events import EventBus
+    from neurogen_tui.trainer import Trainer
 
     tiny_cfg.max_chunks = 12
-    parts = build_run(tiny_cfg, None)
-    parts.trainer.run()
-    parts.close()
+    bus = EventBus()
+    rec = MetricsRecorder(tiny_cfg.viz_dir)
+    bus.subscribe(rec)
+    Trainer(tiny_cfg, bus).run()  # the real trainer's metrics, as the recorder writes them
+    rec.close()
     viz = tiny_cfg.viz_dir
     data = (viz / "metrics.jsonl").read_bytes()
     same_as_reference(parse_jsonl(data), python_rows(viz / "metrics.jsonl"))

@@ -202,17 +202,3 @@ def test_metrics_jsonl_is_strict_json(tmp_path):
     for line in (run / "training_viz" / "metrics.jsonl").read_text().splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))
 
-
-def test_headless_into_a_pipe_keeps_one_record_per_line(tmp_path):
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "neurogen_tui", "--test", "--headless", "--run-dir", str(tmp_path / "r")],
-                         capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "COLUMNS": "80"})
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    steps = [line for line in lines if line.startswith("step ")]
-    samples = [line for line in lines if line.lstrip().startswith("sample @")]
-    assert len(steps) == 3 and all(line.rstrip().endswith("MB RSS") for line in steps), lines  # not wrapped at 80
-    assert samples and all("→" in line for line in samples)
-    assert not any(line.startswith("| grad") for line in lines)
