@@ -16,6 +16,8 @@ document being read, and which window and how far into it.
 """
 from __future__ import annotations
 
+import time
+
 from collections import deque
 
 import numpy as np
@@ -261,21 +263,35 @@ class StepBatches:
     def __init__(self, stream):
         self.stream = stream
         self._ready: list = []
+        self.seconds = 0.0  # spent reading batches since the last take_seconds(): the data pipeline's share
+
+    def take_seconds(self) -> float:
+        spent, self.seconds = self.seconds, 0.0
+        return spent
 
     def fill(self, n: int) -> bool:
-        while len(self._ready) < n:
-            batch = self.stream.next_batch()
-            if batch is None:
-                return False
-            self._ready.append(batch)
-        return True
+        started = time.perf_counter()
+        try:
+            while len(self._ready) < n:
+                batch = self.stream.next_batch()
+                if batch is None:
+                    return False
+                self._ready.append(batch)
+            return True
+        finally:
+            self.seconds += time.perf_counter() - started
 
     def give_back(self) -> None:
         self.stream.unread(self._ready)
         self._ready = []
 
     def next_batch(self):
-        return self._ready.pop(0) if self._ready else self.stream.next_batch()
+        if self._ready:
+            return self._ready.pop(0)
+        started = time.perf_counter()
+        batch = self.stream.next_batch()
+        self.seconds += time.perf_counter() - started
+        return batch
 
     def state(self) -> dict:
         return self.stream.state()

@@ -27,10 +27,12 @@ class TrainingMetrics:
     step_time: float = 0.0
     skipped: bool = False  # a non-finite loss: no optimizer update was made
     mfu: float | None = None  # model FLOPs utilization, 0..1, where the device's peak is known
+    cpu_util: float | None = None  # the training process's CPU since the last step, % of one core
+    data_time: float | None = None  # seconds of the step spent reading batches (the data pipeline)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for optional in ("val_loss", "mfu"):
+        for optional in ("val_loss", "mfu", "cpu_util", "data_time"):
             if d[optional] is None:
                 del d[optional]
         return d

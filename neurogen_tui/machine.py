@@ -24,6 +24,21 @@ def rss_mb() -> float:
         return 0.0
 
 
+class ProcessCpu:
+    """This process's CPU use between two calls, in percent of one core (200 on two busy cores),
+    all its threads counted (time.process_time); None for the first call."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, float] | None = None
+
+    def __call__(self) -> float | None:
+        now = (time.perf_counter(), time.process_time())
+        last, self._last = self._last, now
+        if last is None or now[0] <= last[0]:
+            return None
+        return 100.0 * (now[1] - last[1]) / (now[0] - last[0])
+
+
 class MachineLoad:
     """How many cores the whole machine kept busy, from /proc/stat's first line between two looks
     (the 1-minute load average where /proc/stat cannot be read; it lags a run's start by a minute).

@@ -251,10 +251,13 @@ class DataParallel(Single):
         return [r.tolist() for r in rows] if self.is_main or everywhere else None
 
     def job_metrics(self, trainer, metrics, sample_due: bool) -> bool:
-        """Loss and accuracy averaged over ranks, tokens/s summed, memory the largest rank's; the
-        sample decision of rank 0 travels along (a sharded job samples on every rank)."""
+        """Loss and accuracy averaged over ranks, tokens/s summed, memory, CPU and data time the
+        largest rank's (the one that starves); the sample decision of rank 0 travels along (a
+        sharded job samples on every rank)."""
+        nan = float("nan")
         rows = self.gather_floats([metrics.loss, metrics.accuracy, metrics.tokens_per_sec, metrics.gpu_memory_mb,
-                                   metrics.rss_mb, float(sample_due)], everywhere=self.sharded)
+                                   metrics.rss_mb, float(sample_due), nan if metrics.cpu_util is None else metrics.cpu_util,
+                                   metrics.data_time or 0.0], everywhere=self.sharded)
         if self.is_main:
             cols = list(zip(*rows))
             metrics.loss = sum(cols[0]) / self.world_size
@@ -262,6 +265,8 @@ class DataParallel(Single):
             metrics.tokens_per_sec = sum(cols[2])
             metrics.gpu_memory_mb, metrics.rss_mb = max(cols[3]), max(cols[4])
             metrics.mfu = trainer.mfu(metrics.tokens_per_sec)
+            cpu = [c for c in cols[6] if c == c]
+            metrics.cpu_util, metrics.data_time = (max(cpu) if cpu else None), max(cols[7])
             if metrics.step == 1 or metrics.step % trainer.cfg.viz_interval == 0:
                 log.info("step %d memory per rank (MB, GPU peak / RSS): %s", metrics.step,
                          ", ".join(f"r{r} {row[3]:.0f}/{row[4]:.0f}" for r, row in enumerate(rows)))

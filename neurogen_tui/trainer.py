@@ -26,7 +26,7 @@ from .events import (CheckpointSaved, EvalResult, EventBus, LogMessage, RunFaile
                      StateChanged, TextSample, TrainingMetrics)
 from .evaluation import block_sample, validation
 from .layout import END_LOGGER, EndReason, RunState
-from .machine import rss_mb
+from .machine import ProcessCpu, rss_mb
 from .mfu import MfuMeter, flops_per_token
 from .model import GPT, GPTConfig
 from .parallel import Requests, Single, accumulation, autocast, device_name, first_line, strategy_for
@@ -58,6 +58,7 @@ class Trainer:
         self._checkpoint_now = threading.Event()
         self._sample_now = False
         self._positions: list | None = None  # every rank's data position, for the checkpoint being written
+        self._cpu = ProcessCpu()
 
     # ---- control, safe from any thread ------------------------------------------------------
     def pause(self) -> None:
@@ -326,6 +327,7 @@ class Trainer:
         """One optimizer step over tokens_per_chunk tokens; None when the data ran out."""
         cfg, par = self.cfg, self.par
         t0 = time.perf_counter()
+        read_ahead = self.batches.take_seconds()  # the step's batches, read at the boundary before it
         lr = self.schedule.lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -355,13 +357,14 @@ class Trainer:
         accuracy = correct.item() / tokens
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        dt = time.perf_counter() - t0
+        dt = time.perf_counter() - t0 + read_ahead  # tokens/s counts the wait for data too
         self.schedule.samples.earn(dt)
         gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else 0.0
         metrics = TrainingMetrics(step=self.step, loss=loss_value, accuracy=accuracy, tokens_per_sec=tokens / dt,
                                   gpu_memory_mb=gpu_mb, learning_rate=lr, timestamp=time.time(),
                                   grad_norm=norm_value, tokens_seen=self.tokens_seen, rss_mb=rss_mb(),
-                                  step_time=dt, skipped=skipped, mfu=self.mfu(tokens / dt))
+                                  step_time=dt, skipped=skipped, mfu=self.mfu(tokens / dt), cpu_util=self._cpu(),
+                                  data_time=read_ahead + self.batches.take_seconds())
         self._sample_now = par.job_metrics(self, metrics, par.is_main and self.schedule.sample_due(self.step))
         return metrics
 

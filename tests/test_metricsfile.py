@@ -132,6 +132,10 @@ def test_parse_matches_the_line_loop_on_a_real_run(tmp_path, tiny_cfg):
     same_as_reference(parse_jsonl(data), python_rows(viz / "metrics.jsonl"))
     same_as_reference(read_metrics(viz), python_rows(viz / "metrics.jsonl"))
     assert len(read_sidecar(viz / "metrics.arrows")) == 12
+    rows = python_rows(viz / "metrics.jsonl")  # the machine under the run (#19), from the real trainer
+    assert "cpu_util" not in rows[0] and all(r["cpu_util"] > 1.0 for r in rows[1:])  # % of one core
+    assert all(0.0 <= r["data_time"] < r["step_time"] for r in rows)
+    assert rows[0]["data_time"] > 0  # the first step waits for the shuffle window to fill
 
 
 def test_following_a_live_run_reads_only_the_new_rows_the_second_time(tmp_path, monkeypatch):
