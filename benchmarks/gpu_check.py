@@ -106,6 +106,11 @@ def part_env(plan: Plan, work: Path) -> dict:
                     capability=".".join(map(str, torch.cuda.get_device_capability(0))),
                     bf16=torch.cuda.is_bf16_supported(), sms=props.multi_processor_count,
                     mfu_peak_tflops=peak_tflops(name), nccl=".".join(map(str, torch.cuda.nccl.version())))
+        from neurogen_tui.machine import GpuReadings
+
+        readings = GpuReadings(0)  # what the trainer records each step (NVML)
+        info.update(nvml=readings.latest(), nvml_note=readings.note)
+        readings.close()
     else:
         info.update(gpu=None, mfu_peak_tflops=None)
     return info

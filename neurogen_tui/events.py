@@ -9,6 +9,9 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 
+GPU_FIELDS = ("gpu_util", "gpu_mem_used_mb", "gpu_power_w", "gpu_temp_c")  # null where NVML cannot read one
+
+
 @dataclass
 class TrainingMetrics:
     """Real-time training metrics (the seed's fields, same names), one per optimizer step."""
@@ -29,9 +32,17 @@ class TrainingMetrics:
     mfu: float | None = None  # model FLOPs utilization, 0..1, where the device's peak is known
     cpu_util: float | None = None  # the training process's CPU since the last step, % of one core
     data_time: float | None = None  # seconds of the step spent reading batches (the data pipeline)
+    # the GPU's last NVML readings (machine.GpuReadings); in a data-parallel job the slowest / hottest rank's
+    gpu_util: float | None = None  # % of the sample period a kernel ran
+    gpu_mem_used_mb: float | None = None  # memory used on the device (all processes), MiB
+    gpu_power_w: float | None = None
+    gpu_temp_c: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if all(d[k] is None for k in GPU_FIELDS):  # no readings at all (a CPU, or no NVML): left out
+            for k in GPU_FIELDS:
+                del d[k]
         for optional in ("val_loss", "mfu", "cpu_util", "data_time"):
             if d[optional] is None:
                 del d[optional]

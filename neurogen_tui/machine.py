@@ -1,10 +1,14 @@
-"""The machine under the run, as plain numbers: cores, this process's memory, and whether every
-core is busy (the one machine-load probe the monitoring allowances share)."""
+"""The machine under the run, as plain numbers: cores, this process's memory and CPU, whether every
+core is busy (the one machine-load probe the monitoring allowances share), and the GPU's readings."""
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from typing import Callable
+
+from .events import GPU_FIELDS
 
 
 def cores() -> int:
@@ -95,3 +99,70 @@ class MachineLoad:
                 self._calm += 1
                 self.busy = self.busy and self._calm < self.CALM_LOOKS
         return self.busy
+
+
+# ---- the GPU, through NVML ------------------------------------------------------------------------------
+GPU_SAMPLE_S = 2.0  # nvitop's default refresh
+
+
+class GpuReadings:
+    """Utilisation, memory used, power draw and temperature of one GPU, read through NVML (`nvidia-ml-py`, imported as pynvml) every GPU_SAMPLE_S on a thread
+    of its own, never on the training thread. `latest()` is what the last sample found: a value
+    NVML could not read is None. Without NVML, or for a GPU it cannot open, `note` says so once
+    and every reading is None."""
+
+    def __init__(self, index: int, nvml=None, interval: float = GPU_SAMPLE_S) -> None:
+        self.note = ""
+        self._values: dict[str, float | None] = dict.fromkeys(GPU_FIELDS)
+        self._stop = threading.Event()
+        self._nvml, self._handle = None, None
+        try:
+            if nvml is None:
+                import pynvml as nvml  # nvidia-ml-py: optional (the `gpu` extra), present on most GPU images
+            nvml.nvmlInit()
+            self._handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            self._nvml = nvml
+        except Exception as exc:  # no package, no driver library, a GPU NVML cannot open
+            self.note = (f"GPU readings (utilisation, power, temperature) are not recorded: NVML {type(exc).__name__}"
+                         f"{': ' + str(exc)[:80] if str(exc) else ''} (pip install nvidia-ml-py)")
+            return
+        self.sample()
+        self._thread = threading.Thread(target=self._run, args=(interval,), name="gpu-readings", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def for_device(cls, device) -> "GpuReadings | None":
+        """Readings for a torch CUDA device; None for any other device (nothing to read)."""
+        if getattr(device, "type", "") != "cuda":
+            return None
+        import torch
+
+        return cls(device.index if device.index is not None else torch.cuda.current_device())
+
+    def _read(self, name: str, fn: Callable[[], float]) -> None:
+        try:
+            self._values[name] = float(fn())
+        except Exception:
+            self._values[name] = None
+
+    def sample(self) -> None:
+        nv, h = self._nvml, self._handle
+        if nv is None:
+            return
+        self._read("gpu_util", lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu)
+        self._read("gpu_mem_used_mb", lambda: nv.nvmlDeviceGetMemoryInfo(h).used / 2**20)
+        self._read("gpu_power_w", lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0)
+        self._read("gpu_temp_c", lambda: nv.nvmlDeviceGetTemperature(h, getattr(nv, "NVML_TEMPERATURE_GPU", 0)))
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.sample()
+
+    def latest(self) -> dict[str, float | None]:
+        return dict(self._values)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._nvml is not None:
+            with contextlib.suppress(Exception):
+                self._nvml.nvmlShutdown()

@@ -257,7 +257,10 @@ class DataParallel(Single):
         nan = float("nan")
         rows = self.gather_floats([metrics.loss, metrics.accuracy, metrics.tokens_per_sec, metrics.gpu_memory_mb,
                                    metrics.rss_mb, float(sample_due), nan if metrics.cpu_util is None else metrics.cpu_util,
-                                   metrics.data_time or 0.0], everywhere=self.sharded)
+                                   metrics.data_time or 0.0,
+                                   *[nan if v is None else v for v in (metrics.gpu_util, metrics.gpu_mem_used_mb,
+                                                                        metrics.gpu_power_w, metrics.gpu_temp_c)]],
+                                  everywhere=self.sharded)
         if self.is_main:
             cols = list(zip(*rows))
             metrics.loss = sum(cols[0]) / self.world_size
@@ -267,6 +270,9 @@ class DataParallel(Single):
             metrics.mfu = trainer.mfu(metrics.tokens_per_sec)
             cpu = [c for c in cols[6] if c == c]
             metrics.cpu_util, metrics.data_time = (max(cpu) if cpu else None), max(cols[7])
+            known = [[v for v in col if v == v] for col in cols[8:12]]  # the slowest GPU, the fullest, hottest
+            metrics.gpu_util, metrics.gpu_mem_used_mb, metrics.gpu_power_w, metrics.gpu_temp_c = (
+                (min if i == 0 else max)(k) if k else None for i, k in enumerate(known))
             if metrics.step == 1 or metrics.step % trainer.cfg.viz_interval == 0:
                 log.info("step %d memory per rank (MB, GPU peak / RSS): %s", metrics.step,
                          ", ".join(f"r{r} {row[3]:.0f}/{row[4]:.0f}" for r, row in enumerate(rows)))

@@ -26,7 +26,7 @@ from .events import (CheckpointSaved, EvalResult, EventBus, LogMessage, RunFaile
                      StateChanged, TextSample, TrainingMetrics)
 from .evaluation import block_sample, validation
 from .layout import END_LOGGER, EndReason, RunState
-from .machine import ProcessCpu, rss_mb
+from .machine import GpuReadings, ProcessCpu, rss_mb
 from .mfu import MfuMeter, flops_per_token
 from .model import GPT, GPTConfig
 from .parallel import Requests, Single, accumulation, autocast, device_name, first_line, strategy_for
@@ -100,6 +100,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.device = par.start(cfg.device)
         self.autocast = autocast(self.device)
+        self.gpus = GpuReadings.for_device(self.device)  # NVML, on a thread of its own; None off CUDA
         self.tokenizer = load_tokenizer(cfg.tokenizer)
         state = self._resume[1] if self._resume else None
         if state is not None:
@@ -228,8 +229,9 @@ class Trainer:
                 device=str(self.device), device_name=self.par.describe(device_name(self.device)),
                 n_params=self.model.num_params(), start_step=self.step, total_steps=self.cfg.max_chunks,
                 resumed_from=self._resume[0] if self._resume else None))
-            if self.mfu.note:
-                self._say(self.mfu.note, "warning")
+            for note in (self.mfu.note, self.gpus.note if self.gpus and self.par.is_main else ""):
+                if note:
+                    self._say(note, "warning")
             self._set_state(RunState.RUNNING)
             reason = self._loop()
             self._set_state(RunState.STOPPING)
@@ -241,6 +243,8 @@ class Trainer:
         except Exception as exc:
             result = self._fail(exc)
         finally:
+            if getattr(self, "gpus", None):  # set in setup
+                self.gpus.close()
             self.par.close(finished=self.state == RunState.FINISHED)
         self.bus.publish(result)
         return result
@@ -364,7 +368,8 @@ class Trainer:
                                   gpu_memory_mb=gpu_mb, learning_rate=lr, timestamp=time.time(),
                                   grad_norm=norm_value, tokens_seen=self.tokens_seen, rss_mb=rss_mb(),
                                   step_time=dt, skipped=skipped, mfu=self.mfu(tokens / dt), cpu_util=self._cpu(),
-                                  data_time=read_ahead + self.batches.take_seconds())
+                                  data_time=read_ahead + self.batches.take_seconds(),
+                                  **(self.gpus.latest() if self.gpus else {}))
         self._sample_now = par.job_metrics(self, metrics, par.is_main and self.schedule.sample_due(self.step))
         return metrics
 

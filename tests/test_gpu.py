@@ -119,3 +119,13 @@ def test_mfu_is_reported_for_a_gpu_in_the_table(gpu_cfg):
     gpu_cfg.max_chunks = 3
     _, seen, _ = train(gpu_cfg)
     assert all(0 < seen["metrics"][s].mfu < 1 for s in seen["metrics"])
+
+
+def test_nvml_readings_reach_the_metrics_on_the_gpu(gpu_cfg):
+    pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed")
+    gpu_cfg.max_chunks = 3
+    _, seen, _ = train(gpu_cfg)
+    last = seen["metrics"][3]
+    assert last.gpu_mem_used_mb and last.gpu_mem_used_mb > 0
+    assert last.gpu_util is not None and 0 <= last.gpu_util <= 100
+    assert last.gpu_temp_c is None or 10 < last.gpu_temp_c < 110

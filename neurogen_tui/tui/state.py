@@ -41,7 +41,19 @@ class HeaderInfo:
     tokens_per_sec: float = 0.0
     memory: tuple[str, ...] = ()  # (label, value): CUDA peak where there is one, else process RSS
     mfu: float | None = None  # model FLOPs utilization (0..1) where the GPU's peak is known
+    gpu: str = ""  # NVML's last readings, short: "97% 512W 61°C" (the slowest / hottest rank's)
     read_only: bool = False
+
+
+def gpu_text(row: dict) -> str:
+    """A metrics row's GPU readings for the header, each only where NVML read it."""
+    def known(name):
+        v = row.get(name)
+        return isinstance(v, (int, float)) and v == v
+
+    parts = [fmt.format(row[name]) for name, fmt in (("gpu_util", "{:.0f}%"), ("gpu_power_w", "{:.0f}W"),
+                                                     ("gpu_temp_c", "{:.0f}°C")) if known(name)]
+    return " ".join(parts)
 
 
 def last_frames(tb: str, n: int = 3) -> list[str]:
@@ -68,6 +80,7 @@ class RunView:
         self.tokens_per_sec = 0.0
         self.memory: tuple[str, ...] = ()  # (label, value)
         self.mfu: float | None = None
+        self.gpu = ""
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.last_timestamp = 0.0  # of the newest metrics row
@@ -160,6 +173,7 @@ class RunView:
         self.memory = ("GPU peak", f"{gpu:,.0f} MB") if gpu else (("RSS", f"{rss:,.0f} MB") if rss else ())
         mfu = row.get("mfu")
         self.mfu = float(mfu) if mfu is not None and mfu == mfu else None
+        self.gpu = gpu_text(row)
         if self.started_at is None:
             self.started_at = float(row.get("timestamp") or time.time()) - float(row.get("step_time") or 0.0)
 
@@ -224,5 +238,5 @@ class RunView:
         elapsed = max(0.0, end - self.started_at) if self.started_at else 0.0
         return HeaderInfo(run_name=self.run_name, device=self.device, state=self.state, step=self.step,
                           total=self.total, elapsed=int(elapsed), eta=self.eta(), tokens_seen=self.tokens_seen,
-                          tokens_per_sec=self.tokens_per_sec, memory=self.memory, mfu=self.mfu,
+                          tokens_per_sec=self.tokens_per_sec, memory=self.memory, mfu=self.mfu, gpu=self.gpu,
                           read_only=self.read_only)

@@ -68,6 +68,8 @@ class RunHeader(Widget):
                  ("tokens", format_count(i.tokens_seen)), ("tok/s", format_count(i.tokens_per_sec))]
         if i.mfu is not None:
             parts.append(("MFU", f"{i.mfu * 100:.1f}%"))
+        if i.gpu:
+            parts.append(("GPU", i.gpu))
         if i.memory:
             parts.append(i.memory)
         for n, (name, value) in enumerate(parts):

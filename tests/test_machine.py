@@ -1,0 +1,154 @@
+"""The machine under the run (#19): the GPU through NVML (a fake NVML here; the real one in
+tests/test_gpu.py on a GPU), and the training process's CPU."""
+import asyncio
+import json
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from neurogen_tui.events import TrainingMetrics
+from neurogen_tui.machine import GpuReadings, ProcessCpu
+from neurogen_tui.metricsfile import read_metrics
+from neurogen_tui.recorder import MetricsRecorder
+from neurogen_tui.tui.state import RunView
+
+
+class FakeNvml:
+    """pynvml's calls, as nvidia-ml-py names them; `broken` fields raise as NVML does for a
+    reading a GPU does not support (NVMLError_NotSupported)."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(self, broken=()):
+        self.broken, self.calls, self.shut = set(broken), 0, False
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlShutdown(self):
+        self.shut = True
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        if index > 0:
+            raise RuntimeError("Invalid Argument")
+        return "h0"
+
+    def _value(self, name, value):
+        self.calls += 1
+        if name in self.broken:
+            raise RuntimeError("Not Supported")
+        return value
+
+    def nvmlDeviceGetUtilizationRates(self, h):
+        return SimpleNamespace(gpu=self._value("util", 97))
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        return SimpleNamespace(used=self._value("mem", 40 * 2**30), total=80 * 2**30)
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        return self._value("power", 512_000)  # milliwatts
+
+    def nvmlDeviceGetTemperature(self, h, sensor):
+        return self._value("temp", 61)
+
+
+def metrics(step, **gpu):
+    return TrainingMetrics(step=step, loss=2.0, accuracy=0.5, tokens_per_sec=1e5, gpu_memory_mb=1000.0,
+                           learning_rate=1e-3, timestamp=1.7e9 + step, tokens_seen=step * 1024, step_time=0.1, **gpu)
+
+
+def test_readings_come_from_nvml_off_the_training_thread_with_unreadable_ones_null():
+    nvml = FakeNvml(broken={"power"})
+    gpus = GpuReadings(0, nvml=nvml, interval=0.05)
+    try:
+        assert gpus.note == ""
+        assert gpus.latest() == {"gpu_util": 97.0, "gpu_mem_used_mb": 40 * 1024.0, "gpu_power_w": None, "gpu_temp_c": 61.0}
+        before = nvml.calls
+        time.sleep(0.3)
+        assert nvml.calls > before  # sampled again by its own thread, nobody asking
+    finally:
+        gpus.close()
+    assert nvml.shut
+
+
+def test_without_nvml_or_for_a_gpu_it_cannot_open_every_reading_is_null_and_it_says_so_once(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` fails as where it is not installed
+    missing = GpuReadings(0)
+    assert "pip install nvidia-ml-py" in missing.note and set(missing.latest().values()) == {None}
+    other = GpuReadings(3, nvml=FakeNvml())
+    assert "Invalid Argument" in other.note and set(other.latest().values()) == {None}
+    missing.close()
+    other.close()
+    assert GpuReadings.for_device(SimpleNamespace(type="cpu")) is None  # nothing to read on a CPU
+
+
+def test_rows_hold_the_readings_null_where_unknown_and_cpu_rows_none(tmp_path):
+    rec = MetricsRecorder(tmp_path)
+    rec(metrics(1))  # a CPU run: no GPU fields at all
+    rec(metrics(2, gpu_util=97.0, gpu_mem_used_mb=40960.0, gpu_power_w=None, gpu_temp_c=61.0))
+    rec.close()
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert "gpu_util" not in rows[0]
+    assert rows[1]["gpu_util"] == 97.0 and rows[1]["gpu_power_w"] is None and rows[1]["gpu_temp_c"] == 61.0
+    table = read_metrics(tmp_path)
+    assert table.columns["gpu_temp_c"][1] == 61.0 and table.columns["gpu_power_w"][1] != table.columns["gpu_power_w"][1]
+
+
+def test_the_header_shows_the_gpu_where_it_was_read():
+    from textual.app import App
+
+    from neurogen_tui.tui.widgets import RunHeader
+
+    gpu, cpu = RunView("gpu-run"), RunView("cpu-run")
+    gpu.apply_all([metrics(1, gpu_util=97.0, gpu_mem_used_mb=40960.0, gpu_power_w=512.0, gpu_temp_c=61.0)])
+    cpu.apply_all([metrics(1)])
+    assert gpu.header().gpu == "97% 512W 61°C" and cpu.header().gpu == ""
+
+    class HeaderApp(App):
+        def compose(self):
+            yield RunHeader()
+
+    async def shown(state: RunView) -> str:
+        app = HeaderApp()
+        async with app.run_test(size=(80, 4)) as pilot:
+            header = app.query_one(RunHeader)
+            header.info = state.header()
+            await pilot.pause()
+            return header.render().plain
+
+    assert "GPU 97% 512W 61°C" in asyncio.run(shown(gpu))
+    assert "GPU" not in asyncio.run(shown(cpu)).replace("GPU peak", "")
+
+
+def test_process_cpu_counts_every_thread_in_percent_of_one_core():
+    cpu = ProcessCpu()
+    assert cpu() is None
+    end = time.perf_counter() + 0.2
+    while time.perf_counter() < end:
+        pass
+    busy = cpu()
+    assert 50 < busy < 150  # one busy thread: about one core
+    time.sleep(0.2)
+    assert cpu() < 30
+
+
+@pytest.mark.parametrize("rank_values, expect", [
+    ([(97.0, 61.0), (40.0, 75.0)], (40.0, 75.0)),  # the slowest GPU's utilisation, the hottest's temperature
+    ([(None, None), (50.0, 70.0)], (50.0, 70.0)),
+])
+def test_a_data_parallel_job_reports_the_slowest_and_hottest_gpu(rank_values, expect):
+    from neurogen_tui.parallel import DataParallel
+
+    par = DataParallel.__new__(DataParallel)
+    par.rank, par.world_size, par.is_main, par.sharded = 0, len(rank_values), True, False
+    nan = float("nan")
+    rows = []
+    for util, temp in rank_values:
+        rows.append([2.0, 0.5, 1e5, 0.0, 100.0, 0.0, 100.0, 0.01,
+                     nan if util is None else util, 1000.0, 300.0, nan if temp is None else temp])
+    par.gather_floats = lambda values, everywhere=False: rows
+    m = metrics(1)
+    par.job_metrics(SimpleNamespace(mfu=lambda tps: None, cfg=SimpleNamespace(viz_interval=50)), m, False)
+    assert (m.gpu_util, m.gpu_temp_c) == expect and m.gpu_power_w == 300.0
