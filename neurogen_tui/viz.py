@@ -75,6 +75,7 @@ class VisualizationManager:
         self._load = MachineLoad()  # measured from here to each draw's start
         self.throttled = 0  # periodic draws that waited for the allowance
         self._said_throttled = self._said_thinned = False
+        self._busy = False  # every core was busy at the last draw's start: the budget's business, not thinning
         self.draw_each = draw_each  # every periodic request is drawn: the training thread waits for it
         self.history = history if history is not None else MetricsHistory()
         self.samples: deque[TextSample] = deque(samples, maxlen=MAX_SAMPLES)
@@ -140,7 +141,7 @@ class VisualizationManager:
                 return
             waiting = self._request  # not drawn yet: replaced by this newer one, never queued
             if periodic and waiting is not None and waiting.periodic and waiting is not self._counted \
-                    and not self._said_thinned:  # (one waiting for the CPU budget has its own message)
+                    and not self._busy and not self._said_thinned:  # the CPU budget has its own message
                 self._said_thinned = True
                 # one short line (the app's log pane is ~70 columns at 80x24); the docstring says more
                 self._notify("info", "step dashboards thinned: a draw outlasts --viz-interval")
@@ -200,6 +201,8 @@ class VisualizationManager:
 
     def _run(self, req: DrawRequest, samples: list[dict]) -> None:
         saturated = self._load.saturated() if req.draw else False  # training (and anything else) since the last draw
+        if req.draw:
+            self._busy = saturated
         try:
             cpu = self._backend.run(self.history, samples, req, self._notify)
         except ProcessDied as exc:  # carry on in this process rather than lose the dashboards
