@@ -561,3 +561,36 @@ def test_a_dashboard_owed_to_the_budget_does_not_hold_back_the_json(tmp_path, mo
         assert rows >= 10 and drawn == [1]
     finally:
         manager.close()
+
+
+@pytest.mark.parametrize("load, draw_each, said", [(0.2, False, True), (1.9, False, False), (0.2, True, False)])
+def test_a_step_dashboard_replaced_while_one_draws_is_said_once_and_draw_each_keeps_every_one(
+        tmp_path, monkeypatch, load, draw_each, said):
+    """Steps faster than a draw: each waiting request is replaced by the newer one, and the log says so
+    once, where a core is spare (on a busy machine the CPU budget's own line explains it). With
+    draw_each (--test) the training thread waits instead and every step gets its dashboard."""
+    import neurogen_tui.dashboard as dashboard
+
+    drawn, reports = [], []
+    slow = _burning_render(drawn)
+
+    def render(*args, **kwargs):
+        time.sleep(0.15)  # a draw that outlasts the steps below
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(dashboard, "render_png", render)
+    monkeypatch.setattr(machine.MachineLoad, "busy_cores", lambda self: load)
+    monkeypatch.setattr(machine, "cores", lambda: 2)
+    manager = VisualizationManager(tmp_path, viz_interval=1, mode="thread", draw_each=draw_each)
+    manager.add_listener(lambda kind, detail: reports.append((kind, detail)))
+    for step in range(1, 9):
+        manager(metrics(step))
+        time.sleep(0.02)
+    manager.close()
+    steps = sorted(int(p.stem[-6:]) for p in tmp_path.glob("training_step_*.png"))
+    thinned = [d for k, d in reports if k == "info" and "thinned" in d]
+    assert len(thinned) == (1 if said else 0), reports
+    if draw_each:
+        assert steps == list(range(1, 9))
+    else:
+        assert steps[-1] == 8 and len(steps) < 8
