@@ -547,3 +547,44 @@ def test_a_subclass_calling_super_on_mount_still_starts_one_producer():
     run(scenario())
     assert CountingFeed.calls == 1
 
+
+
+def test_charts_use_the_okabe_ito_palette_with_a_shape_for_each_line():
+    """Colour-blind safe colours, and shape saying what colour says: the value a braille line, its
+    average half blocks, validation points dots (#19)."""
+    from textual.app import App
+
+    from neurogen_tui.tui.charts import AVERAGE_COLOR, OKABE_ITO, VAL_COLOR, ChartPanel, hex_style
+
+    palette = set(OKABE_ITO.values())
+    assert {spec.color for spec in CHARTS} | {AVERAGE_COLOR, VAL_COLOR} <= palette
+    assert len({spec.color for spec in CHARTS} | {AVERAGE_COLOR, VAL_COLOR}) == len(CHARTS) + 2  # all apart
+    h = MetricsHistory()
+    n = 400
+    steps = np.arange(1, n + 1)
+    h.extend_columns({"steps": steps, "loss": 5 - steps / 100.0, "val_loss": np.where(steps % 100 == 0, 4.0, np.nan),
+                      "accuracy": np.full(n, 0.5), "learning_rate": np.full(n, 1e-3), "throughput": np.ones(n)})
+
+    class ChartApp(App):
+        CSS = "ChartPanel { height: 14; } .chart-caption { height: 1; } .chart { height: 1fr; }"
+
+        def compose(self):
+            yield ChartPanel(CHARTS[0])
+
+    async def drawn():
+        app = ChartApp()
+        async with app.run_test(size=(80, 16)) as pilot:
+            await pilot.pause()  # laid out: the chart knows its size
+            panel = app.query_one(ChartPanel)
+            build = panel.prepare(h)
+            return build(), panel.caption(panel.chart.series)
+
+    text, caption = asyncio.run(drawn())
+    colours = {(s.style.color.triplet.red, s.style.color.triplet.green, s.style.color.triplet.blue)
+               for s in text.spans if not isinstance(s.style, str) and s.style.color and s.style.color.triplet}
+    assert {CHARTS[0].color, AVERAGE_COLOR, VAL_COLOR} <= colours
+    plain = text.plain
+    assert any("\u2800" <= c <= "\u28ff" for c in plain)  # braille: the value
+    assert any(c in "▀▄▌▐▖▗▘▝▚▞▙▛▜▟█" for c in plain)  # half blocks: the average
+    assert "•" in plain  # dots: validation
+    assert hex_style(CHARTS[0].color) in {str(s.style) for s in caption.spans}

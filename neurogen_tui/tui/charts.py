@@ -26,12 +26,24 @@ from .series import ChartSeries
 MA_WINDOW = 50  # the seed's 50-step moving average, as on the PNG dashboards
 
 
+# Okabe & Ito's colour-blind-safe palette (tbtui's default too): the hues stay apart for protan,
+# deutan and tritan vision. Shape says what colour says as well: the value is a braille line, its
+# average a line of half blocks, validation points dots, and each caption names its numbers.
+OKABE_ITO = {"orange": (230, 159, 0), "sky_blue": (86, 180, 233), "bluish_green": (0, 158, 115),
+             "yellow": (240, 228, 66), "blue": (0, 114, 178), "vermillion": (213, 94, 0),
+             "reddish_purple": (204, 121, 167)}
+
+
+def hex_style(rgb: tuple[int, int, int]) -> str:
+    """A colour as a rich style, for the caption in the line's own colour."""
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
 @dataclass(frozen=True)
 class ChartSpec:
     title: str
     column: str
-    color: str  # plotext colour name for the series
-    caption_style: str  # rich style of the same colour, for the caption
+    color: tuple[int, int, int]  # the series' colour (Okabe-Ito); the caption's numbers take it too
     scale: float = 1.0
     average: bool = False
     log_y: bool = False
@@ -40,13 +52,13 @@ class ChartSpec:
 
 
 CHARTS = (
-    ChartSpec("loss", "loss", "cyan", "cyan", average=True, val_column="val_loss"),
-    ChartSpec("accuracy %", "accuracy", "green", "green", scale=100.0, average=True, fmt="{:.1f}"),
-    ChartSpec("tokens/s", "throughput", "magenta", "magenta", fmt="{:,.0f}"),
-    ChartSpec("learning rate", "learning_rate", "yellow", "yellow", log_y=True, fmt="{:.2e}"),
+    ChartSpec("loss", "loss", OKABE_ITO["sky_blue"], average=True, val_column="val_loss"),
+    ChartSpec("accuracy %", "accuracy", OKABE_ITO["bluish_green"], scale=100.0, average=True, fmt="{:.1f}"),
+    ChartSpec("tokens/s", "throughput", OKABE_ITO["reddish_purple"], fmt="{:,.0f}"),
+    ChartSpec("learning rate", "learning_rate", OKABE_ITO["yellow"], log_y=True, fmt="{:.2e}"),
 )
-AVERAGE_COLOR, AVERAGE_STYLE = "orange", "dark_orange"
-VAL_COLOR, VAL_STYLE = "red", "red"
+AVERAGE_COLOR, VAL_COLOR = OKABE_ITO["orange"], OKABE_ITO["vermillion"]
+AVERAGE_MARKER, VALUE_MARKER, VAL_MARKER = "hd", "braille", "dot"
 
 
 def chart_series(spec: ChartSpec) -> ChartSeries:
@@ -102,16 +114,16 @@ class MetricChart(PlotextPlot):
         if spec.log_y and len(series["value"][0]):
             plt.yscale("log")
         self.points = sum(len(x) for x, _ in series.values())
-        for key, color in (("value", spec.color), ("average", AVERAGE_COLOR)):
+        for key, color, marker in (("value", spec.color, VALUE_MARKER), ("average", AVERAGE_COLOR, AVERAGE_MARKER)):
             if key in series and len(series[key][0]):
                 x, y = series[key]
                 if spec.log_y:
                     keep = y > 0
                     x, y = x[keep], y[keep]
-                plt.plot(x.tolist(), y.tolist(), marker="braille", color=color)
+                plt.plot(x.tolist(), y.tolist(), marker=marker, color=color)
         if "val" in series and len(series["val"][0]):
             x, y = series["val"]
-            plt.scatter(x.tolist(), y.tolist(), marker="dot", color=VAL_COLOR)
+            plt.scatter(x.tolist(), y.tolist(), marker=VAL_MARKER, color=VAL_COLOR)
         ys = [y for key, (_, y) in series.items() if len(y)]
         if ys:
             values, labels = y_ticks(min(float(y.min()) for y in ys), max(float(y.max()) for y in ys),
@@ -181,8 +193,9 @@ class ChartPanel(Vertical):
         if not series.seen:
             return text
         text.append(" ")
-        text.append(spec.fmt.format(last["value"]), spec.caption_style)
-        for name, label, style in (("average", f"avg{MA_WINDOW}", AVERAGE_STYLE), ("val", "val", VAL_STYLE)):
+        text.append(spec.fmt.format(last["value"]), hex_style(spec.color))
+        for name, label, style in (("average", f"avg{MA_WINDOW}", hex_style(AVERAGE_COLOR)),
+                                   ("val", "val", hex_style(VAL_COLOR))):
             if name in last and last[name] == last[name]:  # not NaN
                 text.append(f"  {label} ", "dim")
                 text.append(spec.fmt.format(last[name]), style)
