@@ -9,12 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from .config import flag_type
+from .config import flag_type, tensorboard_missing
 from .control import ControlError
 from .dashboard import COMPARE_PANELS, DASHBOARD_COLUMNS, compare_figure, figure_png, render_png
 from .events import LogMessage
 from .files import atomic_write
-from .formats import FORMATS, TB_EXTRA, default_output, export_once, follow, tensorboard_available
+from .formats import FORMATS, default_output, export_once, follow
 from .layout import EXIT_FAILED, EXIT_OK, EXIT_USAGE, LIVE_STATES, METRICS_FILE, RENDER_PNG, VIZ_DIR, RunState
 from .runfiles import RunDirError, find_viz_dir, load_run
 from .runinfo import liveness, read_run_info
@@ -215,8 +215,8 @@ def main_export(argv: list[str]) -> int:
     root = viz.parent if viz.name == VIZ_DIR else run
     if args.follow and args.format != "tensorboard":
         return fail("--follow goes with --format tensorboard")
-    if args.format == "tensorboard" and not tensorboard_available():
-        return fail(TB_EXTRA)
+    if args.format == "tensorboard" and (missing := tensorboard_missing()):
+        return fail(missing)
     out = Path(args.output) if args.output else default_output(root, args.format)
     if args.format == "tensorboard" and not args.follow and out.is_dir() and any(out.glob("events.out.tfevents.*")):
         return fail(f"{out} already holds TensorBoard event files; give -o another directory or remove them")

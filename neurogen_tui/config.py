@@ -304,16 +304,23 @@ def validate(cfg: TrainingConfig, *, check_paths: bool = True) -> TrainingConfig
         raise ConfigError(
             f"--tokens-per-chunk ({cfg.tokens_per_chunk}) must be a multiple of --batch-size x "
             f"--seq-len ({cfg.batch_size} x {cfg.seq_len} = {micro}); try {lower} or {lower + micro}")
-    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("--tensorboard: the tensorboard package is not installed: "
-                          "pip install 'neurogen-tui[tensorboard]' (or tensorboard)")
+    if cfg.tensorboard and (missing := tensorboard_missing()):
+        raise ConfigError(f"--tensorboard: {missing}")
     if check_paths:
         _check_paths(cfg)
     return cfg
 
 
-def _check_device(spec: str) -> None:
-    """--device names something this machine has (torch is imported by then: the CLI trains)."""
+def tensorboard_missing() -> str:
+    """Why TensorBoard's writer cannot be had here ('' where it can): --tensorboard and export ask."""
+    if importlib.util.find_spec("tensorboard") is None:
+        return "the tensorboard package is not installed: pip install 'neurogen-tui[tensorboard]' (or tensorboard)"
+    return ""
+
+
+def check_device(spec: str) -> None:
+    """--device names something this machine has; raises ConfigError with one line. The flags'
+    check before any file is written, and the trainer's choice of device, both ask here."""
     if spec in ("auto", "cpu"):
         return
     import torch
@@ -330,7 +337,7 @@ def _check_device(spec: str) -> None:
 
 
 def _check_paths(cfg: TrainingConfig) -> None:
-    _check_device(cfg.device)
+    check_device(cfg.device)
     for flag_name, pattern in (("--data-files", cfg.data_files), ("--val-data-files", cfg.val_data_files)):
         if pattern and not expand_files(pattern):
             raise ConfigError(f"{flag_name}: no file matches {pattern!r}")

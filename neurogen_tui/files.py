@@ -73,21 +73,12 @@ def write_json(path: str | os.PathLike, obj, indent: int | None = None) -> Path:
     return atomic_write(path, dumps(obj, indent=indent).encode("utf-8"))
 
 
-def read_jsonl(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int]:
-    """Complete JSON lines from byte `offset`, and the offset after the last complete line.
-
-    A torn last line (a writer killed mid-append, or still writing) is left for the next read;
-    a corrupt line in the middle is skipped.
-    """
-    rows: list[dict] = []
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return rows, offset
-    end = data.rfind(b"\n") + 1
-    for line in data[:end].splitlines():
+def jsonl_objects(data: bytes, base: int = 0):
+    """(row, offset just past its line) for each JSON object on the complete lines of `data`
+    (which starts at byte `base` of its file); blank, corrupt and non-object lines are skipped."""
+    pos = base
+    for line in data[:data.rfind(b"\n") + 1].split(b"\n")[:-1]:
+        pos += len(line) + 1
         if not line.strip():
             continue
         try:
@@ -95,8 +86,22 @@ def read_jsonl(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], in
         except ValueError:
             continue
         if isinstance(row, dict):
-            rows.append(row)
-    return rows, offset + end
+            yield row, pos
+
+
+def read_jsonl(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int]:
+    """Complete JSON lines from byte `offset`, and the offset after the last complete line.
+
+    A torn last line (a writer killed mid-append, or still writing) is left for the next read;
+    a corrupt line in the middle is skipped.
+    """
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    return [row for row, _ in jsonl_objects(data)], offset + data.rfind(b"\n") + 1
 
 
 class JsonlWriter:
@@ -169,18 +174,16 @@ def tail_jsonl(path: str | os.PathLike, n: int) -> tuple[list[dict], int]:
         data, start, end = _backwards(Path(path), enough)
     except FileNotFoundError:
         return [], 0
-    lines = data.split(b"\n")[:-1]
-    if start > 0:
-        lines = lines[1:]  # the first may be the end of a line that starts before the block
-    rows: list[dict] = []
-    for line in reversed(lines):
-        if len(rows) >= n:
-            break
-        with contextlib.suppress(ValueError):
-            row = json.loads(line)
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows[::-1], end
+    data, _ = _whole_lines(data, start)
+    return [row for row, _ in jsonl_objects(data)][-n:], end
+
+
+def _whole_lines(data: bytes, start: int) -> tuple[bytes, int]:
+    """Bytes read from `start` of a file, less a first line that may begin before them."""
+    if start == 0:
+        return data, 0
+    skip = data.find(b"\n") + 1
+    return data[skip:], start + skip
 
 
 def _step_of(line: bytes):
@@ -209,18 +212,10 @@ def cut_jsonl_after(path: str | os.PathLike, last_step: int) -> int:
         size = path.stat().st_size
     except FileNotFoundError:
         return 0
-    lines = data.split(b"\n")[:-1]
-    ends, offset = [], start
-    for line in lines:
-        offset += len(line) + 1
-        ends.append(offset)
-    cut, dropped = 0, 0
-    for i in range(len(lines) - 1, 0 if start else -1, -1):
-        step = _step_of(lines[i])
-        if _kept(step, last_step):
-            cut = ends[i]
-            break
-        dropped += step is not None
+    rows = list(jsonl_objects(*_whole_lines(data, start)))
+    kept = [i for i, (row, _) in enumerate(rows) if _kept(row.get("step"), last_step)]
+    cut = rows[kept[-1]][1] if kept else 0  # the end of the last row kept
+    dropped = sum(row.get("step") is not None for row, _ in rows[kept[-1] + 1 if kept else 0:])
     if cut < size:
         os.truncate(path, cut)
     return dropped
@@ -258,17 +253,36 @@ class TailedFile:
         self.ident, self.offset = (st.st_dev, st.st_ino), 0
         return True
 
-    def read(self) -> tuple[list[dict], bool]:
-        """New complete rows, and whether the file was replaced (so earlier rows no longer hold)."""
+    def _advance(self) -> tuple[int | None, bool]:
+        """The file's size now (None: not there), and whether it was replaced or shrank since the
+        last look (then reading starts over at 0)."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            return [], False
+            return None, False
         ident, restarted = (st.st_dev, st.st_ino), False
         if (self.ident is not None and ident != self.ident) or st.st_size < self.offset:
             self.offset, restarted = 0, True
         self.ident = ident
-        if st.st_size == self.offset:
+        return st.st_size, restarted
+
+    def read(self) -> tuple[list[dict], bool]:
+        """New complete rows, and whether the file was replaced (so earlier rows no longer hold)."""
+        size, restarted = self._advance()
+        if size is None or size == self.offset:
             return [], restarted
         rows, self.offset = read_jsonl(self.path, self.offset)
         return rows, restarted
+
+    def read_bytes(self) -> tuple[bytes, int, bool]:
+        """The new complete lines as bytes, the offset they start at, and whether the file was
+        replaced (for a reader that parses them in bulk)."""
+        size, restarted = self._advance()
+        if size is None or size == self.offset:
+            return b"", self.offset, restarted
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read(size - self.offset)
+        data, start = data[:data.rfind(b"\n") + 1], self.offset
+        self.offset += len(data)
+        return data, start, restarted

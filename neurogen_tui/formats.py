@@ -25,7 +25,7 @@ import numpy as np
 
 from .files import TailedFile
 from .layout import ENDED_STATES, SAMPLES_FILE, TENSORBOARD_DIR, RunLayout
-from .metricsfile import FIELDS, parse_jsonl, read_metrics
+from .metricsfile import arrow_table, parse_jsonl, read_metrics
 from .runfiles import load_samples
 from .runinfo import liveness, read_run_info
 
@@ -37,15 +37,6 @@ TAGS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/los
 log = logging.getLogger(__name__)
 SAMPLE_FIELDS = ("step", "input", "target", "output", "accuracy")
 POLL_S = 2.0
-TB_EXTRA = "the tensorboard package is not installed: pip install 'neurogen-tui[tensorboard]' (or tensorboard)"
-
-
-def tensorboard_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("tensorboard") is not None
-
-
 def default_output(run_dir: Path, fmt: str) -> Path:
     layout = RunLayout(run_dir)
     return layout.root / "export" / TENSORBOARD_DIR if fmt == "tensorboard" else layout.viz / f"metrics.{fmt}"
@@ -57,25 +48,6 @@ def samples_path(out: Path) -> Path:
 
 
 # ---- tables ----------------------------------------------------------------------------------------------
-def metrics_arrow(columns: dict[str, np.ndarray]):
-    import pyarrow as pa
-
-    arrays = {}
-    for name in FIELDS:
-        values = columns[name]
-        if name == "step":
-            arrays[name] = pa.array(values, pa.int64())
-            continue
-        mask = np.isnan(values)
-        if name in ("skipped",):
-            arrays[name] = pa.array(values.astype(bool), pa.bool_(), mask=mask)
-        elif name == "tokens_seen":
-            arrays[name] = pa.array(np.nan_to_num(values).astype(np.int64), pa.int64(), mask=mask)
-        else:
-            arrays[name] = pa.array(values, pa.float64(), mask=mask)
-    return pa.table(arrays)
-
-
 def samples_arrow(samples: list[dict]):
     import pyarrow as pa
 
@@ -147,7 +119,7 @@ def export_once(run_dir: Path, fmt: str, out: Path) -> tuple[int, int]:
         writer.add_samples(samples)
         writer.close()
     else:
-        write_table(metrics_arrow(table.columns), out, fmt)
+        write_table(arrow_table(table.columns), out, fmt)
         write_table(samples_arrow(samples), samples_path(out), fmt)
     return len(table), len(samples)
 
@@ -185,22 +157,15 @@ def follow(run_dir: Path, out: Path, from_offset: int | None = None, until_stdin
 
 
 def _read_new(metrics: TailedFile, samples: TailedFile, writer: EventsWriter) -> None:
-    try:
-        size = metrics.path.stat().st_size
-    except FileNotFoundError:
-        size = metrics.offset
-    if size < metrics.offset:  # rewritten (a resumed run): go on from its new end
-        metrics.offset = size
-    elif size > metrics.offset:
-        with open(metrics.path, "rb") as fh:
-            fh.seek(metrics.offset)
-            data = fh.read(size - metrics.offset)
-        table = parse_jsonl(data, metrics.offset)
-        metrics.offset = table.end
-        if len(table):
-            writer.add_metrics(table.columns)
-    rows, _ = samples.read()
-    writer.add_samples([r for r in rows if all(k in r for k in SAMPLE_FIELDS)])
+    """What was appended since the last look. A file rewritten meanwhile (a resumed run cut it) is
+    followed from its new end: what it holds was written to the events already."""
+    data, start, restarted = metrics.read_bytes()
+    table = parse_jsonl(data, start)
+    if len(table) and not restarted:
+        writer.add_metrics(table.columns)
+    rows, restarted = samples.read()
+    if not restarted:
+        writer.add_samples([r for r in rows if all(k in r for k in SAMPLE_FIELDS)])
 
 
 def _stop_now(layout: RunLayout, until_stdin_closes: bool, poll: float) -> bool:

@@ -21,16 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write, trim_jsonl
+from .files import atomic_write, jsonl_objects, trim_jsonl
+from .history import number
 from .layout import METRICS_FILE, METRICS_SIDECAR
 
-# the metrics.jsonl fields kept in columns (TrainingMetrics); "step" is int64, "skipped" 0/1, the rest float
+# the metrics.jsonl fields kept in columns (TrainingMetrics): in numpy "step" is int64 and the rest
+# float64 (NaN where missing, "skipped" 0/1); in Arrow "step" and "tokens_seen" int64, "skipped" bool
 FIELDS = ("step", "timestamp", "loss", "accuracy", "tokens_per_sec", "gpu_memory_mb", "learning_rate", "grad_norm",
           "val_loss", "tokens_seen", "rss_mb", "step_time", "skipped", "mfu", "cpu_util", "data_time",
           "gpu_util", "gpu_mem_used_mb", "gpu_power_w", "gpu_temp_c")
 SIDECAR_VERSION = b"1"
 FLUSH_ROWS = 256  # rows per appended record batch: ~30 KB, a few microseconds a step
-BLOCK = 16 << 20  # bytes of JSONL parsed at a time; a corrupt line costs the Python loop this much
+BLOCK = 16 << 20  # bytes of JSONL read and parsed at a time; a corrupt line costs the Python loop this much
 
 
 def _arrow():
@@ -42,7 +44,7 @@ def _arrow():
 def schema(sidecar: bool = True):
     """The sidecar's schema (the fields, then `jsonl_end`), or (sidecar=False) the fields read from JSON."""
     pa = _arrow()
-    types = {"step": pa.int64(), "skipped": pa.bool_()}
+    types = {"step": pa.int64(), "tokens_seen": pa.int64(), "skipped": pa.bool_()}
     fields = [pa.field(name, types.get(name, pa.float64())) for name in FIELDS]
     if not sidecar:
         return pa.schema(fields)
@@ -112,66 +114,66 @@ def _from_arrow(table) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return cols, ends
 
 
-def _number(value) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return np.nan
+def fields_from_rows(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Metrics rows (dicts) as the table's columns: a value missing or not a number is NaN."""
+    return {name: (np.array([r["step"] for r in rows], np.int64) if name == "step"
+                   else np.array([number(r.get(name)) for r in rows], np.float64)) for name in FIELDS}
 
 
 def _parse_lines(data: bytes, base: int) -> MetricsTable:
     """The line-by-line loop, for a block pyarrow refused: corrupt lines are skipped."""
-    rows, ends, pos = [], [], 0
-    for line in data.split(b"\n")[:-1]:
-        pos += len(line) + 1
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
-            rows.append(row)
-            ends.append(base + pos)
-    cols = {name: (np.array([r["step"] for r in rows], np.int64) if name == "step"
-                   else np.array([_number(r.get(name)) for r in rows], np.float64)) for name in FIELDS}
-    return MetricsTable(cols, np.array(ends, np.int64), base + len(data))
+    found = [(row, end) for row, end in jsonl_objects(data, base)
+             if isinstance(row.get("step"), int) and not isinstance(row["step"], bool)]
+    return MetricsTable(fields_from_rows([row for row, _ in found]), np.array([end for _, end in found], np.int64),
+                        base + len(data))
 
 
 def parse_jsonl(data: bytes, base: int = 0) -> MetricsTable:
-    """Complete lines of metrics.jsonl bytes (`data` ends with a newline, or is cut at its last
-    one); `base` is the offset of `data` in the file."""
+    """The complete lines of metrics.jsonl bytes (what follows the last newline is left out);
+    `base` is the offset of `data` in the file. pyarrow parses them, the line loop only a block
+    it refuses (a corrupt line)."""
     data = data[:data.rfind(b"\n") + 1]
     if not data.strip():
         return MetricsTable(end=base + len(data))
     pa = _arrow()
     import pyarrow.json as pj
 
-    parts, start = [], 0
-    while start < len(data):  # blocks cut at line ends
-        stop = len(data) if len(data) - start <= BLOCK else data.rfind(b"\n", start, start + BLOCK) + 1 or len(data)
-        if stop <= start:
-            stop = data.find(b"\n", start) + 1
-        chunk = data[start:stop]
-        try:
-            parsed = pj.read_json(pa.BufferReader(chunk), read_options=pj.ReadOptions(use_threads=True, block_size=1 << 22),
-                                  parse_options=pj.ParseOptions(explicit_schema=schema(sidecar=False),
-                                                                unexpected_field_behavior="ignore"))
-            cols, _ = _from_arrow(parsed)
-            newlines = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10)
-            if len(newlines) == parsed.num_rows == len(cols["step"]):  # one row a line: each end is known
-                ends = newlines.astype(np.int64) + 1 + base + start
-            else:
-                ends = np.full(len(cols["step"]), -1, np.int64)
-                if len(ends):
-                    ends[-1] = base + stop if newlines[-1] + 1 == len(chunk) else -1
-            parts.append(MetricsTable(cols, ends, base + stop))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
-            parts.append(_parse_lines(chunk, base + start))
-        start = stop
-    return _concat(parts, base + len(data))
+    try:
+        parsed = pj.read_json(pa.BufferReader(data), read_options=pj.ReadOptions(use_threads=True, block_size=1 << 22),
+                              parse_options=pj.ParseOptions(explicit_schema=schema(sidecar=False),
+                                                            unexpected_field_behavior="ignore"))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
+        return _parse_lines(data, base)
+    cols, _ = _from_arrow(parsed)
+    newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+    if len(newlines) == parsed.num_rows == len(cols["step"]):  # one row a line: each end is known
+        ends = newlines.astype(np.int64) + 1 + base
+    else:  # blank lines or rows without a step: only the last row's end is certain
+        ends = np.full(len(cols["step"]), -1, np.int64)
+        ends[-1:] = base + len(data)
+    return MetricsTable(cols, ends, base + len(data))
+
+
+def _parse_file(path: Path, start: int, size: int) -> MetricsTable:
+    """metrics.jsonl from byte `start` to `size`, BLOCK bytes at a time cut at line ends (a
+    10M-step file is ~3 GB: never held whole)."""
+    parts, offset, carry = [], start, b""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while offset + len(carry) < size:
+            chunk = fh.read(min(BLOCK, size - offset - len(carry)))
+            if not chunk:  # the file shrank under us (a resume cut it): what was read stands
+                break
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            if not cut and offset + len(data) < size:  # a line longer than a block: read on
+                carry = data
+                continue
+            parts.append(parse_jsonl(data[:cut], offset))
+            offset, carry = offset + cut, data[cut:]
+            if not cut:
+                break
+    return _concat(parts, offset)
 
 
 # ---- the sidecar --------------------------------------------------------------------------------------
@@ -242,31 +244,41 @@ def read_metrics(viz_dir: str | Path, max_step: int | None = None) -> MetricsTab
     if len(side):
         row = _line_ending_at(jsonl, side.end) if side.end <= size else None
         if not (row and row.get("step") == int(side.columns["step"][-1])
-                and _number(row.get("timestamp")) == side.columns["timestamp"][-1]):
+                and number(row.get("timestamp")) == side.columns["timestamp"][-1]):
             side = MetricsTable()  # out of step with metrics.jsonl: not trusted
-    with open(jsonl, "rb") as fh:
-        fh.seek(side.end)
-        rest = fh.read(max(0, size - side.end))
-    table = _concat([side, parse_jsonl(rest, side.end)], side.end + rest.rfind(b"\n") + 1)
+    rest = _parse_file(jsonl, side.end, size)
+    table = _concat([side, rest], rest.end)
     if max_step is not None and len(table):
         table = table.select(table.columns["step"] <= max_step)
     return table
 
 
+def arrow_table(columns: dict[str, np.ndarray]):
+    """Numpy columns (MetricsTable.columns) as an Arrow table of the sidecar's field types, NaN as
+    null (`export --format csv|parquet`)."""
+    return _arrow().table(_arrays(columns))
+
+
+def _arrays(columns: dict[str, np.ndarray]) -> dict:
+    pa = _arrow()
+    arrays = {}
+    for f in schema(sidecar=False):
+        values = columns[f.name]
+        if f.name == "step":
+            arrays[f.name] = pa.array(values, pa.int64())
+            continue
+        mask = np.isnan(values)
+        if f.type != pa.float64():  # tokens_seen (int64), skipped (bool)
+            values = np.nan_to_num(values).astype(f.type.to_pandas_dtype())
+        arrays[f.name] = pa.array(values, f.type, mask=mask if mask.any() else None)
+    return arrays
+
+
 def _batches(table: MetricsTable, sch, size: int = 1 << 16):
     pa = _arrow()
     for start in range(0, len(table), size):
-        arrays = []
-        for name in FIELDS:
-            values = table.columns[name][start:start + size]
-            if name == "step":
-                arrays.append(pa.array(values, pa.int64()))
-            else:
-                mask = np.isnan(values)
-                arrays.append(pa.array(values.astype(bool) if name == "skipped" else values, sch.field(name).type,
-                                       mask=mask if mask.any() else None))
-        arrays.append(pa.array(table.ends[start:start + size], pa.int64()))
-        yield pa.record_batch(arrays, schema=sch)
+        part = _arrays({k: v[start:start + size] for k, v in table.columns.items()})
+        yield pa.record_batch([*part.values(), pa.array(table.ends[start:start + size], pa.int64())], schema=sch)
 
 
 class SidecarWriter:
@@ -296,9 +308,7 @@ class SidecarWriter:
     def flush(self) -> None:
         if not self._rows or self._fh is None:
             return
-        cols = {name: (np.array([r["step"] for r in self._rows], np.int64) if name == "step"
-                       else np.array([_number(r.get(name)) for r in self._rows], np.float64)) for name in FIELDS}
-        batch = next(_batches(MetricsTable(cols, np.array(self._ends, np.int64)), self._schema))
+        batch = next(_batches(MetricsTable(fields_from_rows(self._rows), np.array(self._ends, np.int64)), self._schema))
         self._rows, self._ends = [], []
         self._fh.write(batch.serialize().to_pybytes())  # one write: a crash leaves at most a torn last batch
         self._fh.flush()

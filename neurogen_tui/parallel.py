@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from . import checkpoint as ckpt
-from .config import ConfigError
+from .config import check_device
 from .files import atomic_write
 from .layout import SHARDED_META
 
@@ -79,10 +79,7 @@ def accumulation(tokens_per_chunk: int, tokens_per_micro_batch: int, world_size:
 
 def pick_device(spec: str) -> torch.device:
     if spec != "auto":
-        if spec.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"--device {spec}: CUDA is not available on this machine")
-        if spec == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ConfigError("--device mps: MPS is not available on this machine")
+        check_device(spec)
         return torch.device(spec)
     if torch.cuda.is_available():
         return torch.device("cuda")

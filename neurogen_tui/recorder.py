@@ -26,9 +26,9 @@ class MetricsRecorder:
         self.viz_dir.mkdir(parents=True, exist_ok=True)
         kept = MetricsTable()
         if resume_step is not None:
-            kept, removed = trim_metrics(self.viz_dir, resume_step)
-            removed = {METRICS_FILE: removed, SAMPLES_FILE: cut_jsonl_after(self.viz_dir / SAMPLES_FILE, resume_step)}
-            for name, count in removed.items():
+            kept, dropped = trim_metrics(self.viz_dir, resume_step)
+            counts = {METRICS_FILE: dropped, SAMPLES_FILE: cut_jsonl_after(self.viz_dir / SAMPLES_FILE, resume_step)}
+            for name, count in counts.items():
                 if count:
                     log.info("%s: dropped %d row(s) after step %d (resumed from checkpoint)", name, count, resume_step)
         else:

@@ -50,3 +50,26 @@ def shard(tmp_path):
     docs = [{"text": f"Document number {i}: the quick brown fox jumps over the lazy dog. " * 3,
              "meta": {"redpajama_set_name": "RedPajamaC4"}} for i in range(200)]
     return write_jsonl_zst(tmp_path / "shard-000.jsonl.zst", docs)
+
+
+def header_text(info, size=(120, 4)) -> str:
+    """What the app's RunHeader draws for a HeaderInfo, in a bare app of `size`."""
+    import asyncio
+
+    from textual.app import App
+
+    from neurogen_tui.tui.widgets import RunHeader
+
+    class HeaderApp(App):
+        def compose(self):
+            yield RunHeader()
+
+    async def shown() -> str:
+        app = HeaderApp()
+        async with app.run_test(size=size) as pilot:
+            header = app.query_one(RunHeader)
+            header.info = info
+            await pilot.pause()
+            return header.render().plain
+
+    return asyncio.run(shown())

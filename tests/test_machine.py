@@ -1,6 +1,5 @@
 """The machine under the run (#19): the GPU through NVML (a fake NVML here; the real one in
 tests/test_gpu.py on a GPU), and the training process's CPU."""
-import asyncio
 import json
 import sys
 import time
@@ -97,29 +96,14 @@ def test_rows_hold_the_readings_null_where_unknown_and_cpu_rows_none(tmp_path):
 
 
 def test_the_header_shows_the_gpu_where_it_was_read():
-    from textual.app import App
-
-    from neurogen_tui.tui.widgets import RunHeader
+    from conftest import header_text
 
     gpu, cpu = RunView("gpu-run"), RunView("cpu-run")
     gpu.apply_all([metrics(1, gpu_util=97.0, gpu_mem_used_mb=40960.0, gpu_power_w=512.0, gpu_temp_c=61.0)])
     cpu.apply_all([metrics(1)])
     assert gpu.header().gpu == "97% 512W 61°C" and cpu.header().gpu == ""
-
-    class HeaderApp(App):
-        def compose(self):
-            yield RunHeader()
-
-    async def shown(state: RunView) -> str:
-        app = HeaderApp()
-        async with app.run_test(size=(80, 4)) as pilot:
-            header = app.query_one(RunHeader)
-            header.info = state.header()
-            await pilot.pause()
-            return header.render().plain
-
-    assert "GPU 97% 512W 61°C" in asyncio.run(shown(gpu))
-    assert "GPU" not in asyncio.run(shown(cpu)).replace("GPU peak", "")
+    assert "GPU 97% 512W 61°C" in header_text(gpu.header(), size=(80, 4))
+    assert "GPU" not in header_text(cpu.header(), size=(80, 4)).replace("GPU peak", "")
 
 
 def test_process_cpu_counts_every_thread_in_percent_of_one_core():

@@ -192,3 +192,22 @@ def test_samples_are_cut_and_read_from_the_end_of_the_file(tmp_path):
     assert cut_jsonl_after(path, 12345) == 20000 - 12345  # the torn line goes too
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == list(range(1, 12346))
     assert cut_jsonl_after(path, 99999) == 0 and cut_jsonl_after(path, 0) == 12345 and path.read_bytes() == b""
+
+
+def test_a_file_read_in_blocks_reads_the_same_whatever_the_block(tmp_path, monkeypatch):
+    """metrics.jsonl is parsed BLOCK bytes at a time (a 10M-step file is ~3 GB): lines across block
+    ends, lines longer than a block, a corrupt line and a torn last one all read as one read does."""
+    import neurogen_tui.metricsfile as mf
+
+    path = tmp_path / "metrics.jsonl"
+    lines = [dumps(metrics(s).to_dict()) for s in range(1, 41)]
+    lines[7] = dumps({**metrics(8).to_dict(), "note": "x" * 900})  # longer than the smallest block
+    lines.insert(20, '{"step": 99, "loss": ')
+    path.write_text("\n".join(lines) + "\n" + '{"step": 41')
+    whole = read_metrics(tmp_path)
+    for block in (64, 333, 1000, 1 << 20):
+        monkeypatch.setattr(mf, "BLOCK", block)
+        got = read_metrics(tmp_path)
+        assert list(got.columns["step"]) == list(range(1, 41)) == list(whole.columns["step"]), block
+        assert got.end == whole.end == path.read_bytes().rfind(b"\n") + 1
+        same_as_reference(got, python_rows(path))

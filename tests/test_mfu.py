@@ -50,32 +50,16 @@ def _row(step: int, mfu_value):
 
 
 def test_header_shows_mfu_where_metrics_have_it_and_nothing_on_cpu():
-    import asyncio
-
-    from textual.app import App
+    from conftest import header_text
 
     from neurogen_tui.tui.state import RunView
-    from neurogen_tui.tui.widgets import RunHeader
 
     gpu, cpu = RunView("gpu-run"), RunView("cpu-run")
     gpu.apply_all([TrainingMetrics(**_row(1, 0.4123))])
     cpu.apply_all([TrainingMetrics(**_row(1, None))])
     assert gpu.header().mfu == pytest.approx(0.4123) and cpu.header().mfu is None
-
-    class HeaderApp(App):
-        def compose(self):
-            yield RunHeader()
-
-    async def shown(state: RunView) -> str:
-        app = HeaderApp()
-        async with app.run_test(size=(120, 4)) as pilot:
-            header = app.query_one(RunHeader)
-            header.info = state.header()
-            await pilot.pause()
-            return header.render().plain
-
-    assert "MFU 41.2%" in asyncio.run(shown(gpu))
-    assert "MFU" not in asyncio.run(shown(cpu))
+    assert "MFU 41.2%" in header_text(gpu.header())
+    assert "MFU" not in header_text(cpu.header())
 
 
 def test_dashboard_draws_mfu_on_the_throughput_panel_only_when_known():

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 import time
-
-import numpy as np
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from ..events import CheckpointSaved, LogMessage, RunFailed, RunFinished, StateChanged, TextSample
 from ..files import TailedFile, tail_jsonl
