@@ -167,3 +167,34 @@ def minmax_downsample(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np
     idx = np.concatenate([[0], padded.argmin(axis=1) + base, padded.argmax(axis=1) + base, [n - 1]])
     idx = np.unique(np.clip(idx, 0, n - 1))
     return x[idx], y[idx]
+
+
+EMA_SPAN = 500.0  # a block of values smoothed in closed form keeps weight**-k under e**500 (float64 ends near e**709)
+EMA_BLOCK = 1 << 16  # the longest block (a weight near 1)
+
+
+def debiased_ema(y: np.ndarray, weight: float, last: float = 0.0, count: int = 0) -> tuple[np.ndarray, float, int]:
+    """TensorBoard's scalar smoothing: the exponential moving average started at 0 and divided by
+    1 - weight**n (n: finite values so far), so the first points are not dragged towards zero.
+    A non-finite value is passed through and leaves the average alone, as in TensorBoard.
+
+    `last` and `count` carry the average over from a previous call (both returned), so a series
+    smoothed in pieces equals the whole series smoothed at once. Vectorised in blocks: within one,
+    s_k = w**k * (s_0 + (1 - w) * sum_j w**-j * y_j), a million points in tens of milliseconds."""
+    y = np.asarray(y, dtype=np.float64)
+    out = y.copy()
+    finite = np.flatnonzero(np.isfinite(y))
+    if weight <= 0.0:
+        return out, float(y[finite[-1]]) if len(finite) else last, count + len(finite)
+    values = y[finite]
+    smoothed = np.empty(len(values))
+    size = max(1, int(min(EMA_BLOCK, EMA_SPAN / -math.log(weight), len(values))))
+    all_powers = weight ** np.arange(1, size + 1)  # w**1 .. w**size, shared by every block
+    for start in range(0, len(values), size):
+        block = values[start:start + size]
+        powers = all_powers[:len(block)]
+        acc = powers * (last + (1.0 - weight) * np.cumsum(block / powers))
+        smoothed[start:start + len(block)] = acc / (1.0 - weight ** count * powers)  # 1 - w**n, n values so far
+        last, count = float(acc[-1]), count + len(block)
+    out[finite] = smoothed
+    return out, last, count

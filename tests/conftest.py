@@ -19,6 +19,15 @@ def screen_at_full_rate(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def own_config_dir(tmp_path_factory, monkeypatch):
+    """Each test (and every process it starts) keeps its chart settings in a directory of its own,
+    never in the user's ~/.config."""
+    path = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("NEUROGEN_TUI_CONFIG_DIR", str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
 def unfrozen_gc():
     """An app over a live trainer calls gc.freeze() once training has begun; in the one pytest
     process that would keep every earlier test's objects out of collection."""

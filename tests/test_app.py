@@ -19,10 +19,10 @@ from neurogen_tui.recorder import MetricsRecorder
 from neurogen_tui.session import RunParts, build_run, setup_logging
 from neurogen_tui.trainer import Trainer
 from neurogen_tui.tui.app import MonitorApp
-from neurogen_tui.tui.charts import CHARTS, MA_WINDOW, ChartCaption, ChartPanel, MetricChart, reduced_series, y_ticks
+from neurogen_tui.tui.charts import CHARTS, ChartCaption, ChartPanel, MetricChart, reduced_series, y_ticks
 from neurogen_tui.tui.source import Capabilities, InProcessSource, RunSource, SourceDone
 from neurogen_tui.tui.state import RunView, last_frames
-from neurogen_tui.history import moving_average
+from neurogen_tui.history import debiased_ema
 from neurogen_tui.tui.series import BLOCK, ChartSeries
 from neurogen_tui.tui.widgets import LogPane, RunHeader, SamplesTable
 
@@ -140,7 +140,7 @@ def test_charts_and_samples_fill_then_q_exits_with_final_files(tmp_path):
             await wait_for(pilot, lambda: all(re.search("[\u2801-\u28ff]", c.render().plain) for c in charts),
                            "braille plots on screen")
             caption = str(app.query_one("#chart-loss", ChartPanel).query_one(ChartCaption).text)
-            assert caption.startswith("loss ") and "avg50" in caption
+            assert caption.startswith("loss ") and " ema " in caption
             table = app.query_one(SamplesTable)
             newest, oldest = table.get_row_at(0)[0].plain, table.get_row_at(table.row_count - 1)[0].plain
             assert int(newest.replace(",", "")) > int(oldest.replace(",", ""))  # newest first
@@ -451,7 +451,7 @@ def test_charts_draw_a_reduced_series_on_long_runs():
     series = reduced_series(h, CHARTS[0], 160)
     x, y = series["value"]
     assert len(x) <= 170 and 50.0 in y and x[0] == 1 and x[-1] == n + 1
-    assert len(series["average"][0]) <= 170
+    assert len(series["smooth"][0]) <= 170
 
 
 def test_chart_series_read_incrementally_match_the_whole_series_reduction():
@@ -461,7 +461,7 @@ def test_chart_series_read_incrementally_match_the_whole_series_reduction():
     loss[7777] = 40.0  # a spike
     val = np.where(np.arange(n) % 250 == 0, 2.5, np.nan)
     h = MetricsHistory()
-    series = ChartSeries("loss", window=MA_WINDOW, val_column="val_loss")
+    series = ChartSeries("loss", smoothing=0.6, val_column="val_loss")
     done = 0
     while done < n:  # rows arrive in uneven batches, a redraw after each
         k = int(rng.integers(1, 3000))
@@ -469,20 +469,19 @@ def test_chart_series_read_incrementally_match_the_whole_series_reduction():
                           "val_loss": val[done:done + k]})
         series.update(h)
         done = min(n, done + k)
-    full_ma = moving_average(loss.astype(np.float32).astype(np.float64), MA_WINDOW)
-    assert series.last["average"] == pytest.approx(full_ma[-1])
+    full_ema, _, _ = debiased_ema(loss.astype(np.float32).astype(np.float64), 0.6)
+    assert series.last["smooth"] == pytest.approx(full_ema[-1])
     x, y = series.points(200)["value"]
     assert len(x) <= 210 and y.max() == pytest.approx(40.0) and x[y.argmax()] == 7778
     assert y.min() == pytest.approx(loss.astype(np.float32).min())
-    ax, ay = series.points(200)["average"]
-    assert ay.max() == pytest.approx(full_ma.max()) and ax[-1] == n
+    sx, sy = series.points(200)["smooth"]
+    assert sy.max() == pytest.approx(full_ema.max()) and sx[-1] == n
     assert series.last["val"] == 2.5 and len(series.points(200)["val"][0]) <= 210
-
-
-def test_moving_average_window_matches_the_png_dashboards():
-    from neurogen_tui import dashboard
-
-    assert MA_WINDOW == dashboard.MA_WINDOW
+    # a window is drawn from every point of the last N steps, not from the reduced store
+    wx, wy = series.points(1000, window=100)["value"]
+    assert list(wx) == list(range(n - 99, n + 1))
+    np.testing.assert_allclose(wy, loss[-100:].astype(np.float32))
+    np.testing.assert_allclose(series.points(1000, window=100)["smooth"][1], full_ema[-100:])
 
 
 def test_y_tick_labels_are_short():
@@ -551,14 +550,14 @@ def test_a_subclass_calling_super_on_mount_still_starts_one_producer():
 
 def test_charts_use_the_okabe_ito_palette_with_a_shape_for_each_line():
     """Colour-blind safe colours, and shape saying what colour says: the value a braille line, its
-    average half blocks, validation points dots (#19)."""
+    smoothed line half blocks, validation points dots (#19)."""
     from textual.app import App
 
-    from neurogen_tui.tui.charts import AVERAGE_COLOR, OKABE_ITO, VAL_COLOR, ChartPanel, hex_style
+    from neurogen_tui.tui.charts import OKABE_ITO, VAL_COLOR, ChartPanel, faint, hex_style
 
     palette = set(OKABE_ITO.values())
-    assert {spec.color for spec in CHARTS} | {AVERAGE_COLOR, VAL_COLOR} <= palette
-    assert len({spec.color for spec in CHARTS} | {AVERAGE_COLOR, VAL_COLOR}) == len(CHARTS) + 2  # all apart
+    assert {spec.color for spec in CHARTS} | {VAL_COLOR} <= palette
+    assert len({spec.color for spec in CHARTS} | {VAL_COLOR}) == len(CHARTS) + 1  # all apart
     h = MetricsHistory()
     n = 400
     steps = np.arange(1, n + 1)
@@ -576,15 +575,15 @@ def test_charts_use_the_okabe_ito_palette_with_a_shape_for_each_line():
         async with app.run_test(size=(80, 16)) as pilot:
             await pilot.pause()  # laid out: the chart knows its size
             panel = app.query_one(ChartPanel)
-            build = panel.prepare(h)
-            return build(), panel.caption(panel.chart.series)
+            caption, text = panel.prepare(h)()
+            return text, caption, faint(CHARTS[0].color, panel.chart.background_colors[1])
 
-    text, caption = asyncio.run(drawn())
+    text, caption, faded = asyncio.run(drawn())
     colours = {(s.style.color.triplet.red, s.style.color.triplet.green, s.style.color.triplet.blue)
                for s in text.spans if not isinstance(s.style, str) and s.style.color and s.style.color.triplet}
-    assert {CHARTS[0].color, AVERAGE_COLOR, VAL_COLOR} <= colours
+    assert {CHARTS[0].color, faded, VAL_COLOR} <= colours and faded != CHARTS[0].color  # the raw line faint
     plain = text.plain
-    assert any("\u2800" <= c <= "\u28ff" for c in plain)  # braille: the value
-    assert any(c in "▀▄▌▐▖▗▘▝▚▞▙▛▜▟█" for c in plain)  # half blocks: the average
+    assert any("\u2800" <= c <= "\u28ff" for c in plain)  # braille: the raw value
+    assert any(c in "▀▄▌▐▖▗▘▝▚▞▙▛▜▟█" for c in plain)  # half blocks: the smoothed line
     assert "•" in plain  # dots: validation
     assert hex_style(CHARTS[0].color) in {str(s.style) for s in caption.spans}

@@ -90,6 +90,19 @@ def test_app_in_tmux_at_80x24_trains_shows_every_panel_and_q_exits_0(tmux, tmp_p
     assert re.search(r"p pause/resume +c checkpoint +d dashboard +q stop +\? help", lines[-1]), lines[-1]
     assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
     assert re.search(r"\x1b\[[0-9;]*3[0-9;]*m", t.screen(escapes=True))  # coloured
+    assert "ema 0.60" in lines[0]  # the smoothing weight
+    # the chart keys (#19), each seen on the screen: header, loss caption, log pane
+    t.keys("y")
+    t.wait_for(r"loss log .*\n(.*\n)*.*loss: log Y axis")
+    t.keys("s")
+    t.wait_for(r"ema 0\.70(.*\n)+.*smoothing 0\.70")
+    t.keys("t")
+    t.wait_for(r"ema 0\.70 · x tokens(.*\n)+.*X axis: tokens")
+    t.keys("z")
+    screen = t.wait_for(r"ema 0\.70 · x tokens · last 10k(.*\n)+.*charts show the last 10k steps")
+    lines = screen.splitlines()
+    assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+    assert re.search(r"[\u2801-\u28ff]", screen)  # still plotted
     t.keys("q")
     screen = t.wait_for(r"EXIT=\d+")
     assert "EXIT=0" in screen

@@ -26,7 +26,10 @@ from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
 from ..layout import EXIT_FAILED, EXIT_FORCED, RunState
+from . import chartsettings
 from .budget import ScreenBudget
+from .charts import ChartPanel
+from .chartsettings import X_NAMES, ChartSettings, window_name
 from .screen import MonitorScreen
 from .source import RunSource, SourceDone
 from .state import RunView
@@ -59,7 +62,15 @@ class MonitorApp(App[int]):
         Binding("ctrl+c", "interrupt", "stop", show=False, priority=True),
         Binding("ctrl+q", "stop_or_close", "stop", show=False, priority=True),
         Binding("question_mark", "help", "help"),
+        # the charts' keys (help lists them; the footer has no room at 80 columns)
+        Binding("y", "chart_log", "log Y", show=False),
+        Binding("s", "smoothing(1)", "smoother", show=False),
+        Binding("S", "smoothing(-1)", "rougher", show=False),
+        Binding("t", "x_axis", "X axis", show=False),
+        Binding("z", "window", "window", show=False),
+        Binding("0", "chart_reset", "reset charts", show=False),
     ]
+    CHART_ACTIONS = {"chart_log", "smoothing", "x_axis", "window", "chart_reset"}
     # Keys do not wait for these timers; they only set how fresh the numbers on screen are.
     DRAIN_INTERVAL = 0.25  # seconds between applying queued events (header, log, samples)
     CHART_INTERVAL = 0.5  # seconds between chart redraws, at least
@@ -103,6 +114,12 @@ class MonitorApp(App[int]):
         self._header_state = ""
         self._frozen = False
         self._charts_at = float("-inf")  # perf_counter time of the last chart redraw
+        self.chart_settings, warning = chartsettings.load()
+        if warning:
+            self.run_state.log("warning", warning)
+        self.run_state.charts = self.chart_settings.summary()
+        self._charts_changed = False  # a key changed the settings: redraw now, whatever the timers say
+        self._save_warned = False
 
     def get_default_screen(self) -> MonitorScreen:
         return self.monitor
@@ -178,26 +195,26 @@ class MonitorApp(App[int]):
             return  # nothing drawn and nothing to draw yet: the first rows get the first redraw
         if not hasattr(screen, "charts"):
             return
-        force = force or (bool(self._chart_key) and key[1] != self._chart_key[1])  # resized
+        force = force or self._charts_changed or (bool(self._chart_key) and key[1] != self._chart_key[1])  # resized
         if not force and (key == self._chart_key or now < self._next_chart_at):
             return
         if not force and not self.budget.ready() and now - self._charts_at < self.BUSY_CHART_MAX_WAIT:
             return  # the allowance comes first
-        self._chart_key, self._charts_at = key, now
+        self._chart_key, self._charts_at, self._charts_changed = key, now, False
         cpu = time.thread_time()
-        builds = [(panel.chart, panel.prepare(rs.history)) for panel in screen.charts]
+        builds = [(panel, panel.prepare(rs.history, self.chart_settings)) for panel in screen.charts]
         if self.budget.limited:  # the samples table follows with the charts, within the same allowance
             screen.samples_table.show(rs.samples, rs.samples_version, throttle=False)
         self._chart_update_seconds = time.thread_time() - cpu
         self.charts_building = True
-        self.build_charts([(chart, build) for chart, build in builds if build is not None], now)
+        self.build_charts(builds, now)
 
     @work(thread=True, exit_on_error=False, group="charts")
     def build_charts(self, builds: list, started: float) -> None:
         t0 = time.thread_time()
         results = []
         try:
-            results = [(chart, build()) for chart, build in builds]  # each build catches its own errors
+            results = [(panel, *build()) for panel, build in builds]  # each plot catches its own errors
         finally:
             cpu = time.thread_time() - t0
             self.budget.charge(cpu)
@@ -207,8 +224,8 @@ class MonitorApp(App[int]):
 
     @on(ChartsBuilt)
     def _show_charts(self, message: ChartsBuilt) -> None:
-        for chart, text in message.results:
-            chart.show(text)
+        for panel, caption, text in message.results:
+            panel.show(caption, text)
         self.charts_building = False
         self.chart_seconds = self._chart_update_seconds + message.built
         if self.budget.limited:  # the allowance spaces them out
@@ -231,6 +248,8 @@ class MonitorApp(App[int]):
             return not caps.control
         if action == "detach":
             return caps.detach
+        if action in self.CHART_ACTIONS:
+            return self.screen is self.monitor  # not under the help or a sample in full
         return True
 
     def _say(self, text: str, level: str = "info") -> None:
@@ -245,6 +264,58 @@ class MonitorApp(App[int]):
 
     def action_draw(self) -> None:
         self._say(self.source.draw())
+
+    # ---- the charts' keys --------------------------------------------------------------------
+    def _set_charts(self, settings: ChartSettings, said: str) -> None:
+        """New chart settings: redrawn at once, saved for the next use of the app, and said."""
+        self.chart_settings = settings
+        self.run_state.charts = settings.summary()
+        self._charts_changed = True
+        warning = chartsettings.save(settings)
+        self._say(said)
+        if warning and not self._save_warned:  # once: a read-only home is not news at every key
+            self._save_warned = True
+            self._say(warning, "warning")
+        self.draw_charts()
+
+    def _focused_chart(self) -> ChartPanel | None:
+        focused = self.focused
+        if isinstance(focused, ChartPanel):
+            return focused
+        charts = getattr(self.monitor, "charts", None)
+        if charts:  # none focused: the first chart takes the key, and the focus so the next y is seen to land
+            charts[0].focus()
+            return charts[0]
+        return None
+
+    def action_chart_log(self) -> None:
+        panel = self._focused_chart()
+        if panel is None:
+            return
+        spec = panel.spec
+        settings = self.chart_settings.toggle_log(spec.column, spec.log_y)
+        axis = "log" if settings.is_log(spec.column, spec.log_y) else "linear"
+        self._set_charts(settings, f"{spec.title}: {axis} Y axis")
+
+    def action_smoothing(self, direction: int) -> None:
+        settings = self.chart_settings.smoother(up=direction > 0)
+        if settings.smoothing == self.chart_settings.smoothing:
+            limit = "most" if direction > 0 else "least"
+            self._say(f"smoothing is already at its {limit} ({settings.smoothing:.2f})")
+            return
+        weight = f"{settings.smoothing:.2f}" if settings.smoothing else "off (raw values)"
+        self._set_charts(settings, f"smoothing {weight}: TensorBoard's debiased EMA")
+
+    def action_x_axis(self) -> None:
+        settings = self.chart_settings.next_x()
+        self._set_charts(settings, f"X axis: {X_NAMES[settings.x]}")
+
+    def action_window(self) -> None:
+        settings = self.chart_settings.next_window()
+        self._set_charts(settings, f"charts show the {window_name(settings.window)}")
+
+    def action_chart_reset(self) -> None:
+        self._set_charts(ChartSettings(), f"charts reset: {ChartSettings().summary()}, X step, whole run, default axes")
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

@@ -1,8 +1,11 @@
 """The metric charts: a one-line caption with the latest values over a plotext plot of a history
-column, its moving average and validation points.
+column, its smoothed line (TensorBoard's debiased EMA, the raw series faint behind it) and
+validation points, drawn as the chart settings say (chartsettings.py: smoothing, X axis, window,
+log Y axis).
 
 A chart reads only the rows added since its last redraw (series.py), so a redraw at step 10M costs
-what it costs at 10k; building the plot (slow pure Python) happens off the UI thread.
+what it costs at 10k. Reading the new rows, smoothing them and building the plot (slow pure
+Python) all happen off the UI thread; a chart that is focused (Tab, arrows) takes the `y` key.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from typing import Callable
 import numpy as np
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.color import Color
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -20,15 +25,13 @@ from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
 from ..history import MetricsHistory
-from ..text import format_count
+from ..text import format_count, format_duration
+from .chartsettings import ChartSettings
 from .series import ChartSeries
 
-MA_WINDOW = 50  # the seed's 50-step moving average, as on the PNG dashboards
-
-
 # Okabe & Ito's colour-blind-safe palette (tbtui's default too): the hues stay apart for protan,
-# deutan and tritan vision. Shape says what colour says as well: the value is a braille line, its
-# average a line of half blocks, validation points dots, and each caption names its numbers.
+# deutan and tritan vision. Shape says what colour says as well: the raw value is a faint braille line,
+# its smoothed line half blocks, validation points dots, and each caption names its numbers.
 OKABE_ITO = {"orange": (230, 159, 0), "sky_blue": (86, 180, 233), "bluish_green": (0, 158, 115),
              "yellow": (240, 228, 66), "blue": (0, 114, 178), "vermillion": (213, 94, 0),
              "reddish_purple": (204, 121, 167)}
@@ -45,32 +48,41 @@ class ChartSpec:
     column: str
     color: tuple[int, int, int]  # the series' colour (Okabe-Ito); the caption's numbers take it too
     scale: float = 1.0
-    average: bool = False
-    log_y: bool = False
+    smooth: bool = False  # a noisy series: smoothed as the settings say (the learning rate is not)
+    log_y: bool = False  # the default; `y` changes it for this chart
     val_column: str | None = None
     fmt: str = "{:.4f}"
 
 
 CHARTS = (
-    ChartSpec("loss", "loss", OKABE_ITO["sky_blue"], average=True, val_column="val_loss"),
-    ChartSpec("accuracy %", "accuracy", OKABE_ITO["bluish_green"], scale=100.0, average=True, fmt="{:.1f}"),
-    ChartSpec("tokens/s", "throughput", OKABE_ITO["reddish_purple"], fmt="{:,.0f}"),
+    ChartSpec("loss", "loss", OKABE_ITO["sky_blue"], smooth=True, val_column="val_loss"),
+    ChartSpec("accuracy %", "accuracy", OKABE_ITO["bluish_green"], scale=100.0, smooth=True, fmt="{:.1f}"),
+    ChartSpec("tokens/s", "throughput", OKABE_ITO["reddish_purple"], smooth=True, fmt="{:,.0f}"),
     ChartSpec("learning rate", "learning_rate", OKABE_ITO["yellow"], log_y=True, fmt="{:.2e}"),
 )
-AVERAGE_COLOR, VAL_COLOR = OKABE_ITO["orange"], OKABE_ITO["vermillion"]
-AVERAGE_MARKER, VALUE_MARKER, VAL_MARKER = "hd", "braille", "dot"
+VAL_COLOR = OKABE_ITO["vermillion"]
+SMOOTH_MARKER, VALUE_MARKER, VAL_MARKER = "hd", "braille", "dot"
+FAINT = 0.55  # how far the raw line behind a smoothed one fades towards the background
 
 
-def chart_series(spec: ChartSpec) -> ChartSeries:
-    return ChartSeries(spec.column, spec.scale, MA_WINDOW if spec.average else None, spec.val_column)
+def chart_series(spec: ChartSpec, settings: ChartSettings = ChartSettings()) -> ChartSeries:
+    return ChartSeries(spec.column, spec.scale, settings.smoothing if spec.smooth else 0.0, spec.val_column,
+                       settings.x)
 
 
-def reduced_series(history: MetricsHistory, spec: ChartSpec, points: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def reduced_series(history: MetricsHistory, spec: ChartSpec, points: int,
+                   settings: ChartSettings = ChartSettings()) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The lines a chart draws for `history`, from scratch (the charts themselves keep a
     ChartSeries and read only new rows)."""
-    series = chart_series(spec)
+    series = chart_series(spec, settings)
     series.update(history)
-    return series.points(points)
+    return series.points(points, settings.window)
+
+
+def faint(rgb: tuple[int, int, int], background: Color) -> tuple[int, int, int]:
+    """The colour faded towards the chart's background: the raw line behind a smoothed one."""
+    mixed = Color(*rgb).blend(background, FAINT)
+    return mixed.r, mixed.g, mixed.b
 
 
 def y_ticks(lo: float, hi: float, n: int, log: bool = False) -> tuple[list[float], list[str]]:
@@ -88,64 +100,86 @@ def y_ticks(lo: float, hi: float, n: int, log: bool = False) -> tuple[list[float
     return values.tolist(), [f"{v:.{decimals}f}" for v in values]
 
 
+def x_label(value: float, axis: str) -> str:
+    """An X tick: a step or token count (35.5k), or the wall time since the first step (12:34)."""
+    if axis == "time":
+        return format_duration(value)
+    return format_count(value) if value >= 10_000 else f"{value:.0f}"
+
+
 class MetricChart(PlotextPlot):
-    """One plotext chart of a history column. `prepare` (UI thread) reads the new rows and sets up
-    a fresh plotext figure; the returned build (any thread) turns it into text; `show` puts that
-    text on screen. Building a plot is slow pure Python: off the UI thread it delays no key."""
+    """One plotext chart of a history column. `prepare` (UI thread) takes the size, theme and
+    settings; the returned build (one thread at a time, off the UI thread) reads the new rows into
+    the series and turns them into text; `show` puts that text on screen."""
 
     def __init__(self, spec: ChartSpec, **kwargs) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.series = chart_series(spec)
+        self.settings = ChartSettings()
         self.points = 0
         self._text = Text("")
 
-    def prepare(self, history: MetricsHistory) -> Callable[[], Text] | None:
-        self.series.update(history)
+    @property
+    def log_y(self) -> bool:
+        return self.settings.is_log(self.spec.column, self.spec.log_y)
+
+    def prepare(self, history: MetricsHistory, settings: ChartSettings | None = None) -> Callable[[], Text] | None:
+        if settings is not None:
+            self.settings = settings
         width, height = self.size.width, self.size.height
-        if width < 4 or height < 2:
-            return None
-        spec, plt = self.spec, Plot()
-        framed = height >= 10 and width >= 40
-        plt.frame(framed)
-        if not framed:
-            plt.xticks([])
-        series = self.series.points(max(16, 2 * width))  # braille: two dots per column
-        if spec.log_y and len(series["value"][0]):
-            plt.yscale("log")
-        self.points = sum(len(x) for x, _ in series.values())
-        for key, color, marker in (("value", spec.color, VALUE_MARKER), ("average", AVERAGE_COLOR, AVERAGE_MARKER)):
-            if key in series and len(series[key][0]):
-                x, y = series[key]
-                if spec.log_y:
-                    keep = y > 0
-                    x, y = x[keep], y[keep]
-                plt.plot(x.tolist(), y.tolist(), marker=marker, color=color)
-        if "val" in series and len(series["val"][0]):
-            x, y = series["val"]
-            plt.scatter(x.tolist(), y.tolist(), marker=VAL_MARKER, color=VAL_COLOR)
-        ys = [y for key, (_, y) in series.items() if len(y)]
-        if ys:
-            values, labels = y_ticks(min(float(y.min()) for y in ys), max(float(y.max()) for y in ys),
-                                     max(2, min(5, (height + 1) // 2)), spec.log_y)
-            plt.yticks(values, labels)
-        x = series["value"][0]
-        if framed and len(x) > 1:
-            xs = np.unique(np.linspace(x[0], x[-1], max(2, min(6, width // 14))).round())
-            plt.xticks(xs.tolist(), [format_count(v) if v >= 10_000 else f"{v:.0f}" for v in xs])
-        plt.plotsize(width, height)
-        plt._set_size(width, height)  # as PlotextPlot.render does (textual-plotext issue #5)
-        plt.theme(self._get_plotext_theme_name(self.app.theme))
+        plot_theme, background = self._get_plotext_theme_name(self.app.theme), self.background_colors[1]
+        spec, settings, log_y = self.spec, self.settings, self.log_y
 
         def build() -> Text:
+            self.series.configure(settings.smoothing if spec.smooth else 0.0, settings.x)
+            self.series.update(history)
+            if width < 4 or height < 2:
+                return Text("")
             # plotext has corner cases (a log axis over one value...): a chart that cannot draw
             # says so instead of taking the app, and the training, down with it
             try:
-                return Text.from_ansi(plt.build())
+                return Text.from_ansi(self._figure(width, height, log_y, plot_theme, background).build())
             except Exception as exc:
                 return Text(f"(chart unavailable: {type(exc).__name__})", style="dim")
 
         return build
+
+    def _figure(self, width: int, height: int, log_y: bool, theme: str, background: Color) -> Plot:
+        spec, settings, plt = self.spec, self.settings, Plot()
+        framed = height >= 10 and width >= 40
+        plt.frame(framed)
+        if not framed:
+            plt.xticks([])
+        series = self.series.points(max(16, 2 * width), settings.window)  # braille: two dots per column
+        if log_y:
+            series = {key: (x[y > 0], y[y > 0]) for key, (x, y) in series.items()}
+            if len(series["value"][0]):
+                plt.yscale("log")
+        self.points = sum(len(x) for x, _ in series.values())
+        smoothed = "smooth" in series
+        lines = (("value", faint(spec.color, background) if smoothed else spec.color, VALUE_MARKER),
+                 ("smooth", spec.color, SMOOTH_MARKER))  # the smoothed line over the faint raw one
+        for key, color, marker in lines:
+            if key in series and len(series[key][0]):
+                x, y = series[key]
+                plt.plot(x.tolist(), y.tolist(), marker=marker, color=color)
+        if "val" in series and len(series["val"][0]):
+            x, y = series["val"]
+            plt.scatter(x.tolist(), y.tolist(), marker=VAL_MARKER, color=VAL_COLOR)
+        ys = [y for _, y in series.values() if len(y)]
+        if ys:
+            values, labels = y_ticks(min(float(y.min()) for y in ys), max(float(y.max()) for y in ys),
+                                     max(2, min(5, (height + 1) // 2)), log_y)
+            plt.yticks(values, labels)
+        x = series["value"][0]
+        if framed and len(x) > 1:
+            xs = np.unique(np.linspace(x[0], x[-1], max(2, min(6, width // 14))).round())
+            plt.xticks(xs.tolist(), [x_label(v, settings.x) for v in xs])
+        plt.plotsize(width, height)
+        plt._set_size(width, height)  # as PlotextPlot.render does (textual-plotext issue #5)
+        plt.theme(theme)
+        return plt
 
     def show(self, text: Text) -> None:
         self._text = text
@@ -164,8 +198,12 @@ class ChartCaption(Widget):
         return self.text
 
 
-class ChartPanel(Vertical):
-    """A one-line caption with the latest values over a MetricChart."""
+class ChartPanel(Vertical, can_focus=True):
+    """A one-line caption with the latest values over a MetricChart. Focusable (Tab), so `y` knows
+    which chart to set; the arrows move the focus to the next or previous chart."""
+
+    BINDINGS = [Binding("left,up", "move(-1)", "previous chart", show=False),
+                Binding("right,down", "move(1)", "next chart", show=False)]
 
     def __init__(self, spec: ChartSpec, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -179,24 +217,38 @@ class ChartPanel(Vertical):
     def chart(self) -> MetricChart:
         return self.query_one(MetricChart)
 
-    def prepare(self, history: MetricsHistory) -> Callable[[], Text] | None:
-        """New rows into the chart and the caption; returns the chart's plot build."""
+    def prepare(self, history: MetricsHistory, settings: ChartSettings | None = None) -> Callable[[], tuple[Text, Text]]:
+        """The build (off the UI thread) that reads the new rows and returns (caption, plot)."""
         chart = self.chart
-        build = chart.prepare(history)
-        self.query_one(ChartCaption).text = self.caption(chart.series)
+        plot = chart.prepare(history, settings)
+
+        def build() -> tuple[Text, Text]:
+            text = plot()
+            return self.caption(chart.series), text
+
         return build
+
+    def show(self, caption: Text, plot: Text) -> None:
+        self.query_one(ChartCaption).text = caption
+        self.chart.show(plot)
+
+    def action_move(self, by: int) -> None:
+        panels = list(self.screen.query(ChartPanel))
+        panels[(panels.index(self) + by) % len(panels)].focus()
 
     def caption(self, series: ChartSeries) -> Text:
         spec, last = self.spec, series.last
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(spec.title, "bold")
+        if self.chart.log_y:
+            text.append(" log", "dim")
         if not series.seen:
             return text
         text.append(" ")
         text.append(spec.fmt.format(last["value"]), hex_style(spec.color))
-        for name, label, style in (("average", f"avg{MA_WINDOW}", hex_style(AVERAGE_COLOR)),
+        for name, label, style in (("smooth", "ema", hex_style(spec.color) + " bold"),
                                    ("val", "val", hex_style(VAL_COLOR))):
             if name in last and last[name] == last[name]:  # not NaN
-                text.append(f"  {label} ", "dim")
+                text.append(f" {label} ", "dim")  # single spaces: three numbers fit 39 columns (80x24)
                 text.append(spec.fmt.format(last[name]), style)
         return text

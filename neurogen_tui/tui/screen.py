@@ -13,6 +13,8 @@ from .widgets import LogPane, RunHeader, SamplesTable
 
 
 class MonitorScreen(Screen):
+    AUTO_FOCUS = "#samples"  # the arrows scroll the samples at first; Tab reaches the charts (y acts on the loss chart until then)
+
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
         with Grid(id="charts"):

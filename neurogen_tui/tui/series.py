@@ -1,17 +1,19 @@
-"""Chart series at a bounded cost per redraw: the PNG dashboards' reduction (moving average over the
-full series, then min/max downsampling, both from history.py) applied incrementally.
+"""Chart series at a bounded cost per redraw: smoothing over the full series, then min/max
+downsampling (both from history.py), applied incrementally.
 
-Each redraw reads only the rows added since the last one (MetricsHistory.slice), extends the
-moving average from the last window-1 values (so it equals moving_average over the whole series),
-and folds complete blocks of raw points into an already-reduced store. Min/max of min/max keeps
-every bucket's extremes, so spikes stay visible, and a redraw at step 10 million costs what it
+Each redraw reads only the rows added since the last one (MetricsHistory.slice), carries the
+smoothing average over from the last row (so it equals the whole series smoothed at once), and
+folds complete blocks of raw points into an already-reduced store. Min/max of min/max keeps every
+bucket's extremes, so spikes stay visible, and a redraw at step 10 million costs what it
 costs at step 10 thousand.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ..history import MetricsHistory, minmax_downsample, moving_average
+from ..history import MetricsHistory, debiased_ema, minmax_downsample
 
 BLOCK = 4096  # raw points reduced together once a block is complete
 PER_BLOCK = 128  # points a complete block is reduced to
@@ -46,23 +48,42 @@ class ReducedLine:
         return minmax_downsample(x, y, max_points)
 
 
-class ChartSeries:
-    """The lines of one chart (value, its moving average, validation points), kept up to date
-    with a MetricsHistory by reading only what is new."""
+X_AXES = ("step", "tokens", "time")  # what a chart's X axis counts: steps, tokens seen, seconds since the first step
+RECENT = 10_000  # full-resolution rows kept for the windowed views (the largest window)
 
-    def __init__(self, column: str, scale: float = 1.0, window: int | None = None, val_column: str | None = None):
-        self.column, self.scale, self.window, self.val_column = column, scale, window, val_column
+
+class ChartSeries:
+    """The lines of one chart (the value, its smoothed line, validation points), kept up to date
+    with a MetricsHistory by reading only what is new.
+
+    The smoothed line is TensorBoard's debiased EMA of the full-resolution series (history.py),
+    computed before any reduction. The last RECENT rows are also kept whole, so a window of the
+    last 10k / 1k / 100 steps is drawn from every point, not from the reduced store. A change of
+    smoothing weight or X axis reads the history again from the start."""
+
+    def __init__(self, column: str, scale: float = 1.0, smoothing: float = 0.0, val_column: str | None = None,
+                 x: str = "step"):
+        self.column, self.scale, self.val_column = column, scale, val_column
+        self.smoothing, self.x = smoothing, x
+        self.history: MetricsHistory | None = None
         self.reset()
 
+    def configure(self, smoothing: float, x: str) -> None:
+        """A new weight or X axis: everything is read again at the next update."""
+        if (smoothing, x) != (self.smoothing, self.x):
+            self.smoothing, self.x = smoothing, x
+            self.reset()
+
     def reset(self) -> None:
-        self.history: MetricsHistory | None = None
         self.seen = 0
         self.lines = {"value": ReducedLine()}
-        if self.window:
-            self.lines["average"] = ReducedLine()
+        if self.smoothing > 0:
+            self.lines["smooth"] = ReducedLine()
         if self.val_column:
             self.lines["val"] = ReducedLine()
-        self._ma_prev = np.empty(0)
+        self._ema = (0.0, 0)
+        self._t0 = math.nan
+        self.recent = {name: np.empty(0) for name in ("steps", "x", *self.lines)}
         self.last = {name: float("nan") for name in self.lines}
 
     def update(self, history: MetricsHistory) -> int:
@@ -73,25 +94,38 @@ class ChartSeries:
         n = len(history)
         if n == self.seen:
             return 0
-        names = ["steps", self.column] + ([self.val_column] if self.val_column else [])
+        x_column = {"step": "steps", "tokens": "tokens_seen", "time": "timestamp"}[self.x]
+        names = list(dict.fromkeys(["steps", x_column, self.column] + ([self.val_column] if self.val_column else [])))
         cols = history.slice(self.seen, n, names)
         added, self.seen = n - self.seen, n
-        x = cols["steps"]
+        x = cols[x_column].astype(np.float64)
+        if self.x == "time":
+            if math.isnan(self._t0) and np.isfinite(x).any():
+                self._t0 = float(x[np.isfinite(x)][0])
+            x = x - self._t0
         y = cols[self.column].astype(np.float64) * self.scale
-        self._add("value", x, y)
-        if self.window:
-            joined = np.concatenate([self._ma_prev, y])
-            self._add("average", x, moving_average(joined, self.window)[len(self._ma_prev):])
-            self._ma_prev = joined[-(self.window - 1):] if self.window > 1 else joined[:0]
+        new = {"value": y}
+        if self.smoothing > 0:
+            new["smooth"], *state = debiased_ema(y, self.smoothing, *self._ema)
+            self._ema = tuple(state)
         if self.val_column:
-            self._add("val", x, cols[self.val_column].astype(np.float64))
+            new["val"] = cols[self.val_column].astype(np.float64)
+        drawable = np.isfinite(x)  # an X the run did not record (tokens in an old run) cannot be drawn
+        for name, values in new.items():
+            self.lines[name].extend(x[drawable], values[drawable])
+            finite = values[np.isfinite(values)]
+            if len(finite):
+                self.last[name] = float(finite[-1])
+        new.update(steps=cols["steps"].astype(np.float64), x=x)
+        for name, values in new.items():
+            self.recent[name] = np.concatenate([self.recent[name], values[drawable]])[-RECENT:]
         return added
 
-    def _add(self, name: str, x: np.ndarray, y: np.ndarray) -> None:
-        self.lines[name].extend(x, y)
-        finite = y[np.isfinite(y)]
-        if len(finite):
-            self.last[name] = float(finite[-1])
-
-    def points(self, max_points: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        return {name: line.points(max_points) for name, line in self.lines.items()}
+    def points(self, max_points: int, window: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each line reduced to about max_points: the whole run, or the last `window` steps."""
+        if window is None:
+            return {name: line.points(max_points) for name, line in self.lines.items()}
+        steps = self.recent["steps"]
+        keep = steps > steps[-1] - window if len(steps) else np.zeros(0, dtype=bool)
+        x = self.recent["x"][keep]
+        return {name: minmax_downsample(x, self.recent[name][keep], max_points) for name in self.lines}

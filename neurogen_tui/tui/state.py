@@ -16,6 +16,7 @@ from .source import HistoryReset, MetricsRows, RunInfo, SourceDone, trained_seco
 
 SAMPLES_KEPT = 200
 ETA_WINDOW = 100  # steps over which the step rate for the ETA is measured
+DATA_WINDOW = 20  # steps over which the header's CPU and data share are measured
 BULK_ROWS = 32  # metrics rows in one drain from which a bulk append is cheaper
 
 
@@ -42,6 +43,9 @@ class HeaderInfo:
     memory: tuple[str, ...] = ()  # (label, value): CUDA peak where there is one, else process RSS
     mfu: float | None = None  # model FLOPs utilization (0..1) where the GPU's peak is known
     gpu: str = ""  # NVML's last readings, short: "97% 512W 61°C" (the slowest / hottest rank's)
+    data: str = ""  # the data pipeline's share of the recent steps' time: "3%"
+    cpu: str = ""  # the training process's CPU over the last step, % of one core: "180%"
+    charts: str = ""  # the chart settings, short: "ema 0.60 · x tokens · last 1k"
     read_only: bool = False
 
 
@@ -81,6 +85,11 @@ class RunView:
         self.memory: tuple[str, ...] = ()  # (label, value)
         self.mfu: float | None = None
         self.gpu = ""
+        self.cpu = self.data = ""
+        self.charts = ""  # set by the app from its chart settings
+        self._data_share: deque[tuple[float, float]] = deque(maxlen=DATA_WINDOW)  # (data_time, step_time)
+        self._cpu_share: deque[tuple[float, float]] = deque(maxlen=DATA_WINDOW)  # (cpu_util * wall seconds, wall seconds)
+        self._prev_timestamp = 0.0
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.last_timestamp = 0.0  # of the newest metrics row
@@ -156,6 +165,8 @@ class RunView:
             if not event.samples_only:
                 self.history = MetricsHistory()
                 self._recent.clear()
+                self._data_share.clear()
+                self._cpu_share.clear()
 
     def _metrics(self, row: dict) -> None:
         self.history.append(row)
@@ -174,8 +185,27 @@ class RunView:
         mfu = row.get("mfu")
         self.mfu = float(mfu) if mfu is not None and mfu == mfu else None
         self.gpu = gpu_text(row)
+        self._machine(row)
         if self.started_at is None:
             self.started_at = float(row.get("timestamp") or time.time()) - float(row.get("step_time") or 0.0)
+
+    def _machine(self, row: dict) -> None:
+        """CPU and the data pipeline's share over the last DATA_WINDOW steps (one step alone jumps
+        about: a checkpoint or an evaluation between two steps leaves the CPU idle)."""
+        def known(name):
+            v = row.get(name)
+            return isinstance(v, (int, float)) and v == v
+
+        wall = self.last_timestamp - self._prev_timestamp if self._prev_timestamp else 0.0
+        self._prev_timestamp = self.last_timestamp
+        if known("cpu_util") and wall > 0:
+            self._cpu_share.append((float(row["cpu_util"]) * wall, wall))
+        if known("data_time") and known("step_time") and row["step_time"] > 0:
+            self._data_share.append((float(row["data_time"]), float(row["step_time"])))
+        for window, name in ((self._cpu_share, "cpu"), (self._data_share, "data")):
+            if window:
+                share = sum(a for a, _ in window) / sum(b for _, b in window)
+                setattr(self, name, f"{share:.0f}%" if name == "cpu" else f"{100 * share:.0f}%")
 
     def _started(self, event: RunStarted) -> None:
         self.started_at = time.time()
@@ -239,4 +269,4 @@ class RunView:
         return HeaderInfo(run_name=self.run_name, device=self.device, state=self.state, step=self.step,
                           total=self.total, elapsed=int(elapsed), eta=self.eta(), tokens_seen=self.tokens_seen,
                           tokens_per_sec=self.tokens_per_sec, memory=self.memory, mfu=self.mfu, gpu=self.gpu,
-                          read_only=self.read_only)
+                          data=self.data, cpu=self.cpu, charts=self.charts, read_only=self.read_only)

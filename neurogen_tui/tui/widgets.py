@@ -53,15 +53,17 @@ class RunHeader(Widget):
             top.append(f"  {sanitize(i.device, 40)}", label)
         total = f"/{i.total:,}" if i.total else ""
         top.append(f"  step {i.step:,}{total}")
+        charts = f"  {i.charts}" if i.charts else ""
         if i.total:
             frac = min(1.0, i.step / i.total)
-            room = width - top.cell_len - 7
+            room = width - top.cell_len - 7 - len(charts)
             if room >= 8:
                 filled = round(frac * room)
                 top.append("  ")
                 top.append("━" * filled, style("run-header--bar"))
                 top.append("─" * (room - filled), style("run-header--bar-empty"))  # apart without colour too
             top.append(f" {frac * 100:3.0f}%")
+        top.append(charts, label)
         bottom = Text(no_wrap=True, overflow="ellipsis")
         eta = "paused" if i.state == RunState.PAUSED else format_duration(i.eta)
         parts = [("elapsed", format_duration(i.elapsed)), ("ETA", eta if i.total else "-"),
@@ -70,6 +72,10 @@ class RunHeader(Widget):
             parts.append(("MFU", f"{i.mfu * 100:.1f}%"))
         if i.gpu:
             parts.append(("GPU", i.gpu))
+        if i.data:
+            parts.append(("data", i.data))
+        if i.cpu:
+            parts.append(("CPU", i.cpu))
         if i.memory:
             parts.append(i.memory)
         for n, (name, value) in enumerate(parts):
@@ -196,14 +202,19 @@ class LogPane(OwnScroll, RichLog):
 
 
 # ---- help ---------------------------------------------------------------------------------------
-KEYS = (
+KEYS = (  # short enough for one line each in the help at 80x24
     ("p", "pause / resume (the trainer waits at a step boundary)"),
     ("c", "write a checkpoint now"),
     ("d", "draw the dashboard PNG and JSON now"),
-    ("q, Ctrl+C, Ctrl+Q", "stop: finish the step, write the final checkpoint, dashboard and JSON, exit"),
-    ("Tab / arrows", "move to the samples table or log and scroll them"),
+    ("q ^C ^Q", "stop: final checkpoint, dashboard and JSON, then exit"),
+    ("q q q", "while stopping, after 5 s: leave without them"),
+    ("Tab arrows", "focus a chart, the samples or the log; scroll"),
     ("Enter", "on a sample: show it in full"),
-    ("q q q", "while stopping, after 5 s: leave without waiting (no final checkpoint)"),
+    ("y", "log / linear Y axis of the focused chart"),
+    ("s / S", "more / less smoothing (TensorBoard's EMA)"),
+    ("t", "X axis: step, tokens seen, wall time"),
+    ("z", "window: whole run, last 10k, 1k, 100 steps"),
+    ("0", "reset the charts (they are kept for next time)"),
     ("?", "this help (Esc closes it)"),
 )
 
@@ -232,10 +243,9 @@ class HelpScreen(ModalScreen):
 
     def compose(self) -> ComposeResult:
         text = Text()
-        text.append("neurogen-tui keys\n\n", "bold")
+        text.append("neurogen-tui keys\n", "bold")
         for key, what in KEYS:
-            text.append(f"{key:>18}  ", "bold")
+            text.append(f"{key:>10}  ", "bold")
             text.append(what + "\n")
-        for note in help_notes(self.caps):
-            text.append(f"\n{note}\n", "italic")
+        text.append("\n" + "\n".join(help_notes(self.caps)), "italic")
         yield Static(text, id="help-text")
