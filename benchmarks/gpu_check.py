@@ -307,15 +307,16 @@ class Terminal:
         self.wait(10)
 
 
-def _wait_for_rows(run_dir: Path, seconds: float, limit: float) -> bool:
-    """Wait until metrics.jsonl has rows spanning `seconds` (False: `limit` passed first)."""
+def _wait_for_rows(run_dir: Path, seconds: float, limit: float, rows: int = 5) -> bool:
+    """Wait until metrics.jsonl has rows spanning `seconds`, and at least `rows` of them (a busy
+    machine's first steps are slow: a rate needs a few), False where `limit` passed first."""
     end = time.monotonic() + limit
     path = run_dir / "training_viz" / "metrics.jsonl"
     first = None
     while time.monotonic() < end:
         if first is None and path.exists() and path.stat().st_size:
             first = time.monotonic()
-        if first is not None and time.monotonic() - first >= seconds:
+        if first is not None and time.monotonic() - first >= seconds and path.read_bytes().count(b"\n") >= rows:
             return True
         time.sleep(0.2)
     return False

@@ -1,4 +1,4 @@
-"""The subcommands other than training: render, compare, watch, attach, ls and export. Each parses its own
+"""The subcommands other than training: render, compare, watch, attach, ls, export and ctl. Each parses its own
 flags and returns an exit status; a usage error is one line and status 2, before any file is
 written."""
 from __future__ import annotations
@@ -10,19 +10,20 @@ import time
 from pathlib import Path
 
 from .config import flag_type, tensorboard_missing
-from .control import ControlError
+from .control import ControlClient, ControlError
 from .dashboard import COMPARE_PANELS, DASHBOARD_COLUMNS, compare_figure, figure_png, render_png
 from .events import LogMessage
-from .files import atomic_write
+from .files import atomic_write, tail_jsonl
 from .formats import FORMATS, default_output, export_once, follow
 from .layout import EXIT_FAILED, EXIT_OK, EXIT_USAGE, LIVE_STATES, METRICS_FILE, RENDER_PNG, VIZ_DIR, RunState
 from .runfiles import RunDirError, find_viz_dir, load_run
 from .runinfo import liveness, read_run_info
 from .runlist import find_runs, format_table, newest_run, summarize
 from .text import sanitize
+from .timeline import describe, digest, read_events
 from .tui.rundir import RunDirSource
 
-SUBCOMMANDS = ("render", "compare", "watch", "attach", "ls", "export")
+SUBCOMMANDS = ("render", "compare", "watch", "attach", "ls", "export", "ctl")
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> int:
@@ -32,7 +33,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> int:
 
 def run_subcommand(name: str, argv: list[str]) -> int:
     return {"render": main_render, "compare": main_compare, "watch": main_watch, "attach": main_attach,
-            "ls": main_ls, "export": main_export}[name](argv)
+            "ls": main_ls, "export": main_export, "ctl": main_ctl}[name](argv)
 
 
 # ---- render, compare ---------------------------------------------------------------------------------
@@ -145,9 +146,12 @@ def attach_source(run: Path, poll: float):
         source = RunDirSource(run, poll=poll, info=info)
         try:
             source.client.request("status", timeout=10.0)
-            return source
         except ControlError as exc:
             why = str(exc)
+        else:
+            for line in attach_digest(run):
+                source.put(LogMessage("info", line))
+            return source
     elif state in LIVE_STATES:
         why = "it was started without a control channel"
     source = RunDirSource(run, poll=poll)
@@ -155,6 +159,13 @@ def attach_source(run: Path, poll: float):
     source.put(LogMessage("warning", note))
     print(f"neurogen-tui: {sanitize(note)}", file=sys.stderr)
     return source
+
+
+def attach_digest(run: Path) -> list[str]:
+    """What happened since the last viewer left, from the timeline and the metrics' tail."""
+    viz = find_viz_dir(run)
+    metrics, _ = tail_jsonl(viz / METRICS_FILE, 5000)
+    return digest(read_events(viz), metrics)
 
 
 def main_attach(argv: list[str]) -> int:
@@ -237,3 +248,74 @@ def main_export(argv: list[str]) -> int:
         what = f"{rows} steps" + ("" if samples is None else f", {samples} samples")
         print(f"neurogen-tui: wrote {sanitize(str(out))} ({what}, {time.perf_counter() - started:.1f} s)")
     return EXIT_OK
+
+
+# ---- ctl ---------------------------------------------------------------------------------------------------
+CTL_ACTIONS = ("status", "pause", "resume", "checkpoint", "dashboard", "stop", "set", "events")
+
+
+def main_ctl(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="neurogen-tui ctl", description="Steer a live run from a script or another terminal, over its control "
+                                             "channel: pause, resume, checkpoint, dashboard, stop, or set live "
+                                             "settings (applied at a step boundary on every rank); events prints its "
+                                             "timeline (training_viz/events.jsonl).",
+        epilog="examples: neurogen-tui ctl runs/a set lr=3e-4 eval_interval=100 · neurogen-tui ctl runs/a set "
+               "lr_scale=0.5 · neurogen-tui ctl runs/a set eval=now · neurogen-tui ctl runs/a events")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("action", choices=CTL_ACTIONS, metavar="ACTION", help=" | ".join(CTL_ACTIONS))
+    p.add_argument("settings", nargs="*", metavar="NAME=VALUE", help="for set: lr, lr_scale, min_lr, warmup_steps, "
+                   "lr_decay_steps, weight_decay, grad_clip, eval_interval, sample_interval, viz_interval, "
+                   "checkpoint_interval, eval=now")
+    p.add_argument("--json", action="store_true", help="the reply (or each event) as JSON")
+    args = p.parse_args(argv)
+    root = Path(args.run_dir)
+    if not root.is_dir():
+        return fail(f"{root} is not a directory")
+    run = newest_run(root)
+    if run is None:
+        return fail(f"no run in {root} or below it (no run.json or training_viz/metrics.jsonl)")
+    if args.action != "set" and args.settings:
+        return fail(f"ctl {args.action} takes no NAME=VALUE (only set does)")
+    if args.action == "events":
+        for event in read_events(find_viz_dir(run)):
+            print(json.dumps(event, ensure_ascii=True) if args.json else sanitize(describe(event), 500))
+        return EXIT_OK
+    settings = {}
+    for item in args.settings:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            return fail(f"set: expected NAME=VALUE, got {item!r}")
+        settings[name] = value
+    if args.action == "set" and not settings:
+        return fail("set: give at least one NAME=VALUE, e.g. lr=3e-4")
+    info = read_run_info(run)
+    if not info or liveness(info) not in LIVE_STATES or not info.get("socket"):
+        state = liveness(info) if info else RunState.UNKNOWN
+        return fail(f"{run} is not a live run with a control channel (its state is {state})", EXIT_FAILED)
+    cmd = {"dashboard": "draw"}.get(args.action, args.action)
+    try:
+        reply = ControlClient(info["socket"]).request(cmd, **({"settings": settings} if cmd == "set" else {}))
+    except ControlError as exc:
+        return fail(str(exc), EXIT_FAILED)
+    if args.json:
+        print(json.dumps(reply, ensure_ascii=True))
+    if not reply.get("ok"):
+        return fail(f"{args.action}: {reply.get('error', 'refused')}", EXIT_USAGE if reply.get("usage") else EXIT_FAILED)
+    if not args.json:
+        print(f"neurogen-tui: {sanitize(ctl_said(args.action, reply), 500)}")
+    return EXIT_OK
+
+
+def ctl_said(action: str, reply: dict) -> str:
+    """A ctl reply as one line."""
+    if reply.get("pending"):
+        return f"{action}: {reply.get('message', 'requested')}"
+    if action == "set":
+        said = ", ".join(f"{k} {v[0]} -> {v[1]}" if k != "eval" else "evaluation now"
+                         for k, v in (reply.get("changes") or {}).items())
+        return f"set at step {reply.get('step')}: {said}"
+    if action in ("checkpoint", "dashboard") and reply.get("path"):
+        return f"{action}: {reply['path']}"
+    fields = [f"{k} {reply[k]}" for k in ("state", "step", "loss", "message") if reply.get(k) is not None]
+    return f"{action}: " + ", ".join(fields)

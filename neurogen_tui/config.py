@@ -64,6 +64,44 @@ def share(name: str, value) -> str | None:
     return None
 
 
+def fraction(name: str, value) -> str | None:
+    if not 0.0 < value <= 1.0:
+        return f"{option(name)} must be in (0, 1] (got {value})"
+    return None
+
+
+def at_least(low: int) -> Callable[[str, Any], str | None]:
+    def check(name: str, value) -> str | None:
+        return None if value >= low else f"{option(name)} must be at least {low} (got {value})"
+
+    return check
+
+
+GUARD_TROUBLES = ("nonfinite", "spike", "grad")
+GUARD_ACTIONS = ("warn", "pause", "rollback")
+
+
+def guard_actions(text: str) -> dict[str, str]:
+    """--guard-actions 'spike=pause,grad=warn' over the defaults; ValueError says what is wrong."""
+    actions = {"nonfinite": "rollback", "spike": "rollback", "grad": "warn"}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, action = part.partition("=")
+        if kind not in GUARD_TROUBLES:
+            raise ValueError(f"unknown trouble {kind!r} (one of {', '.join(GUARD_TROUBLES)})")
+        if action not in GUARD_ACTIONS:
+            raise ValueError(f"{kind}: unknown action {action!r} (one of {', '.join(GUARD_ACTIONS)})")
+        actions[kind] = action
+    return actions
+
+
+def guard_actions_check(name: str, value: str) -> str | None:
+    try:
+        guard_actions(value)
+    except ValueError as exc:
+        return f"{option(name)}: {exc}"
+    return None
+
+
 def device_spec(name: str, value: str) -> str | None:
     if value in ("auto", "cpu", "mps") or value.startswith("cuda"):
         return None
@@ -172,6 +210,25 @@ class TrainingConfig:
     beta2: float = flag(0.95, OPTIM, "AdamW beta2 (nanoGPT's small recipes use 0.99)", check=share)
     grad_clip: float = flag(1.0, OPTIM, "gradient norm clip, 0 disables", check=non_negative)
     max_bad_steps: int = flag(10, OPTIM, "stop after this many non-finite steps in a row", check=positive)
+    lr_scale: float = flag(1.0, OPTIM, "multiplier on the learning-rate schedule; set live with `ctl RUN set "
+                                       "lr_scale=0.5`, lowered by the guard's rollbacks", check=positive, metavar="X")
+    # ---- the guard: a run that catches its own divergence (guard.py) ---------------------------------
+    guard: str = flag("on", OPTIM, "watch each step for a non-finite loss or gradient, a loss spike and an "
+                                   "exploding gradient norm, and act (--guard-actions)", check=one_of("on", "off"))
+    guard_actions: str = flag("nonfinite=rollback,spike=rollback,grad=warn", OPTIM,
+                              "what the guard does for each trouble: warn, pause (wait for a human) or rollback "
+                              "(restore the last good weights and settings, lower the learning rate, read on "
+                              "past the data)", check=guard_actions_check, metavar="KIND=ACTION,...")
+    guard_window: int = flag(100, OPTIM, "steps of recent loss and gradient norm the guard compares a step with",
+                             check=at_least(10), metavar="N")
+    guard_spike: float = flag(6.0, OPTIM, "a loss this many robust deviations (1.4826 x MAD, at least 1%% of the "
+                                          "level) above its recent median is a spike", check=positive, metavar="Z")
+    guard_grad: float = flag(10.0, OPTIM, "a gradient norm this many times its recent median is exploding",
+                             check=positive, metavar="X")
+    guard_lr_factor: float = flag(0.5, OPTIM, "a rollback multiplies the learning rate by this", check=fraction,
+                                  metavar="F")
+    guard_max_rollbacks: int = flag(3, OPTIM, "after this many rollbacks in a row the guard pauses instead",
+                                    check=positive, metavar="N")
     # ---- monitoring (names from the seed) -----------------------------------------------------------
     viz_interval: int = flag(50, MONITOR, "dashboard every N steps", check=positive)
     viz_budget: float = flag(0.005, MONITOR, "when every core is busy training, periodic dashboards wait so that "
@@ -280,6 +337,40 @@ def flag_type(name: str) -> Callable[[str], Any]:
         return value
 
     return parse
+
+
+# Settings a live run takes at a step boundary (ctl set, the settings dialog), each checked as its flag is.
+LIVE_SETTINGS = ("lr", "lr_scale", "min_lr", "warmup_steps", "lr_decay_steps", "weight_decay", "grad_clip",
+                 "eval_interval", "sample_interval", "viz_interval", "checkpoint_interval")
+
+
+def live_changes(cfg: TrainingConfig, texts: dict) -> dict:
+    """`name=value` pairs (values as text, as on a command line) to the values a live run takes,
+    each read and checked exactly as its flag is, then together with the run's config (--min-lr
+    must not exceed --lr); `eval=now` asks for an evaluation. Raises ConfigError with one line."""
+    if not texts:
+        raise ConfigError("nothing to set: give NAME=VALUE, NAME one of " + ", ".join(LIVE_SETTINGS + ("eval",)))
+    out: dict[str, Any] = {}
+    for name, text in texts.items():
+        key = str(name).replace("-", "_")
+        if key == "eval":
+            if str(text) != "now":
+                raise ConfigError(f"eval: the only value is 'now' (got {text!r})")
+            out["eval"] = "now"
+            continue
+        if key not in LIVE_SETTINGS:
+            raise ConfigError(f"{name!r} is not a live setting (one of: {', '.join(LIVE_SETTINGS + ('eval',))})")
+        try:
+            out[key] = flag_type(key)(str(text))
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"{option(key)}: {exc}") from None
+    trial = dataclasses.replace(cfg, **{k: v for k, v in out.items() if k != "eval"})
+    for k in out:
+        if k != "eval":
+            check_field(k, getattr(trial, k))
+    if trial.min_lr > trial.lr:
+        raise ConfigError(f"--min-lr ({trial.min_lr}) must not exceed --lr ({trial.lr})")
+    return out
 
 
 def check_field(name: str, value) -> None:

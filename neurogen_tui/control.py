@@ -16,6 +16,10 @@ Protocol: one JSON object per line each way, at most MAX_LINE bytes.
     {"id": 4, "cmd": "checkpoint"}  -> {"id": 4, "ok": true, "path": ".../checkpoint_step_000130.pt", "step": 130}
     {"id": 5, "cmd": "draw"}        -> {"id": 5, "ok": true, "path": ".../training_latest.png"}
     {"id": 6, "cmd": "stop"}        -> {"id": 6, "ok": true, "state": "stopping", ...}
+    {"id": 8, "cmd": "set", "settings": {"lr": "3e-4"}}
+                                    -> {"id": 8, "ok": true, "step": 130, "changes": {"lr": [0.001, 0.0003]}}
+        (values as text, read and checked exactly as the flags are; a refused one: "ok": false,
+        "usage": true and the flag's one-line error, and the run is untouched)
     {"id": 7, "cmd": "subscribe"}   -> the status reply, then events until the process exits:
         {"event": "state", "state": ...}  {"event": "checkpoint", "step", "path"}
         {"event": "log", "level", "text"}  {"event": "dashboard", "path"}  {"event": "started", ...}
@@ -56,7 +60,7 @@ WAIT_LIMIT = 120.0  # longest a request waits to be carried out before the reply
 REPLY_TIMEOUT = WAIT_LIMIT + 15.0  # clients wait a little longer than the server does
 STATUS_EVERY = 5.0  # seconds between status events to subscribers (also finds dead peers)
 SUBSCRIBER_BACKLOG = 1000  # events queued for one subscriber before it is dropped as too slow
-COMMANDS = ("status", "pause", "resume", "checkpoint", "draw", "stop", "subscribe")
+COMMANDS = ("status", "pause", "resume", "checkpoint", "draw", "stop", "set", "subscribe")
 
 
 class ControlError(RuntimeError):
@@ -190,14 +194,15 @@ class ControlClient:
         with self._id_lock:
             return next(self._ids)
 
-    def request(self, cmd: str, timeout: float = REPLY_TIMEOUT) -> dict:
-        """Send one request and return its reply (ok true or false). Raises ControlError when the
-        run cannot be reached or does not answer within `timeout`."""
+    def request(self, cmd: str, timeout: float = REPLY_TIMEOUT, **fields) -> dict:
+        """Send one request (with the command's fields: set's settings) and return its reply (ok
+        true or false). Raises ControlError when the run cannot be reached or does not answer
+        within `timeout`."""
         req_id = self._next_id()
         with self._connect() as s:
             s.settimeout(timeout)
             try:
-                s.sendall(encode({"id": req_id, "cmd": cmd}))
+                s.sendall(encode({**fields, "id": req_id, "cmd": cmd}))
                 reader = s.makefile("rb")
                 line = reader.readline(MAX_LINE + 1)
             except socket.timeout:

@@ -9,9 +9,11 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from .config import ConfigError, live_changes
 from .control import WAIT_LIMIT, event_message
-from .events import CheckpointSaved, RunFailed, RunFinished, RunStarted, TrainingMetrics
+from .events import CheckpointSaved, RunFailed, RunFinished, RunNote, RunStarted, SettingChanged, TrainingMetrics
 from .layout import LATEST_PNG, RunState
+from .timeline import VIEWER_ATTACHED, VIEWER_DETACHED
 
 
 class RunCommands:
@@ -28,6 +30,8 @@ class RunCommands:
         self._dashboards, self._last_dashboard, self._dashboard_error = 0, None, None
         self._ended: dict | None = None
         self._started: dict | None = None  # the run's "started" event, replayed to later subscribers
+        self._applied: dict[int, SettingChanged] = {}  # live settings that took effect, by ticket
+        self.viewers = 0
 
     # ---- what the trainer did ------------------------------------------------------------------
     def on_event(self, event) -> None:
@@ -43,6 +47,8 @@ class RunCommands:
                 self._ended = event_message(event)
             elif isinstance(event, RunStarted):
                 self._started = event_message(event)
+            elif isinstance(event, SettingChanged) and event.ticket:
+                self._applied[event.ticket] = event
             self._cond.notify_all()
         self.fan_out(event_message(event))
 
@@ -62,9 +68,18 @@ class RunCommands:
         """What a subscriber that comes late (or after the end) is told first."""
         return [msg for msg in (self._started, self._ended) if msg is not None]
 
-    def handle(self, cmd: str) -> dict:
+    def handle(self, cmd: str, req: dict | None = None) -> dict:
         """One request, answered once carried out (or pending after WAIT_LIMIT)."""
+        if cmd == "set":
+            return self.do_set((req or {}).get("settings"))
         return getattr(self, f"do_{cmd}")()
+
+    def viewer(self, attached: bool) -> None:
+        """A viewer (attach) began or stopped following the run: a line of its timeline."""
+        with self._cond:
+            self.viewers += 1 if attached else -1
+            count = self.viewers
+        self.trainer.bus.publish(RunNote(VIEWER_ATTACHED if attached else VIEWER_DETACHED, {"viewers": count}))
 
     def _wait(self, predicate, timeout: float = WAIT_LIMIT) -> bool:
         with self._cond:
@@ -153,3 +168,23 @@ class RunCommands:
         t.request_stop()
         return {"state": RunState.STOPPING, "step": t.step,
                 "message": "already stopping" if already else "stopping after this step: final checkpoint and exports"}
+
+    def do_set(self, settings) -> dict:
+        """Live settings, checked as the flags are (a refusal leaves the run untouched), applied at
+        the next step boundary on every rank; answered once they took effect."""
+        if not isinstance(settings, dict):
+            return {"error": "set: expected \"settings\": {\"NAME\": \"VALUE\", ...}", "usage": True}
+        refused = self._refuse_if_over("change settings")
+        if refused:
+            return refused
+        try:
+            changes = live_changes(self.trainer.cfg, settings)
+        except ConfigError as exc:
+            return {"error": str(exc), "usage": True}
+        ticket = self.trainer.request_changes(changes, "ctl")
+        if not self._wait(lambda: ticket in self._applied or self._finished()):
+            return {"pending": True, "message": "settings requested; they take effect at the end of this step"}
+        event = self._applied.pop(ticket, None)
+        if event is None:
+            return {"error": "the run ended before the settings took effect"}
+        return {"step": event.step, "changes": event.changes}

@@ -216,8 +216,9 @@ class ControlServer:
                     for msg in self.commands.replay():
                         sub.push(msg)
                     self._subs.add(sub)
+                self.commands.viewer(attached=True)
                 return {"id": req_id, "ok": True, **self.commands.status()}, sub
-            reply = self.commands.handle(cmd)
+            reply = self.commands.handle(cmd, req)
         except Exception as exc:
             log.exception("control: %s failed", cmd)
             return self._error(req_id, f"{cmd} failed: {type(exc).__name__}: {exc}"), None
@@ -248,6 +249,7 @@ class ControlServer:
         finally:
             with self._lock:
                 self._subs.discard(sub)
+            self.commands.viewer(attached=False)
 
     def _fan_out(self, msg: dict | None) -> None:
         if msg is None:

@@ -112,6 +112,35 @@ class RunFailed:
     traceback: str = ""
 
 
+@dataclass
+class SettingChanged:
+    """Live settings changed at a step boundary (ctl set, the settings dialog, the guard)."""
+
+    step: int
+    changes: dict  # name -> [old, new]
+    source: str = "ctl"  # who asked: ctl, app, guard
+    ticket: int = 0  # the request's (live.Steering.request), so the one who asked hears of it
+
+
+@dataclass
+class GuardFired:
+    """The guard saw trouble after a step and did something about it."""
+
+    step: int
+    kind: str  # nonfinite | spike | grad
+    detail: str  # one line: what it saw
+    action: str  # warn | pause | rollback
+    outcome: str = ""  # one line: what it did (rolled back to step N's weights, LR x0.5)
+
+
+@dataclass
+class RunNote:
+    """Something for the run's timeline alone (events.jsonl): a hang-up, a viewer attached."""
+
+    kind: str
+    details: dict = field(default_factory=dict)
+
+
 Event = Any
 Subscriber = Callable[[Event], None]
 

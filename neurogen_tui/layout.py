@@ -24,6 +24,7 @@ LOCK_FILE = ".neurogen-tui.lock"
 SOCKET_FILE = "control.sock"
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
+EVENTS_FILE = "events.jsonl"  # the run's timeline: started, checkpoints, settings changed, guard actions (timeline.py)
 METRICS_JSON = "metrics_history.json"
 METRICS_SIDECAR = "metrics.arrows"  # Arrow IPC stream beside metrics.jsonl (metricsfile.py)
 TENSORBOARD_DIR = "tensorboard"
@@ -57,6 +58,7 @@ class RunLayout:
         self.tensorboard = self.root / TENSORBOARD_DIR
         self.log, self.run_file, self.lock, self.socket = (self.root / name for name in (LOG_FILE, RUN_FILE, LOCK_FILE, SOCKET_FILE))
         self.metrics, self.samples, self.latest_png = (self.viz / name for name in (METRICS_FILE, SAMPLES_FILE, LATEST_PNG))
+        self.events = self.viz / EVENTS_FILE
 
 
 class _Name(str, enum.Enum):

@@ -116,6 +116,8 @@ class Requests(NamedTuple):
     pause: bool = False
     checkpoint: bool = False
     no_data: bool = False
+    change: bool = False  # live settings wait on rank 0 (ctl set): shared with every rank at this boundary
+    guard: int = 0  # the strongest guard action any rank asks for after the last step (guard.ACTION_LEVEL)
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
@@ -150,6 +152,10 @@ class Single:
 
     def agree(self, requests: Requests) -> Requests:
         return requests
+
+    def share(self, obj):
+        """Rank 0's `obj` on every rank."""
+        return obj
 
     def failed_anywhere(self, error: str) -> bool:
         return bool(error)
@@ -229,12 +235,19 @@ class DataParallel(Single):
         self.ddp.require_backward_grad_sync = last_micro_step
 
     def agree(self, requests: Requests) -> Requests:
-        """The requests as the whole job sees them: one 4-integer all-reduce (MAX), so a request made
+        """The requests as the whole job sees them: one small all-reduce (MAX), so a request made
         on rank 0 (control channel) or a signal on any rank takes effect on every rank at the same
-        step boundary, and a rank out of data ends the epoch for all."""
+        step boundary, a rank out of data ends the epoch for all, and the strongest guard action
+        any rank asks for is every rank's."""
         flags = torch.tensor(list(requests), dtype=torch.int32, device=self._coll)
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        return Requests(*(bool(v) for v in flags.tolist()))
+        return Requests(*(type(d)(v) for d, v in zip(Requests(), flags.tolist())))
+
+    def share(self, obj):
+        """Rank 0's `obj` (live settings: a few small values) on every rank."""
+        box = [obj if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def failed_anywhere(self, error: str) -> bool:
         return self.agree(Requests(stop=bool(error))).stop
@@ -256,7 +269,8 @@ class DataParallel(Single):
                                    metrics.rss_mb, float(sample_due), nan if metrics.cpu_util is None else metrics.cpu_util,
                                    metrics.data_time or 0.0,
                                    *[nan if v is None else v for v in (metrics.gpu_util, metrics.gpu_mem_used_mb,
-                                                                        metrics.gpu_power_w, metrics.gpu_temp_c)]],
+                                                                        metrics.gpu_power_w, metrics.gpu_temp_c)],
+                                   metrics.learning_rate],
                                   everywhere=self.sharded)
         if self.is_main:
             cols = list(zip(*rows))
@@ -270,6 +284,9 @@ class DataParallel(Single):
             known = [[v for v in col if v == v] for col in cols[8:12]]  # the slowest GPU, the fullest, hottest
             metrics.gpu_util, metrics.gpu_mem_used_mb, metrics.gpu_power_w, metrics.gpu_temp_c = (
                 (min if i == 0 else max)(k) if k else None for i, k in enumerate(known))
+            if min(cols[12]) != max(cols[12]):  # live settings reach every rank at one boundary: never seen
+                trainer._say(f"step {metrics.step}: the ranks trained with different learning rates "
+                             f"({min(cols[12]):.3g} to {max(cols[12]):.3g})", "error")
             if metrics.step == 1 or metrics.step % trainer.cfg.viz_interval == 0:
                 log.info("step %d memory per rank (MB, GPU peak / RSS): %s", metrics.step,
                          ", ".join(f"r{r} {row[3]:.0f}/{row[4]:.0f}" for r, row in enumerate(rows)))

@@ -13,10 +13,11 @@ import os
 import time
 from pathlib import Path
 
-from .files import read_jsonl
+from .files import read_jsonl, tail_jsonl
 from .layout import CHECKPOINT_DIR, LIVE_STATES, PREVIOUS_RUNS, VIZ_DIR, RunLayout, RunState
 from .runinfo import liveness, read_run_info
 from .text import sanitize
+from .timeline import describe
 
 SKIP_DIRS = {VIZ_DIR, CHECKPOINT_DIR, PREVIOUS_RUNS, "__pycache__", "node_modules"}
 TAIL_BYTES = 64 * 1024
@@ -73,7 +74,7 @@ def summarize(run_dir: Path, root: Path, now: float | None = None) -> dict:
         mtime = None
     rel = os.path.relpath(run_dir, root)
     out = {"path": str(run_dir), "name": rel, "run_name": None, "state": RunState.UNKNOWN, "step": None, "loss": None,
-           "updated": mtime, "note": ""}
+           "updated": mtime, "note": "", "last_event": last_event(run_dir)}
     if row is not None:
         out["step"], out["loss"] = row.get("step"), row.get("loss")
     if info is None:
@@ -90,6 +91,18 @@ def summarize(run_dir: Path, root: Path, now: float | None = None) -> dict:
         out["loss"] = info["loss"]
     out["note"] = _note(info, state)
     return out
+
+
+def last_event(run_dir: Path) -> str | None:
+    """The newest line of the run's timeline (events.jsonl) other than a routine dashboard, said in
+    a few words; None if it has none."""
+    try:
+        rows, _ = tail_jsonl(RunLayout(run_dir).events, 20)
+    except OSError:
+        return None
+    rows = [r for r in rows if isinstance(r.get("kind"), str)]
+    notable = [r for r in rows if r["kind"] != "dashboard"] or rows
+    return describe(notable[-1]) if notable else None
 
 
 def _note(info: dict, state: str) -> str:
@@ -115,7 +128,7 @@ def age(seconds: float) -> str:
 
 def format_table(runs: list[dict], now: float | None = None) -> list[str]:
     now = time.time() if now is None else now
-    rows = [("NAME", "STATE", "STEP", "LOSS", "UPDATED", "NOTE")]
+    rows = [("NAME", "STATE", "STEP", "LOSS", "UPDATED", "LAST EVENT", "NOTE")]
     for r in runs:
         name = r["name"]
         if r["run_name"] and r["run_name"] != Path(r["path"]).name:
@@ -123,9 +136,10 @@ def format_table(runs: list[dict], now: float | None = None) -> list[str]:
         loss = r["loss"]
         rows.append((sanitize(name, 60), r["state"], "-" if r["step"] is None else f"{r['step']:,}",
                      f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
-                     age(now - r["updated"]) if r["updated"] else "-", sanitize(r["note"], 100)))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5] for row in rows]
+                     age(now - r["updated"]) if r["updated"] else "-", sanitize(r.get("last_event") or "-", 60),
+                     sanitize(r["note"], 100)))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row[:6], widths)) + "  " + row[6] for row in rows]
 
 
 def newest_run(root: Path) -> Path | None:

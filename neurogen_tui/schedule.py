@@ -32,7 +32,7 @@ class Schedule:
 
     def lr(self, step: int) -> float:
         cfg = self.cfg
-        return lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, self.decay_steps)
+        return lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, self.decay_steps) * getattr(cfg, "lr_scale", 1.0)
 
     def eval_due(self, step: int) -> bool:
         return step % self.cfg.eval_interval == 0 or step == self.cfg.max_chunks

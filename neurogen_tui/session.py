@@ -18,13 +18,14 @@ from pathlib import Path
 from .checkpoint import CheckpointError, check_world_size, list_checkpoints, resolve_resume
 from .config import ConfigError, TrainingConfig, apply_flags, validate
 from .control_server import RunService
-from .events import EventBus, RunFailed
+from .events import EventBus, RunFailed, RunNote
 from .formats import EventsFollower
 from .layout import EXIT_FAILED, EXIT_FORCED, EXIT_OK, RunLayout
 from .parallel import env_rank, holds_run_dir, job_world_size
 from .recorder import MetricsRecorder
 from .signals import HeadlessHangup, continue_app_after_hangup, install_stop_signals
 from .text import sanitize
+from .timeline import Timeline
 from .trainer import Trainer
 from .tui.source import InProcessSource
 from .viz import VisualizationManager
@@ -191,6 +192,7 @@ class RunParts:
     viz: VisualizationManager | None
     service: RunService | None = None  # run.json and the control socket
     tensorboard: EventsFollower | None = None  # --tensorboard: the process writing the events
+    timeline: Timeline | None = None  # events.jsonl
 
     def close(self) -> None:
         """Final dashboard and JSON exports, then close the append-only logs (and let the
@@ -199,6 +201,8 @@ class RunParts:
         if self.viz is not None:
             self.viz.close()
         self.recorder.close()
+        if self.timeline is not None:
+            self.timeline.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.service is not None:
@@ -213,11 +217,15 @@ def build_run(cfg: TrainingConfig, resume: tuple[str, dict] | None, control: boo
     recorder = MetricsRecorder(cfg.viz_dir, resume_step=resume_step)
     bus.subscribe(recorder)
     tensorboard = EventsFollower.start(cfg.run_dir, recorder.metrics.size, resume_step) if cfg.tensorboard else None
+    timeline = Timeline(cfg.viz_dir, resumed=resume is not None)
+    bus.subscribe(timeline)
     viz = VisualizationManager.for_run(cfg, resume_step=resume_step)
     bus.subscribe(viz)
+    if viz is not None:
+        viz.add_listener(timeline.on_viz)
     trainer = Trainer(cfg, bus, resume)
     service = RunService.start(cfg, trainer, bus, viz) if control else None
-    return RunParts(trainer, bus, recorder, viz, service, tensorboard)
+    return RunParts(trainer, bus, recorder, viz, service, tensorboard, timeline)
 
 
 # ---- the three ways a training process runs --------------------------------------------------------
@@ -261,7 +269,11 @@ def run_app(cfg: TrainingConfig, resume) -> int:
     parts = build_run(cfg, resume)
     app = MonitorApp(InProcessSource(parts),
                      ui_budget=cfg.ui_budget, on_hangup=cfg.on_hangup)
-    app.after_hangup = lambda redirect: continue_app_after_hangup(cfg.run_dir, redirect)
+    def after_hangup(redirect: bool) -> None:
+        parts.bus.publish(RunNote("hangup", {"then": "continue"}))
+        continue_app_after_hangup(cfg.run_dir, redirect)
+
+    app.after_hangup = after_hangup
     code = app.run()
     if code is None:  # the app ended by an internal error (its traceback is printed)
         code = EXIT_FAILED

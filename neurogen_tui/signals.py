@@ -17,6 +17,7 @@ import signal
 import time
 from pathlib import Path
 
+from .events import RunNote
 from .layout import RunLayout
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ class HeadlessHangup:
             return
         self._switched = True
         self.bus.unsubscribe(self.display)
+        self.bus.publish(RunNote("hangup", {"then": "stop" if self.request_stop else "continue"}))
         try:
             self.display.progress.stop()  # its last frame goes to /dev/null
         except Exception:

@@ -26,6 +26,7 @@ from .events import (CheckpointSaved, EvalResult, EventBus, LogMessage, RunFaile
                      StateChanged, TextSample, TrainingMetrics)
 from .evaluation import block_sample, validation
 from .layout import END_LOGGER, EndReason, RunState
+from .live import Steering
 from .machine import GpuReadings, ProcessCpu, rss_mb
 from .mfu import MfuMeter, flops_per_token
 from .model import GPT, GPTConfig
@@ -59,6 +60,7 @@ class Trainer:
         self._sample_now = False
         self._positions: list | None = None  # every rank's data position, for the checkpoint being written
         self._cpu = ProcessCpu()
+        self.steer = Steering(self)  # live settings and the guard (live.py)
 
     # ---- control, safe from any thread ------------------------------------------------------
     def pause(self) -> None:
@@ -80,6 +82,11 @@ class Trainer:
 
     def request_checkpoint(self) -> None:
         self._checkpoint_now.set()
+
+    def request_changes(self, changes: dict, source: str = "ctl") -> int:
+        """Live settings (checked by config.live_changes) for the next step boundary; returns the
+        ticket of the SettingChanged event that says they took effect."""
+        return self.steer.request(changes, source)
 
     @property
     def stop_requested(self) -> bool:
@@ -261,7 +268,10 @@ class Trainer:
         return RunFailed(self.step, message, traceback.format_exc())
 
     def _requests(self, no_data: bool = False) -> Requests:
-        return self.par.agree(Requests(self._stop.is_set(), self.paused, self._checkpoint_now.is_set(), no_data))
+        requests = self.par.agree(Requests(self._stop.is_set(), self.paused, self._checkpoint_now.is_set(), no_data,
+                                           self.steer.change_waiting, self.steer.guard_level))
+        self.steer.at_boundary(requests)  # the guard's verdict on the last step, then live settings
+        return requests
 
     def _loop(self) -> str:
         """One optimizer step per turn; at each boundary the requests every rank agreed on."""
@@ -284,6 +294,8 @@ class Trainer:
                     self._paused()
                 continue
             metrics = self.train_step()
+            if metrics is not None:
+                self.steer.after_step(metrics.step, metrics.loss, metrics.grad_norm)
             if self.par.evaluates:
                 self.publish_step(metrics)
             if self.schedule.checkpoint_due(self.step):
@@ -315,7 +327,8 @@ class Trainer:
     def publish_step(self, metrics: TrainingMetrics) -> None:
         """After a step: evaluate when due (its loss rides on the step's metrics), publish the
         metrics, then a text sample when due."""
-        if self.eval_batches and self.schedule.eval_due(metrics.step):
+        if self.eval_batches and (self.schedule.eval_due(metrics.step) or self.steer.eval_now):
+            self.steer.eval_now = False
             result = self.evaluate()
             if result is not None:
                 metrics.val_loss = result.val_loss

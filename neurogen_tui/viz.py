@@ -36,7 +36,7 @@ from typing import Callable, Iterable
 
 from .allowance import Allowance
 from .dashboard import prune_dashboards
-from .events import TextSample, TrainingMetrics
+from .events import SettingChanged, TextSample, TrainingMetrics
 from .history import MetricsHistory
 from .machine import MachineLoad
 from .runfiles import load_history, load_samples
@@ -124,6 +124,8 @@ class VisualizationManager:
             with self._cond:
                 self.samples.append(event)
                 self._samples_added += 1
+        elif isinstance(event, SettingChanged) and "viz_interval" in event.changes:  # set live
+            self.viz_interval = int(event.changes["viz_interval"][1])
 
     def request_draw(self) -> None:
         """Draw the dashboard now (training_latest.png only); safe from any thread; never waits

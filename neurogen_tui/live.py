@@ -1,0 +1,146 @@
+"""What changes a live run at a step boundary: settings a person asks for (`ctl RUN set lr=3e-4`,
+the app's settings dialog) and what the guard does about trouble (guard.py).
+
+Requests arrive on any thread and wait here; the trainer calls `at_boundary` with the requests
+the whole job agreed on, so every rank changes the same settings, and rolls back to the same copy,
+at the same step (the settings travel from rank 0). A change is an event (SettingChanged) and a
+log line, lands in metrics.jsonl (the learning rate) and in checkpoints (the config), so a
+resumed run keeps it.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+
+from .config import LIVE_SETTINGS
+from .events import GuardFired, SettingChanged
+from .guard import ACTION_LEVEL, LEVEL_ACTION, Guard, Trouble, to_cpu
+
+
+class Steering:
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+        self.guard = Guard(trainer.cfg) if trainer.cfg.guard == "on" else None
+        self._lock = threading.Lock()
+        self._changes: list[tuple[int, dict, str]] = []
+        self._tickets = itertools.count(1)
+        self.trouble: Trouble | None = None  # what this rank saw after the last step
+        self._observed: int | None = None  # the step the guard has looked at and the job not yet settled
+        self.eval_now = False
+
+    # ---- from any thread ----------------------------------------------------------------------
+    def request(self, changes: dict, source: str = "ctl") -> int:
+        """Settings (already checked: config.live_changes) for the next boundary; returns the
+        ticket its SettingChanged event will carry."""
+        ticket = next(self._tickets)
+        with self._lock:
+            self._changes.append((ticket, dict(changes), source))
+        return ticket
+
+    @property
+    def change_waiting(self) -> bool:
+        return bool(self._changes)
+
+    @property
+    def guard_level(self) -> int:
+        return ACTION_LEVEL[self.trouble.action] if self.trouble is not None else 0
+
+    def settings(self) -> dict:
+        cfg = self.trainer.cfg
+        return {k: getattr(cfg, k) for k in LIVE_SETTINGS}
+
+    # ---- on the trainer's thread ------------------------------------------------------------------
+    def after_step(self, step: int, loss: float, grad_norm: float) -> None:
+        if self.guard is not None:
+            self.trouble = self.guard.observe(step, loss, grad_norm)
+            self._observed = step
+
+    def at_boundary(self, requests) -> None:
+        """The agreed requests: the guard's verdict on the last step (every step), then any
+        settings rank 0 holds."""
+        t, g = self.trainer, self.guard
+        if g is not None and self._observed is not None:
+            g.settle(t.step, requests.guard > 0)
+            self._observed = None
+            if requests.guard:
+                self._act(LEVEL_ACTION[requests.guard])
+            elif g.snapshot_due(t.step):
+                g.take(t.step, t.model, t.optimizer, self.settings())
+            self.trouble = None
+        if requests.change:
+            with self._lock:
+                mine, self._changes = self._changes, []
+            for ticket, changes, source in t.par.share(mine):
+                self._apply(ticket, changes, source)
+
+    def _apply(self, ticket: int, changes: dict, source: str) -> None:
+        t, g, cfg = self.trainer, self.guard, self.trainer.cfg
+        if g is not None and g.healthy:  # the state before a change is the one a rollback goes back to
+            g.take(t.step, t.model, t.optimizer, self.settings(), trusted=True)
+        done = {}
+        for name, value in changes.items():
+            if name == "eval":
+                self.eval_now = True
+                done["eval"] = ["", "now"]
+                continue
+            old = getattr(cfg, name)
+            setattr(cfg, name, value)
+            done[name] = [old, value]
+            if name == "weight_decay":  # the decayed groups take the new value (the others stay at 0)
+                for group in t.optimizer.param_groups:
+                    if group.get("weight_decay", 0.0) > 0:
+                        group["weight_decay"] = value
+        t.bus.publish(SettingChanged(t.step, done, source, ticket))
+        if t.par.is_main:
+            said = ", ".join(f"{k} {_num(o)} -> {_num(n)}" if k != "eval" else "evaluation now"
+                             for k, (o, n) in done.items())
+            t._say(f"set at step {t.step} ({source}): {said}")
+
+    def _act(self, action: str) -> None:
+        t, g, cfg = self.trainer, self.guard, self.trainer.cfg
+        trouble = self.trouble or Trouble("elsewhere", "another rank saw trouble", action)
+        outcome = ""
+        if action == "rollback":
+            if t.par.sharded:
+                action, outcome = "pause", "paused: rolling back a sharded (FSDP) run is not supported yet"
+            elif g.good is None:
+                action, outcome = "warn", "no good copy of the state yet (the first one comes after "\
+                                          f"step {max(t.step, 1) // 50 * 50 + 50}); going on"
+            elif not g.can_roll_back():
+                action, outcome = "pause", (f"paused: {g.rollbacks} rollbacks in a row did not help "
+                                            f"(--guard-max-rollbacks {cfg.guard_max_rollbacks})")
+            else:
+                outcome = self._roll_back()
+        if action == "pause":
+            outcome = outcome or "paused: resume with p or `neurogen-tui ctl RUN_DIR resume`"
+            if t.par.is_main:  # rank 0's pause reaches the others through the agreement; resume too
+                t.pause()
+        elif action == "warn":
+            outcome = outcome or "going on (warn)"
+        t.bus.publish(GuardFired(t.step, trouble.kind, trouble.detail, action, outcome))
+        if t.par.is_main:
+            t._say(f"guard at step {t.step}: {trouble.detail}: {outcome}", "warning" if action == "warn" else "error")
+
+    def _roll_back(self) -> str:
+        """Weights, optimizer state and settings of the last good copy; the learning rate lowered
+        once more for each rollback in a row; the data read on."""
+        t, g, cfg = self.trainer, self.guard, self.trainer.cfg
+        snap = g.good
+        # a copy: on the CPU, the optimizer would otherwise share (and update) the snapshot's tensors
+        t.par.restore_weights(t, {"model": snap.model, "optimizer": to_cpu(snap.optimizer)})
+        g.rolled_back()
+        before = self.settings()
+        for name, value in snap.settings.items():
+            setattr(cfg, name, value)
+        cfg.lr_scale = snap.settings["lr_scale"] * cfg.guard_lr_factor ** g.rollbacks
+        after = self.settings()
+        changed = {k: [before[k], after[k]] for k in LIVE_SETTINGS if before[k] != after[k]}
+        if changed:
+            t.bus.publish(SettingChanged(t.step, changed, "guard"))
+        t.bad_steps = 0
+        return (f"rolled back to step {snap.step}'s weights and settings, learning rate x"
+                f"{cfg.lr_scale / snap.settings['lr_scale']:.3g} (now {t.schedule.lr(t.step):.2e})")
+
+
+def _num(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
