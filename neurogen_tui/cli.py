@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["action"] = "store_true"
         elif f.type == "bool | None":
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif f.type == "tuple":  # repeatable: --prompt A --prompt B
+            kwargs["action"] = "append"
         else:
             kwargs["type"] = spec.parse or _TYPES[f.type.split(" | ")[0]]
             kwargs["choices"] = getattr(spec.check, "choices", None)

@@ -21,6 +21,7 @@ from .runinfo import liveness, read_run_info
 from .runlist import find_runs, format_table, newest_run, summarize
 from .text import sanitize
 from .timeline import describe, digest, read_events
+from .timeline import marks as timeline_marks
 from .tui.rundir import RunDirSource
 
 SUBCOMMANDS = ("render", "compare", "watch", "attach", "ls", "export", "ctl")
@@ -59,7 +60,8 @@ def main_render(argv: list[str]) -> int:
     except RunDirError as exc:
         return fail(str(exc))
     out = Path(args.output) if args.output else find_viz_dir(args.run_dir) / RENDER_PNG
-    png = render_png(history.slice(names=DASHBOARD_COLUMNS), samples, name, args.samples)
+    png = render_png(history.slice(names=DASHBOARD_COLUMNS), samples, name, args.samples,
+                     marks=timeline_marks(read_events(find_viz_dir(args.run_dir))))
     return _write_png(png, out, f"{len(history)} steps")
 
 
@@ -251,7 +253,7 @@ def main_export(argv: list[str]) -> int:
 
 
 # ---- ctl ---------------------------------------------------------------------------------------------------
-CTL_ACTIONS = ("status", "pause", "resume", "checkpoint", "dashboard", "stop", "set", "events")
+CTL_ACTIONS = ("status", "pause", "resume", "checkpoint", "dashboard", "stop", "set", "prompt", "events")
 
 
 def main_ctl(argv: list[str]) -> int:
@@ -264,7 +266,8 @@ def main_ctl(argv: list[str]) -> int:
                "lr_scale=0.5 · neurogen-tui ctl runs/a set eval=now · neurogen-tui ctl runs/a events")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("action", choices=CTL_ACTIONS, metavar="ACTION", help=" | ".join(CTL_ACTIONS))
-    p.add_argument("settings", nargs="*", metavar="NAME=VALUE", help="for set: lr, lr_scale, min_lr, warmup_steps, "
+    p.add_argument("settings", nargs="*", metavar="NAME=VALUE", help="for prompt: its text (options first: "
+                   "temperature=0.8 top_k=40 tokens=100); for set: lr, lr_scale, min_lr, warmup_steps, "
                    "lr_decay_steps, weight_decay, grad_clip, eval_interval, sample_interval, viz_interval, "
                    "checkpoint_interval, eval=now")
     p.add_argument("--json", action="store_true", help="the reply (or each event) as JSON")
@@ -275,7 +278,12 @@ def main_ctl(argv: list[str]) -> int:
     run = newest_run(root)
     if run is None:
         return fail(f"no run in {root} or below it (no run.json or training_viz/metrics.jsonl)")
-    if args.action != "set" and args.settings:
+    prompt_text = ""
+    if args.action == "prompt":
+        if not args.settings:
+            return fail('prompt: give the text, e.g. ctl RUN prompt "Once upon a time" (options first: temperature=0.8)')
+        prompt_text, args.settings = " ".join(args.settings), []
+    if args.action not in ("set", "prompt") and args.settings:
         return fail(f"ctl {args.action} takes no NAME=VALUE (only set does)")
     if args.action == "events":
         for event in read_events(find_viz_dir(run)):
@@ -295,7 +303,8 @@ def main_ctl(argv: list[str]) -> int:
         return fail(f"{run} is not a live run with a control channel (its state is {state})", EXIT_FAILED)
     cmd = {"dashboard": "draw"}.get(args.action, args.action)
     try:
-        reply = ControlClient(info["socket"]).request(cmd, **({"settings": settings} if cmd == "set" else {}))
+        fields = {"settings": settings} if cmd == "set" else {"text": prompt_text} if cmd == "prompt" else {}
+        reply = ControlClient(info["socket"]).request(cmd, **fields)
     except ControlError as exc:
         return fail(str(exc), EXIT_FAILED)
     if args.json:
@@ -315,6 +324,8 @@ def ctl_said(action: str, reply: dict) -> str:
         said = ", ".join(f"{k} {v[0]} -> {v[1]}" if k != "eval" else "evaluation now"
                          for k, v in (reply.get("changes") or {}).items())
         return f"set at step {reply.get('step')}: {said}"
+    if action == "prompt" and "output" in reply:
+        return f"answered at step {reply.get('step')}: {reply.get('prompt')} → {reply['output']}"
     if action in ("checkpoint", "dashboard") and reply.get("path"):
         return f"{action}: {reply['path']}"
     fields = [f"{k} {reply[k]}" for k in ("state", "step", "loss", "message") if reply.get(k) is not None]

@@ -221,7 +221,7 @@ class TrainingConfig:
                               "past the data)", check=guard_actions_check, metavar="KIND=ACTION,...")
     guard_window: int = flag(100, OPTIM, "steps of recent loss and gradient norm the guard compares a step with",
                              check=at_least(10), metavar="N")
-    guard_spike: float = flag(6.0, OPTIM, "a loss this many robust deviations (1.4826 x MAD, at least 1%% of the "
+    guard_spike: float = flag(6.0, OPTIM, "a loss this many robust deviations (1.4826 x MAD, at least 1% of the "
                                           "level) above its recent median is a spike", check=positive, metavar="Z")
     guard_grad: float = flag(10.0, OPTIM, "a gradient norm this many times its recent median is exploding",
                              check=positive, metavar="X")
@@ -246,6 +246,12 @@ class TrainingConfig:
                                                 "spaced out to stay under it, 0 disables", check=share)
     sample_tokens: int = flag(48, MONITOR, "length of a sample's continuation", check=positive)
     display_samples: int = flag(5, MONITOR, "samples in the dashboard table", check=positive)
+    prompt: tuple = flag((), MONITOR, "a pinned prompt: the model continues it every --prompt-interval steps, "
+                                      "so you watch its answer improve (repeatable)", metavar="TEXT", default_text="")
+    prompts: str | None = flag(None, MONITOR, "a file of pinned prompts, one a line", metavar="FILE", default_text="")
+    prompt_interval: int = flag(100, MONITOR, "steps between answers to the pinned prompts (their cost counts in "
+                                              "--sample-budget, as the samples' does)", check=positive)
+    prompt_tokens: int = flag(64, MONITOR, "longest answer to a prompt, in tokens", check=positive)
     tensorboard: bool = flag(False, MONITOR, "also write TensorBoard event files to <run-dir>/tensorboard as the run "
                                              "goes (a separate process follows metrics.jsonl; needs the tensorboard "
                                              "package: pip install 'neurogen-tui[tensorboard]')", saved=False)
@@ -429,6 +435,11 @@ def check_device(spec: str) -> None:
 
 def _check_paths(cfg: TrainingConfig) -> None:
     check_device(cfg.device)
+    if cfg.prompts:
+        try:
+            pinned_prompts(cfg)
+        except OSError as exc:
+            raise ConfigError(f"--prompts: cannot read {cfg.prompts}: {exc.strerror or exc}") from None
     for flag_name, pattern in (("--data-files", cfg.data_files), ("--val-data-files", cfg.val_data_files)):
         if pattern and not expand_files(pattern):
             raise ConfigError(f"{flag_name}: no file matches {pattern!r}")
@@ -442,6 +453,42 @@ def _check_paths(cfg: TrainingConfig) -> None:
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"--run-dir: {run_dir} is not writable")
+
+
+MAX_PROMPT = 2000  # characters of one prompt
+
+
+def pinned_prompts(cfg: TrainingConfig) -> list[str]:
+    """--prompt texts, then --prompts FILE's non-empty lines (OSError where it cannot be read)."""
+    texts = [str(p) for p in cfg.prompt]
+    if cfg.prompts:
+        texts += [line.strip() for line in Path(cfg.prompts).read_text(encoding="utf-8", errors="replace").splitlines()]
+    return [t[:MAX_PROMPT] for t in texts if t.strip()]
+
+
+PROMPT_OPTIONS = {"temperature": float, "t": float, "top_k": int, "k": int, "tokens": int, "n": int}
+
+
+def prompt_line(line: str, default_tokens: int = 64) -> tuple[str, dict]:
+    """A prompt as typed after `g` or given to `ctl prompt`: options first, then the text, e.g.
+    `temperature=0.8 top_k=40 Once upon a time` (greedy without them). Returns (text, options:
+    temperature, top_k, tokens); ConfigError with one line for a bad option or an empty text."""
+    words = line.strip().split(" ")
+    options = {"temperature": 0.0, "top_k": None, "tokens": default_tokens}
+    while words and "=" in words[0] and words[0].split("=", 1)[0] in PROMPT_OPTIONS:
+        name, value = words.pop(0).split("=", 1)
+        try:
+            parsed = PROMPT_OPTIONS[name](value)
+        except ValueError:
+            raise ConfigError(f"prompt: {name} must be a number (got {value!r})") from None
+        key = {"t": "temperature", "k": "top_k", "n": "tokens"}.get(name, name)
+        if parsed < 0 or (key != "temperature" and parsed < 1):
+            raise ConfigError(f"prompt: {key} must be {'>= 0' if key == 'temperature' else 'at least 1'} (got {value})")
+        options[key] = parsed
+    text = " ".join(words).strip()
+    if not text:
+        raise ConfigError("prompt: no text to continue (options go first: temperature=0.8 top_k=40 Once upon a time)")
+    return text[:MAX_PROMPT], options
 
 
 def expand_files(pattern: str) -> list[str]:
@@ -465,5 +512,5 @@ def apply_flags(given: dict, base: TrainingConfig | None = None) -> TrainingConf
         cfg.apply_preset(given.pop("model"))
     for key, value in given.items():
         if hasattr(cfg, key):
-            setattr(cfg, key, value)
+            setattr(cfg, key, tuple(value) if isinstance(value, list) else value)  # --prompt, repeated
     return cfg

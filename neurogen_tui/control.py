@@ -20,6 +20,8 @@ Protocol: one JSON object per line each way, at most MAX_LINE bytes.
                                     -> {"id": 8, "ok": true, "step": 130, "changes": {"lr": [0.001, 0.0003]}}
         (values as text, read and checked exactly as the flags are; a refused one: "ok": false,
         "usage": true and the flag's one-line error, and the run is untouched)
+    {"id": 9, "cmd": "prompt", "text": "temperature=0.8 Once upon"}
+                                    -> {"id": 9, "ok": true, "step": 131, "prompt": "Once upon", "output": "..."}
     {"id": 7, "cmd": "subscribe"}   -> the status reply, then events until the process exits:
         {"event": "state", "state": ...}  {"event": "checkpoint", "step", "path"}
         {"event": "log", "level", "text"}  {"event": "dashboard", "path"}  {"event": "started", ...}
@@ -60,7 +62,7 @@ WAIT_LIMIT = 120.0  # longest a request waits to be carried out before the reply
 REPLY_TIMEOUT = WAIT_LIMIT + 15.0  # clients wait a little longer than the server does
 STATUS_EVERY = 5.0  # seconds between status events to subscribers (also finds dead peers)
 SUBSCRIBER_BACKLOG = 1000  # events queued for one subscriber before it is dropped as too slow
-COMMANDS = ("status", "pause", "resume", "checkpoint", "draw", "stop", "set", "subscribe")
+COMMANDS = ("status", "pause", "resume", "checkpoint", "draw", "stop", "set", "prompt", "subscribe")
 
 
 class ControlError(RuntimeError):

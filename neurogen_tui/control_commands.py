@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .config import ConfigError, live_changes
+from .config import ConfigError, live_changes, prompt_line
 from .control import WAIT_LIMIT, event_message
 from .events import CheckpointSaved, RunFailed, RunFinished, RunNote, RunStarted, SettingChanged, TrainingMetrics
 from .layout import LATEST_PNG, RunState
@@ -72,6 +72,8 @@ class RunCommands:
         """One request, answered once carried out (or pending after WAIT_LIMIT)."""
         if cmd == "set":
             return self.do_set((req or {}).get("settings"))
+        if cmd == "prompt":
+            return self.do_prompt((req or {}).get("text"))
         return getattr(self, f"do_{cmd}")()
 
     def viewer(self, attached: bool) -> None:
@@ -95,7 +97,8 @@ class RunCommands:
         return {"state": t.state, "paused": t.paused, "stop_requested": t.stop_requested,
                 "step": max(self._step, getattr(t, "step", 0)), "loss": self._loss, "pid": os.getpid(),
                 "run_dir": str(self.run_dir),
-                "last_checkpoint": ckpt[1] if ckpt else getattr(t, "last_checkpoint", None)}
+                "last_checkpoint": ckpt[1] if ckpt else getattr(t, "last_checkpoint", None),
+                "settings": t.steer.settings() if hasattr(t, "steer") else {}}
 
     def do_status(self) -> dict:
         return self.status()
@@ -188,3 +191,24 @@ class RunCommands:
         if event is None:
             return {"error": "the run ended before the settings took effect"}
         return {"step": event.step, "changes": event.changes}
+
+    def do_prompt(self, text) -> dict:
+        """The model as it is now continues `text` at the next step boundary (options first:
+        `temperature=0.8 top_k=40 ...`); answered with the answer, also in samples.jsonl."""
+        if not isinstance(text, str):
+            return {"error": "prompt: expected \"text\": \"...\"", "usage": True}
+        refused = self._refuse_if_over("answer a prompt")
+        if refused:
+            return refused
+        try:
+            prompt, options = prompt_line(text, self.trainer.cfg.prompt_tokens)
+        except ConfigError as exc:
+            return {"error": str(exc), "usage": True}
+        answers = self.trainer.steer.answers
+        ticket = self.trainer.request_prompt(prompt, options)
+        if not self._wait(lambda: ticket in answers or self._finished()):
+            return {"pending": True, "message": "prompt queued; answered at the end of this step"}
+        sample = answers.pop(ticket, None)
+        if sample is None:
+            return {"error": "the run ended before the prompt was answered"}
+        return {"step": sample.step, "prompt": sample.input, "output": sample.output}

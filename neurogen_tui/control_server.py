@@ -12,6 +12,7 @@ import atexit
 import json
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -24,6 +25,18 @@ from .control_commands import RunCommands
 from .runinfo import RunRecord
 
 log = logging.getLogger(__name__)
+
+
+PEER_CHECK = 0.5  # seconds between looks at whether a subscriber hung up
+
+
+def _peer_closed(conn: socket.socket) -> bool:
+    """The other end closed the connection (a subscriber sends nothing after subscribing)."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
 
 
 def close_gracefully(conn: socket.socket) -> None:
@@ -232,8 +245,14 @@ class ControlServer:
     def _stream(self, conn: socket.socket, sub: _Subscriber) -> None:
         conn.settimeout(STATUS_EVERY * 2)  # a peer that stops reading is dropped, not waited for
         try:
+            quiet_since = time.monotonic()
             while not self._closed.is_set():
-                sub.ready.wait(STATUS_EVERY)
+                sub.ready.wait(PEER_CHECK)
+                if not sub.ready.is_set() and time.monotonic() - quiet_since < STATUS_EVERY:
+                    if _peer_closed(conn):  # the viewer left: its timeline line is written now, not at the next status
+                        return
+                    continue
+                quiet_since = time.monotonic()
                 sub.ready.clear()
                 if sub.dropped:
                     conn.sendall(encode({"event": "dropped", "error": "subscriber too slow; reconnect"}))

@@ -80,6 +80,10 @@ def dashboard_title(run_name: str, columns: Mapping[str, np.ndarray]) -> str:
             f"(loss {float(columns['loss'][-1]):.4f}, accuracy {acc:.1f}%{mfu_text})")
 
 
+MAX_MARKS = 200  # setting changes and guard actions marked, the newest
+MARK_STYLES = {"setting": {"color": "tab:cyan", "ls": ":"}, "guard": {"color": "tab:red", "ls": "--"}}
+
+
 def _set(line, x, y, max_points: int | None = None) -> bool:
     """Give a line new data (min/max reduced); False when there is nothing finite to draw."""
     if max_points is not None:
@@ -136,11 +140,13 @@ class Dashboard:
         self.table = None
         self._legends: dict[int, tuple] = {}
         self.mfu = None  # MFU (%) on the throughput panel's right axis, made on the first finite value
+        self._marks: list = []  # the vertical lines of the last update's setting changes and guard actions
 
     def update(self, columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], run_name: str,
-               display_samples: int = 5, max_points: int = MAX_POINTS):
+               display_samples: int = 5, max_points: int = MAX_POINTS, marks: Sequence[tuple[int, str]] = ()):
         """Show `columns` (MetricsHistory arrays, accuracy as 0..1) and the last `display_samples`
-        of `samples` (TextSample dicts, the newest last); returns the figure."""
+        of `samples` (TextSample dicts, the newest last), with `marks` ((step, "setting" | "guard"),
+        from events.jsonl) as vertical lines on the step panels; returns the figure."""
         c = columns
         x, loss, acc = c["steps"], c["loss"], c["accuracy"] * 100.0
         val = c.get("val_loss", np.empty(0))
@@ -170,7 +176,19 @@ class Dashboard:
         for ax, text in zip(self.axes, self.empty):
             text.set_visible(not len(x))
         self._update_table(list(samples)[-display_samples:] if display_samples > 0 else [])
+        self._update_marks(marks, int(x[-1]) if len(x) else 0)
         return self.fig
+
+    def _update_marks(self, marks: Sequence[tuple[int, str]], last: int) -> None:
+        for line in self._marks:
+            line.remove()
+        self._marks = []
+        for step, kind in list(marks)[-MAX_MARKS:]:
+            if step > last:
+                continue
+            style = MARK_STYLES.get(kind, MARK_STYLES["setting"])
+            for i in (0, 1, 2, 3):  # the step panels over the whole run
+                self._marks.append(self.axes[i].axvline(step, lw=1, alpha=0.7, zorder=1, **style))
 
     def _update_mfu(self, x, mfu, max_points) -> None:
         """Model FLOPs utilization over the device's peak (a CUDA run on a known or --peak-tflops
@@ -260,9 +278,10 @@ def figure_png(fig) -> bytes:
 
 
 def render_png(columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], run_name: str,
-               display_samples: int = 5, max_points: int = MAX_POINTS, reuse: Dashboard | None = None) -> bytes:
+               display_samples: int = 5, max_points: int = MAX_POINTS, reuse: Dashboard | None = None,
+               marks: Sequence[tuple[int, str]] = ()) -> bytes:
     """The dashboard as PNG bytes; `reuse` is a Dashboard to update instead of building a new one."""
-    return figure_png((reuse or Dashboard()).update(columns, samples, run_name, display_samples, max_points))
+    return figure_png((reuse or Dashboard()).update(columns, samples, run_name, display_samples, max_points, marks))
 
 
 def compare_figure(runs: list[tuple[str, Mapping[str, np.ndarray]]], max_points: int = MAX_POINTS):

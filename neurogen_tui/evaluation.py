@@ -40,3 +40,21 @@ def block_sample(model, tokenizer, batch, tokens: int, step: int, device: torch.
     decode = tokenizer.decode
     return TextSample(step=step, input=decode(prompt.tolist()), target=decode(target.tolist()),
                       output=decode(out.tolist()), accuracy=float((out == target).float().mean()))
+
+
+@torch.no_grad()
+def prompt_answer(model, tokenizer, text: str, tokens: int, step: int, device: torch.device, autocast, whole_model,
+                  temperature: float = 0.0, top_k: int | None = None, seed: int = 0) -> TextSample:
+    """The model as it is now continues `text`: greedy, or sampled (its own generator, seeded by
+    `seed`, so the training's random state is not touched)."""
+    block = model.cfg.block_size
+    tokens = max(1, min(tokens, block - 1))
+    ids = [int(i) for i in tokenizer.encode(text)[-(block - tokens):]] or [0]
+    generator = None
+    if temperature > 0:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+    with autocast, whole_model:
+        out = model.generate(torch.tensor([ids], device=device), tokens, temperature, top_k, generator)[0, len(ids):]
+    return TextSample(step=step, input=text, target="", output=tokenizer.decode(out.cpu().tolist()), accuracy=None,
+                      kind="prompt")

@@ -57,7 +57,8 @@ class TextSample:
     input: str
     target: str
     output: str
-    accuracy: float  # fraction of continuation tokens equal to the target's, 0..1
+    accuracy: float | None  # fraction of continuation tokens equal to the target's, 0..1; None for a prompt
+    kind: str = "sample"  # "prompt": a person's (or a pinned) prompt and the model's answer; no target
 
     def to_dict(self) -> dict:
         return asdict(self)

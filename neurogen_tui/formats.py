@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import TailedFile
+from .history import number
 from .layout import ENDED_STATES, SAMPLES_FILE, TENSORBOARD_DIR, RunLayout
 from .metricsfile import arrow_table, parse_jsonl, read_metrics
 from .runfiles import load_samples
@@ -53,7 +54,8 @@ def samples_arrow(samples: list[dict]):
 
     return pa.table({"step": pa.array([int(s["step"]) for s in samples], pa.int64()),
                      **{k: pa.array([str(s.get(k, "")) for s in samples], pa.string()) for k in ("input", "target", "output")},
-                     "accuracy": pa.array([float(s["accuracy"]) for s in samples], pa.float64())})
+                     "accuracy": pa.array([number(s.get("accuracy")) for s in samples], pa.float64()),
+                     "kind": pa.array([str(s.get("kind") or "sample") for s in samples], pa.string())})
 
 
 def write_table(table, path: Path, fmt: str) -> None:
@@ -99,8 +101,9 @@ class EventsWriter:
     def add_samples(self, samples: list[dict]) -> None:
         """Each sample as text under `samples`: the input, the real continuation, the model's."""
         for s in samples:
-            text = (f"**input** {s['input']}\n\n**target** {s.get('target', '')}\n\n**model** {s['output']}\n\n"
-                    f"accuracy {float(s['accuracy']):.1%}")
+            accuracy = number(s.get("accuracy"))
+            text = (f"**input** {s['input']}\n\n**target** {s.get('target', '')}\n\n**model** {s['output']}"
+                    + (f"\n\naccuracy {accuracy:.1%}" if accuracy == accuracy else "\n\n(a prompt)"))
             self.writer.add_text("samples", text, int(s["step"]))
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
 """What changes a live run at a step boundary: settings a person asks for (`ctl RUN set lr=3e-4`,
-the app's settings dialog) and what the guard does about trouble (guard.py).
+the app's settings dialog), prompts the model answers as it is now (`g`, `ctl RUN prompt`, the
+pinned --prompt texts), and what the guard does about trouble (guard.py).
 
 Requests arrive on any thread and wait here; the trainer calls `at_boundary` with the requests
 the whole job agreed on, so every rank changes the same settings, and rolls back to the same copy,
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
+from collections import OrderedDict
 
-from .config import LIVE_SETTINGS
-from .events import GuardFired, SettingChanged
+from .config import LIVE_SETTINGS, pinned_prompts
+from .evaluation import prompt_answer
+from .events import GuardFired, SettingChanged, TextSample
 from .guard import ACTION_LEVEL, LEVEL_ACTION, Guard, Trouble, to_cpu
 
 
@@ -23,6 +27,11 @@ class Steering:
         self.guard = Guard(trainer.cfg) if trainer.cfg.guard == "on" else None
         self._lock = threading.Lock()
         self._changes: list[tuple[int, dict, str]] = []
+        self._prompts: list[tuple[int, str, dict]] = []  # (ticket, text, options) from a person
+        self.answers: OrderedDict[int, TextSample] = OrderedDict()  # by ticket, for whoever waits on one
+        self.pinned = pinned_prompts(trainer.cfg)
+        self._pinned_owed = False  # the pinned prompts were due and the samples' allowance was spent
+        self._pinned_step = 0
         self._tickets = itertools.count(1)
         self.trouble: Trouble | None = None  # what this rank saw after the last step
         self._observed: int | None = None  # the step the guard has looked at and the job not yet settled
@@ -37,9 +46,17 @@ class Steering:
             self._changes.append((ticket, dict(changes), source))
         return ticket
 
+    def request_prompt(self, text: str, options: dict) -> int:
+        """A prompt (config.prompt_line's text and options) for the next boundary; returns the
+        ticket its answer is kept under in `answers`."""
+        ticket = next(self._tickets)
+        with self._lock:
+            self._prompts.append((ticket, text, dict(options)))
+        return ticket
+
     @property
     def change_waiting(self) -> bool:
-        return bool(self._changes)
+        return bool(self._changes or self._prompts)
 
     @property
     def guard_level(self) -> int:
@@ -69,9 +86,39 @@ class Steering:
             self.trouble = None
         if requests.change:
             with self._lock:
-                mine, self._changes = self._changes, []
-            for ticket, changes, source in t.par.share(mine):
-                self._apply(ticket, changes, source)
+                mine = (self._changes, self._prompts)
+                self._changes, self._prompts = [], []
+            changes, prompts = t.par.share(mine)
+            for ticket, change, source in changes:
+                self._apply(ticket, change, source)
+            for ticket, text, options in prompts:
+                self._answer(ticket, text, options)
+        if self.pinned and t.step and t.step != self._pinned_step and (
+                t.step % t.cfg.prompt_interval == 0 or self._pinned_owed):
+            self._pinned_step = t.step  # once a step, however often the boundary is asked (a pause asks every 0.1 s)
+            self._pinned_owed = not t.schedule.samples.ready()  # generation keeps to the samples' share
+            if not self._pinned_owed:
+                for text in self.pinned:
+                    self._answer(0, text, {"temperature": 0.0, "top_k": None, "tokens": t.cfg.prompt_tokens})
+
+    def _answer(self, ticket: int, text: str, options: dict) -> None:
+        """The model as it is now continues `text` (where this rank samples: rank 0, or every rank of
+        a sharded model); the answer goes out as a TextSample of kind "prompt"."""
+        t = self.trainer
+        if not t.par.evaluates:
+            return
+        started = time.perf_counter()
+        sample = prompt_answer(t.model, t.tokenizer, text, options["tokens"], t.step, t.device, t.autocast,
+                               t.par.whole_model(t.model), options["temperature"], options["top_k"],
+                               seed=t.cfg.seed + t.step)
+        t.schedule.samples.spend(time.perf_counter() - started)
+        if not t.par.is_main:
+            return
+        if ticket:
+            self.answers[ticket] = sample
+            while len(self.answers) > 100:  # nobody waited for the oldest
+                self.answers.popitem(last=False)
+        t.bus.publish(sample)
 
     def _apply(self, ticket: int, changes: dict, source: str) -> None:
         t, g, cfg = self.trainer, self.guard, self.trainer.cfg

@@ -110,21 +110,33 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
     @torch.inference_mode()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Greedy continuation: the model's own most likely next tokens, one at a time.
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """The model's continuation, one token at a time: greedy (its most likely next tokens) by
+        default, or sampled at `temperature` from the `top_k` most likely (with `generator`, so
+        sampling never moves the training's random state).
 
         A key/value cache makes each new token cost one position, not the whole context: a sample
         every few steps then costs about 1% of training instead of a large fraction of a step."""
+        def pick(logits: torch.Tensor) -> torch.Tensor:
+            if temperature <= 0:
+                return logits.argmax(dim=-1, keepdim=True)
+            logits = logits.float() / temperature
+            if top_k:
+                kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+
         idx = idx[:, -self.cfg.block_size:]
         if idx.shape[1] + max_new_tokens - 1 > self.cfg.block_size:  # no room to cache: slide the window
             for _ in range(max_new_tokens):
                 logits = self(idx[:, -self.cfg.block_size:])[:, -1, :]
-                idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)
+                idx = torch.cat([idx, pick(logits)], dim=1)
             return idx
         cache: list[list] = [[] for _ in self.blocks]
         logits = self(idx, cache)[:, -1, :]
         for i in range(max_new_tokens):
-            nxt = logits.argmax(dim=-1, keepdim=True)
+            nxt = pick(logits)
             idx = torch.cat([idx, nxt], dim=1)
             if i + 1 < max_new_tokens:
                 logits = self(nxt, cache, start=idx.shape[1] - 1)[:, -1, :]

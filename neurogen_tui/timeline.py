@@ -89,6 +89,14 @@ def read_events(viz_dir: str | Path) -> list[dict]:
     return [r for r in rows if isinstance(r, dict) and isinstance(r.get("kind"), str)]
 
 
+MARKED = ("setting", "guard")  # what the charts and dashboards mark on the step axis
+
+
+def marks(events: list[dict]) -> list[tuple[int, str]]:
+    """(step, kind) of every setting change and guard action, for the charts to mark."""
+    return [(int(e["step"]), e["kind"]) for e in events if e.get("kind") in MARKED and isinstance(e.get("step"), int)]
+
+
 def describe(event: dict) -> str:
     """One event as one line of plain text (raw: the caller makes it inert for a terminal)."""
     kind, step = event.get("kind", "?"), event.get("step", "?")

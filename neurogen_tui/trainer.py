@@ -83,6 +83,11 @@ class Trainer:
     def request_checkpoint(self) -> None:
         self._checkpoint_now.set()
 
+    def request_prompt(self, text: str, options: dict) -> int:
+        """A prompt the model answers at the next step boundary (config.prompt_line's result);
+        returns the ticket its answer is kept under (steer.answers)."""
+        return self.steer.request_prompt(text, options)
+
     def request_changes(self, changes: dict, source: str = "ctl") -> int:
         """Live settings (checked by config.live_changes) for the next step boundary; returns the
         ticket of the SettingChanged event that says they took effect."""

@@ -105,7 +105,8 @@ class VisualizationManager:
         history, samples = MetricsHistory(), []
         if resume_step is not None:
             history = load_history(cfg.viz_dir, max_step=resume_step)
-            samples = [TextSample(**{k: s[k] for k in ("step", "input", "target", "output", "accuracy")})
+            samples = [TextSample(**{k: s[k] for k in ("step", "input", "target", "output", "accuracy")},
+                                  kind="prompt" if s.get("kind") == "prompt" else "sample")
                        for s in load_samples(cfg.viz_dir, max_step=resume_step, limit=MAX_SAMPLES)]
         prune_dashboards(cfg.viz_dir, cfg.keep_dashboards, after_step=resume_step or 0)
         kwargs.setdefault("cpu_budget", cfg.viz_budget)

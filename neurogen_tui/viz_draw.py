@@ -23,9 +23,10 @@ import numpy as np
 from . import dashboard
 from .dashboard import prune_dashboards
 from .exports import JsonLayout, file_identity, write_metrics_history
-from .files import atomic_write, write_json
+from .files import atomic_write, read_jsonl, write_json
 from .history import MetricsHistory
-from .layout import LATEST_PNG, METRICS_JSON, SAMPLES_JSON, step_png
+from .layout import EVENTS_FILE, LATEST_PNG, METRICS_JSON, SAMPLES_JSON, step_png
+from .timeline import marks as timeline_marks
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,21 @@ class DashboardWriter:
         shown = [s for s in self.samples if s["step"] <= last]
         if self._dashboard is None:
             self._dashboard = dashboard.Dashboard()
-        png = dashboard.render_png(columns, shown, self.run_name, self.display_samples, reuse=self._dashboard)
+        png = dashboard.render_png(columns, shown, self.run_name, self.display_samples, reuse=self._dashboard,
+                                   marks=self._read_marks())
         if req.periodic and self._write(self.viz_dir / step_png(last), png, "dashboard", notify):
             prune_dashboards(self.viz_dir, self.keep_dashboards)
         self._write(self.viz_dir / LATEST_PNG, png, "dashboard", notify)
+
+    def _read_marks(self) -> list[tuple[int, str]]:
+        """Setting changes and guard actions so far, reading only what events.jsonl gained."""
+        path = self.viz_dir / EVENTS_FILE
+        offset = getattr(self, "_events_offset", 0)
+        self._marks = getattr(self, "_marks", [])
+        if path.exists() and path.stat().st_size > offset:
+            rows, self._events_offset = read_jsonl(path, offset)
+            self._marks += timeline_marks([r for r in rows if isinstance(r, dict)])
+        return self._marks
 
     def _write(self, path: Path, data: bytes | Callable[[IO[bytes]], None], kind: str, notify) -> bool:
         try:

@@ -334,3 +334,37 @@ def test_the_header_shows_cpu_and_the_data_share():
     info, text = asyncio.run(scenario())
     assert info.cpu == "150%" and info.data == "10%"  # 0.05 s of each 0.5 s step
     assert "CPU 150%" in text and "data 10%" in text
+
+
+def test_setting_changes_and_guard_actions_are_marked_on_the_charts_and_the_png():
+    from neurogen_tui.dashboard import Dashboard
+    from neurogen_tui.events import GuardFired, SettingChanged
+
+    source = RowsSource(600)
+    source.put(SettingChanged(200, {"lr": [1e-3, 50.0]}, "ctl"))
+    source.put(GuardFired(201, "spike", "loss 9e3 against a recent 2.8", "rollback", "rolled back"))
+    app = MonitorApp(source)
+
+    async def scenario():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: loss_panel(app).chart.marks, "the marks")
+            on_steps = list(loss_panel(app).chart.marks)
+            await pilot.press("t")
+            await drawn(pilot, app, lambda: loss_panel(app).chart.series.x == "tokens", "X tokens")
+            on_tokens = list(loss_panel(app).chart.marks)
+            await pilot.press("q")
+        return on_steps, on_tokens
+
+    on_steps, on_tokens = asyncio.run(scenario())
+    assert on_steps == [(200.0, "setting"), (201.0, "guard")]
+    assert on_tokens == [(200 * 2048.0, "setting"), (201 * 2048.0, "guard")]  # the tokens seen at those steps
+
+    steps = np.arange(1, 301)
+    columns = {"steps": steps, "loss": np.full(300, 3.0), "accuracy": np.full(300, 0.3), "throughput": np.ones(300),
+               "learning_rate": np.full(300, 1e-3), "val_loss": np.full(300, np.nan), "mfu": np.full(300, np.nan)}
+    board = Dashboard()
+    board.update(columns, [], "run", marks=[(100, "setting"), (150, "guard"), (900, "guard")])
+    assert len(board._marks) == 2 * 4  # two marks within the run, on the four step panels
+    assert sorted({line.get_xdata()[0] for line in board._marks}) == [100, 150]
+    board.update(columns, [], "run")
+    assert board._marks == []  # a reused figure does not keep old lines

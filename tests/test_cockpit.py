@@ -383,3 +383,153 @@ def test_attach_opens_with_a_digest_and_ls_shows_the_last_event(tmp_path, capsys
     assert said[0].startswith("since the last viewer left: steps ")
     assert any("1 checkpoint(s)" in s for s in said) and any("lr 0.001 -> 0.0007 (ctl)" in s for s in said)
     assert "LAST EVENT" in table.splitlines()[0] and "checkpoint checkpoint_step_" in table
+
+
+# ---- talk to the model ---------------------------------------------------------------------------------
+def test_prompt_lines_take_options_first():
+    from neurogen_tui.config import ConfigError, prompt_line
+
+    assert prompt_line("Once upon a time") == ("Once upon a time", {"temperature": 0.0, "top_k": None, "tokens": 64})
+    assert prompt_line("temperature=0.8 top_k=40 tokens=20 x=1 y", 64) == (
+        "x=1 y", {"temperature": 0.8, "top_k": 40, "tokens": 20})
+    assert prompt_line("t=0.5 k=3 n=7 hello")[1] == {"temperature": 0.5, "top_k": 3, "tokens": 7}
+    for bad, says in (("", "no text"), ("temperature=hot hi", "must be a number"), ("top_k=0 hi", "at least 1"),
+                      ("temperature=0.8", "no text")):
+        with pytest.raises(ConfigError, match=says):
+            prompt_line(bad)
+
+
+def prompt_rows(cfg) -> list[dict]:
+    path = Path(cfg.run_dir) / "training_viz" / "samples.jsonl"
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r.get("kind") == "prompt"]
+
+
+def test_pinned_prompts_are_answered_every_n_steps(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The farm\n\nIn the morning\n")
+    cfg = tiny_cfg(tmp_path, prompt=("Once upon a time",), prompts=str(prompts), prompt_interval=10, prompt_tokens=8)
+    with LiveRun(cfg, control=False) as run:
+        wait_until(lambda: run.trainer.step >= 32, "32 steps")
+    rows = prompt_rows(cfg)
+    by_step = {}
+    for r in rows:
+        by_step.setdefault(r["step"], []).append(r["input"])
+    assert [s for s in sorted(by_step) if s <= 30] == [10, 20, 30]
+    assert all(by_step[s] == ["Once upon a time", "The farm", "In the morning"] for s in (10, 20, 30))
+    assert all(r["target"] == "" and r["accuracy"] is None and r["output"] for r in rows)
+
+
+def test_a_prompt_from_the_app_is_answered_at_a_step_boundary_and_training_goes_on(tmp_path):
+    import asyncio
+
+    from neurogen_tui.tui.app import MonitorApp
+    from neurogen_tui.tui.dialogs import PromptScreen, SettingsScreen
+    from neurogen_tui.tui.source import InProcessSource
+    cfg = tiny_cfg(tmp_path, prompt=("The farm",), prompt_interval=5)
+    parts = LiveRun(cfg, control=False).parts  # no dashboard process: the app copes without one
+    app = MonitorApp(InProcessSource(parts))
+
+    async def until(pilot, condition, what):
+        deadline = time.monotonic() + HANG_GUARD
+        while not condition():
+            assert time.monotonic() < deadline, f"gave up waiting for {what}"
+            await pilot.pause(0.05)
+
+    async def scenario():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: parts.trainer.step >= 1, "the first step")
+            await pilot.press("g")
+            assert isinstance(app.screen, PromptScreen)
+            await pilot.press("q")  # a letter of the prompt here, not stop (each key waits on a busy app: one)
+            field = app.screen.query_one("#prompt-input")
+            assert field.value == "q" and not parts.trainer.stop_requested
+            field.value = "quiet farm"
+            await pilot.press("enter")
+            asked_at = parts.trainer.step
+            await until(pilot, lambda: any(s.input == "quiet farm" for s in app.run_state.samples), "the answer")
+            await until(pilot, lambda: parts.trainer.step > asked_at + 3, "training to go on")
+            # e: the settings dialog sends what changed
+            await pilot.press("e")
+            assert isinstance(app.screen, SettingsScreen)
+            field = app.screen.query_one("#set-eval_interval")
+            assert field.value == "10000"
+            field.value = "9"
+            field.focus()
+            await pilot.press("enter")
+            await until(pilot, lambda: parts.trainer.cfg.eval_interval == 9, "the setting")
+            await pilot.press("q")
+            await until(pilot, lambda: app.return_code is not None, "exit")
+
+    asyncio.run(scenario())
+    assert app.state != "failed"
+    answered = [r for r in prompt_rows(cfg) if r["input"] == "quiet farm"]
+    assert len(answered) == 1 and answered[0]["output"]
+    assert any("set at step" in t for t in app.monitor.log_pane.texts)
+
+
+def test_a_prompt_through_attach_and_ctl(tmp_path, capsys):
+    from neurogen_tui.commands import attach_source
+
+    cfg = tiny_cfg(tmp_path)
+    with LiveRun(cfg) as run:
+        code, out, err = ctl(capsys, cfg.run_dir, "prompt", "tokens=5", "Once", "upon")
+        assert code == 0, err
+        assert out.startswith("neurogen-tui: answered at step ") and "Once upon →" in out
+        code, _, err = ctl(capsys, cfg.run_dir, "prompt", "top_k=0", "x")
+        assert code == 2 and "top_k must be at least 1" in err
+        source = attach_source(Path(cfg.run_dir), poll=0.1)
+        source.ready.wait(10)
+        assert "prompt sent" in source.prompt("temperature=0.9 The farm")
+        said: list[str] = []
+        wait_until(lambda: said.extend(e.text for e in source.drain() if isinstance(e, LogMessage)) or
+                   any(s.startswith("answered at step") for s in said), "the answer through attach")
+        source.close()
+        step = run.trainer.step
+        wait_until(lambda: run.trainer.step > step + 2, "training to go on")
+    assert [r["input"] for r in prompt_rows(cfg)] == ["Once upon", "The farm"]
+
+
+def test_enter_on_a_prompts_answer_shows_its_history_of_answers():
+    import asyncio
+
+    from neurogen_tui.events import StateChanged, TextSample
+    from neurogen_tui.tui.app import MonitorApp
+    from neurogen_tui.tui.source import Capabilities, RunSource
+    from neurogen_tui.tui.widgets import SampleScreen, SamplesTable
+
+    class Answers(RunSource):
+        caps = Capabilities(control=True, owns=True)
+
+        def produce(self) -> None:
+            pass
+
+    source = Answers()
+    source.put(StateChanged("running"))
+    for step, answer in ((100, "the the the"), (200, "the farm was"), (300, "the farm was quiet")):
+        source.put(TextSample(step, "The farm", "", answer, None, "prompt"))
+        source.put(TextSample(step, "a block of text", "its continuation", "its contin", 0.5))
+    app = MonitorApp(source)
+
+    async def scenario():
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.monitor.query_one(SamplesTable)
+            await wait_for_rows(pilot, table)
+            table.focus()
+            table.move_cursor(row=1)  # newest first: the step-300 prompt's answer
+            await pilot.press("enter")
+            screen = app.screen
+            shown = str(screen.query_one("#sample-text").content)
+            await pilot.press("escape", "q")
+        return screen, shown, [str(table.get_row_at(i)[2]) for i in range(table.row_count)]
+
+    async def wait_for_rows(pilot, table):
+        deadline = time.monotonic() + HANG_GUARD
+        while table.row_count < 6:
+            assert time.monotonic() < deadline
+            await pilot.pause(0.05)
+
+    screen, shown, targets = asyncio.run(scenario())
+    assert isinstance(screen, SampleScreen) and [e.step for e in screen.earlier] == [100, 200]
+    assert "prompt answered at step 300" in shown and "earlier answers" in shown
+    assert shown.index("step 200: the farm was") < shown.index("step 100: the the the")  # newest first
+    assert targets.count("(prompt)") == 3  # a prompt has no target: the table says so

@@ -131,8 +131,15 @@ def test_a_data_parallel_job_reports_the_slowest_and_hottest_gpu(rank_values, ex
     rows = []
     for util, temp in rank_values:
         rows.append([2.0, 0.5, 1e5, 0.0, 100.0, 0.0, 100.0, 0.01,
-                     nan if util is None else util, 1000.0, 300.0, nan if temp is None else temp])
+                     nan if util is None else util, 1000.0, 300.0, nan if temp is None else temp, 1e-3])
     par.gather_floats = lambda values, everywhere=False: rows
     m = metrics(1)
-    par.job_metrics(SimpleNamespace(mfu=lambda tps: None, cfg=SimpleNamespace(viz_interval=50)), m, False)
+    said = []
+    trainer = SimpleNamespace(mfu=lambda tps: None, cfg=SimpleNamespace(viz_interval=50),
+                              _say=lambda text, level="info": said.append((level, text)))
+    par.job_metrics(trainer, m, False)
     assert (m.gpu_util, m.gpu_temp_c) == expect and m.gpu_power_w == 300.0
+    assert said == []  # every rank trained with the same learning rate
+    rows[-1][-1] = 2e-3  # a rank that missed a live change
+    par.job_metrics(trainer, metrics(2), False)
+    assert said and said[0][0] == "error" and "different learning rates" in said[0][1]

@@ -29,6 +29,7 @@ from ..layout import EXIT_FAILED, EXIT_FORCED, RunState
 from . import chartsettings
 from .budget import ScreenBudget
 from .charts import ChartPanel
+from .dialogs import PromptScreen, SettingsScreen
 from .chartsettings import X_NAMES, ChartSettings, window_name
 from .screen import MonitorScreen
 from .source import RunSource, SourceDone
@@ -69,6 +70,9 @@ class MonitorApp(App[int]):
         Binding("t", "x_axis", "X axis", show=False),
         Binding("z", "window", "window", show=False),
         Binding("0", "chart_reset", "reset charts", show=False),
+        # the cockpit: talk to the model, change the live run
+        Binding("g", "prompt", "prompt", show=False),
+        Binding("e", "settings", "settings", show=False),
     ]
     CHART_ACTIONS = {"chart_log", "smoothing", "x_axis", "window", "chart_reset"}
     # Keys do not wait for these timers; they only set how fresh the numbers on screen are.
@@ -190,19 +194,19 @@ class MonitorApp(App[int]):
         keep moving even when the header alone spends the share); a new size never waits."""
         now = time.perf_counter()
         rs, screen = self.run_state, self.monitor
-        key = (len(rs.history), self.size)
+        key = (len(rs.history), self.size, len(rs.marks))
         if self.terminal_lost or self.charts_building or not (len(rs.history) or self._chart_key):
             return  # nothing drawn and nothing to draw yet: the first rows get the first redraw
         if not hasattr(screen, "charts"):
             return
-        force = force or self._charts_changed or (bool(self._chart_key) and key[1] != self._chart_key[1])  # resized
+        force = force or self._charts_changed or (bool(self._chart_key) and key[1:] != self._chart_key[1:])  # resized, marked
         if not force and (key == self._chart_key or now < self._next_chart_at):
             return
         if not force and not self.budget.ready() and now - self._charts_at < self.BUSY_CHART_MAX_WAIT:
             return  # the allowance comes first
         self._chart_key, self._charts_at, self._charts_changed = key, now, False
         cpu = time.thread_time()
-        builds = [(panel, panel.prepare(rs.history, self.chart_settings)) for panel in screen.charts]
+        builds = [(panel, panel.prepare(rs.history, self.chart_settings, rs.marks)) for panel in screen.charts]
         if self.budget.limited:  # the samples table follows with the charts, within the same allowance
             screen.samples_table.show(rs.samples, rs.samples_version, throttle=False)
         self._chart_update_seconds = time.thread_time() - cpu
@@ -240,8 +244,11 @@ class MonitorApp(App[int]):
     # ---- keys ------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         caps = self.caps
-        if action in ("pause", "checkpoint", "draw"):
-            return caps.control and self.run_state.done is None
+        if action in ("stop", "close") and isinstance(self.screen, (PromptScreen, SettingsScreen)):
+            return False  # q is a letter of the prompt being typed (Ctrl+Q and Ctrl+C still stop)
+        if action in ("pause", "checkpoint", "draw", "prompt", "settings"):
+            return caps.control and self.run_state.done is None and (
+                action in ("pause", "checkpoint", "draw") or self.screen is self.monitor)
         if action == "stop":
             return caps.control
         if action == "close":
@@ -316,6 +323,20 @@ class MonitorApp(App[int]):
 
     def action_chart_reset(self) -> None:
         self._set_charts(ChartSettings(), f"charts reset: {ChartSettings().summary()}, X step, whole run, default axes")
+
+    def action_prompt(self) -> None:
+        def send(line: str | None) -> None:
+            if line:
+                self._say(self.source.prompt(line))
+
+        self.push_screen(PromptScreen(), send)
+
+    def action_settings(self) -> None:
+        def send(texts: dict | None) -> None:
+            if texts:
+                self._say(self.source.set_settings(texts))
+
+        self.push_screen(SettingsScreen(self.source.settings()), send)
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

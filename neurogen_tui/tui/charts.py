@@ -61,6 +61,7 @@ CHARTS = (
     ChartSpec("learning rate", "learning_rate", OKABE_ITO["yellow"], log_y=True, fmt="{:.2e}"),
 )
 VAL_COLOR = OKABE_ITO["vermillion"]
+MARK_COLORS = {"setting": OKABE_ITO["blue"], "guard": OKABE_ITO["orange"]}  # vertical lines: settings changed, guard acted
 SMOOTH_MARKER, VALUE_MARKER, VAL_MARKER = "hd", "braille", "dot"
 FAINT = 0.55  # how far the raw line behind a smoothed one fades towards the background
 
@@ -117,6 +118,7 @@ class MetricChart(PlotextPlot):
         self.spec = spec
         self.series = chart_series(spec)
         self.settings = ChartSettings()
+        self.marks: list[tuple[float, str]] = []  # (x, kind) of the setting changes and guard actions drawn
         self.points = 0
         self._text = Text("")
 
@@ -124,16 +126,20 @@ class MetricChart(PlotextPlot):
     def log_y(self) -> bool:
         return self.settings.is_log(self.spec.column, self.spec.log_y)
 
-    def prepare(self, history: MetricsHistory, settings: ChartSettings | None = None) -> Callable[[], Text] | None:
+    def prepare(self, history: MetricsHistory, settings: ChartSettings | None = None,
+                marks: list[tuple[int, str]] | None = None) -> Callable[[], Text] | None:
         if settings is not None:
             self.settings = settings
+        marks = list(marks or ())
         width, height = self.size.width, self.size.height
         plot_theme, background = self._get_plotext_theme_name(self.app.theme), self.background_colors[1]
         spec, settings, log_y = self.spec, self.settings, self.log_y
 
         def build() -> Text:
             self.series.configure(settings.smoothing if spec.smooth else 0.0, settings.x)
+            self.series.wanted = [step for step, _ in marks]
             self.series.update(history)
+            self.marks = self.series.mark_positions(marks)
             if width < 4 or height < 2:
                 return Text("")
             # plotext has corner cases (a log axis over one value...): a chart that cannot draw
@@ -167,6 +173,11 @@ class MetricChart(PlotextPlot):
         if "val" in series and len(series["val"][0]):
             x, y = series["val"]
             plt.scatter(x.tolist(), y.tolist(), marker=VAL_MARKER, color=VAL_COLOR)
+        shown_x = series["value"][0]
+        if len(shown_x):
+            for mark_x, kind in self.marks:
+                if shown_x[0] <= mark_x <= shown_x[-1]:
+                    plt.vline(mark_x, MARK_COLORS.get(kind, MARK_COLORS["setting"]))
         ys = [y for _, y in series.values() if len(y)]
         if ys:
             values, labels = y_ticks(min(float(y.min()) for y in ys), max(float(y.max()) for y in ys),
@@ -217,10 +228,11 @@ class ChartPanel(Vertical, can_focus=True):
     def chart(self) -> MetricChart:
         return self.query_one(MetricChart)
 
-    def prepare(self, history: MetricsHistory, settings: ChartSettings | None = None) -> Callable[[], tuple[Text, Text]]:
+    def prepare(self, history: MetricsHistory, settings: ChartSettings | None = None,
+                marks: list[tuple[int, str]] | None = None) -> Callable[[], tuple[Text, Text]]:
         """The build (off the UI thread) that reads the new rows and returns (caption, plot)."""
         chart = self.chart
-        plot = chart.prepare(history, settings)
+        plot = chart.prepare(history, settings, marks)
 
         def build() -> tuple[Text, Text]:
             text = plot()

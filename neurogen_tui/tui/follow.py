@@ -19,7 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..events import CheckpointSaved, LogMessage, RunFailed, RunFinished, StateChanged, TextSample
+from ..events import (CheckpointSaved, GuardFired, LogMessage, RunFailed, RunFinished, SettingChanged, StateChanged,
+                      TextSample)
 from ..files import TailedFile, tail_jsonl
 from ..history import columns_from_rows, history_columns
 from ..layout import CHECKPOINT_NAME, END_LOGGER, ENDED_STATES, METRICS_FILE, SAMPLES_JSON, RunLayout, RunState
@@ -45,6 +46,7 @@ class FilesFollower:
         self.report_state = report_state
         self.metrics = TailedFile(self.layout.metrics)
         self.samples = TailedFile(self.layout.samples)
+        self.events = TailedFile(self.layout.events)
         self._text_samples_mtime = 0.0
         self._checkpoints: set[str] = set()
         self._run_info: RunInfo | None = None
@@ -60,6 +62,7 @@ class FilesFollower:
         self.poll_log()
         self._poll_metrics()
         self._poll_samples()
+        self._poll_events()
         self._poll_checkpoints()
         self._poll_dashboard()
         if self.report_state:
@@ -92,6 +95,21 @@ class FilesFollower:
                                  float(np.nansum(table.columns["step_time"]))))
         return True
 
+    def _poll_events(self) -> None:
+        """The timeline's setting changes and guard actions, for the charts to mark."""
+        if not self.events.path.exists() and self.events.ident is None:
+            return
+        rows, _ = self.events.read()
+        for row in rows:
+            step, kind = row.get("step"), row.get("kind")
+            if not isinstance(step, int):
+                continue
+            if kind == "setting" and isinstance(row.get("changes"), dict):
+                self.put(SettingChanged(step, row["changes"], str(row.get("source") or "")))
+            elif kind == "guard":
+                self.put(GuardFired(step, str(row.get("trouble") or ""), str(row.get("detail") or ""),
+                                    str(row.get("action") or ""), str(row.get("outcome") or "")))
+
     def _poll_samples(self) -> None:
         if self.samples.offset == 0 and self.samples.mark_start():  # a long run's: only the newest, from its end
             rows, self.samples.offset = tail_jsonl(self.samples.path, 200)  # a torn last line: read next time
@@ -102,8 +120,10 @@ class FilesFollower:
         for row in rows[-200:]:
             if all(k in row for k in SAMPLE_FIELDS):
                 try:
+                    kind = "prompt" if row.get("kind") == "prompt" else "sample"
+                    accuracy = None if kind == "prompt" else float(row["accuracy"])
                     self.put(TextSample(int(row["step"]), str(row["input"]), str(row["target"]),
-                                        str(row["output"]), float(row["accuracy"])))
+                                        str(row["output"]), accuracy, kind))
                 except (TypeError, ValueError):
                     continue
 

@@ -54,6 +54,7 @@ class RunDirSource(RunSource):
             self.ready.set()
         self.ended_early = False
         self.remote_state = ""
+        self.remote_settings: dict = {}  # the live settings, from the channel's status
         self._shown_state = ""
         self._end_code: int | None = None
         self._want_paused: bool | None = None  # a pause/resume sent and not answered yet
@@ -159,6 +160,8 @@ class RunDirSource(RunSource):
         if msg.get("event") in (None, "state", "status"):  # a reply, a state change, the periodic status
             if isinstance(msg.get("state"), str):
                 self._show_state(msg["state"])
+            if isinstance(msg.get("settings"), dict):
+                self.remote_settings = msg["settings"]
             return
         event = message_event(msg)
         if isinstance(event, RunStarted) and self.caps.owns:  # this run just started: the header's clock starts now
@@ -207,7 +210,7 @@ class RunDirSource(RunSource):
     def paused(self) -> bool:
         return self.remote_state == RunState.PAUSED if self._want_paused is None else self._want_paused
 
-    def _send(self, cmd: str, done) -> None:
+    def _send(self, cmd: str, done, **fields) -> None:
         """The request on a thread; its answer is queued as a line for the log pane."""
         if not self.ready.is_set():
             if cmd in ("pause", "resume"):
@@ -217,7 +220,7 @@ class RunDirSource(RunSource):
 
         def call() -> None:
             try:
-                reply = self.client.request(cmd)
+                reply = self.client.request(cmd, **fields)
             except ControlError as exc:
                 self.put(LogMessage("error", f"{cmd}: {exc}"))
                 return
@@ -245,6 +248,26 @@ class RunDirSource(RunSource):
             return "pause requested: the trainer stops at the end of this step"
         self._send("resume", lambda r: f"resumed at step {r.get('step')}")
         return "resume requested"
+
+    def prompt(self, line: str) -> str:
+        if self.client is None:
+            return super().prompt(line)
+        self._send("prompt", lambda r: f"answered at step {r.get('step')}: {r.get('output', '')}", text=line)
+        return "prompt sent: the model answers at the end of this step (in the samples table)"
+
+    def set_settings(self, texts: dict) -> str:
+        if self.client is None:
+            return super().set_settings(texts)
+
+        def said(reply: dict) -> str:
+            changes = reply.get("changes") or {}
+            return f"set at step {reply.get('step')}: " + ", ".join(f"{k} {v[0]} -> {v[1]}" for k, v in changes.items())
+
+        self._send("set", said, settings=texts)
+        return "settings sent: they take effect at the end of this step"
+
+    def settings(self) -> dict:
+        return dict(self.remote_settings)
 
     def checkpoint(self) -> str:
         if self.client is None:

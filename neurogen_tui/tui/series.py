@@ -66,6 +66,7 @@ class ChartSeries:
         self.column, self.scale, self.val_column = column, scale, val_column
         self.smoothing, self.x = smoothing, x
         self.history: MetricsHistory | None = None
+        self.wanted: list[int] = []  # marked steps (setting changes, guard actions) to find as rows arrive
         self.reset()
 
     def configure(self, smoothing: float, x: str) -> None:
@@ -85,6 +86,7 @@ class ChartSeries:
         self._t0 = math.nan
         self.recent = {name: np.empty(0) for name in ("steps", "x", *self.lines)}
         self.last = {name: float("nan") for name in self.lines}
+        self._mark_x: dict[int, float] = {}  # a marked step's place on this X axis, once found
 
     def update(self, history: MetricsHistory) -> int:
         """Take in the rows added since the last call (all of them for a new history); returns how many."""
@@ -116,10 +118,31 @@ class ChartSeries:
             finite = values[np.isfinite(values)]
             if len(finite):
                 self.last[name] = float(finite[-1])
+        self._find_marks(cols["steps"], x)
         new.update(steps=cols["steps"].astype(np.float64), x=x)
         for name, values in new.items():
             self.recent[name] = np.concatenate([self.recent[name], values[drawable]])[-RECENT:]
         return added
+
+    def _find_marks(self, steps: np.ndarray, x: np.ndarray) -> None:
+        missing = [s for s in self.wanted if s not in self._mark_x]
+        if not missing or not len(steps):
+            return
+        at = np.searchsorted(steps, missing)
+        for step, i in zip(missing, at):
+            if i < len(steps) and steps[i] == step and np.isfinite(x[i]):
+                self._mark_x[step] = float(x[i])
+
+    def mark_positions(self, marks: list[tuple[int, str]]) -> list[tuple[float, str]]:
+        """Each mark's place on this chart's X axis; a mark whose step this series has not seen
+        (yet) is left out."""
+        out = []
+        for step, kind in marks:
+            if step not in self._mark_x:
+                self._find_marks(self.recent["steps"], self.recent["x"])  # a mark that came after its row
+            if step in self._mark_x:
+                out.append((self._mark_x[step], kind))
+        return out
 
     def points(self, max_points: int, window: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Each line reduced to about max_points: the whole run, or the last `window` steps."""

@@ -22,6 +22,7 @@ import traceback
 from collections import deque
 from dataclasses import dataclass
 
+from ..config import ConfigError, live_changes, prompt_line
 from ..events import LogMessage, RunFailed
 from ..history import SOURCE_FIELD
 from ..layout import EXIT_FAILED, EXIT_OK, LATEST_PNG, RunState
@@ -129,6 +130,18 @@ class RunSource:
         self.close()
         return "closing the viewer (the run itself goes on)"
 
+    def prompt(self, line: str) -> str:
+        """A prompt for the model to continue at the next step boundary (config.prompt_line)."""
+        return self._refuse("prompting the model")
+
+    def set_settings(self, texts: dict) -> str:
+        """Live settings, as text (config.live_changes checks them), for the next step boundary."""
+        return self._refuse("changing settings")
+
+    def settings(self) -> dict:
+        """The live settings as they are now, for the settings dialog ({} where unknown)."""
+        return {}
+
 
 class InProcessSource(RunSource):
     """Trains in the calling thread (the app's worker) and queues the trainer's events. `run` is
@@ -224,3 +237,22 @@ class InProcessSource(RunSource):
             return "already stopping: waiting for the step, final checkpoint and exports"
         self.trainer.request_stop()
         return "stopping after this step: final checkpoint, dashboard and JSON"
+
+    def prompt(self, line: str) -> str:
+        try:
+            text, options = prompt_line(line, self.trainer.cfg.prompt_tokens)
+        except ConfigError as exc:
+            return str(exc)
+        self.trainer.request_prompt(text, options)
+        return "prompt queued: the model answers at the end of this step (in the samples table)"
+
+    def set_settings(self, texts: dict) -> str:
+        try:
+            changes = live_changes(self.trainer.cfg, texts)
+        except ConfigError as exc:
+            return f"not changed: {exc}"
+        self.trainer.request_changes(changes, "app")
+        return "settings requested: they take effect at the end of this step"
+
+    def settings(self) -> dict:
+        return self.trainer.steer.settings()

@@ -8,8 +8,8 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..events import (CheckpointSaved, EvalResult, LogMessage, RunFailed, RunFinished, RunStarted, StateChanged,
-                      TextSample, TrainingMetrics)
+from ..events import (CheckpointSaved, EvalResult, GuardFired, LogMessage, RunFailed, RunFinished, RunStarted,
+                      SettingChanged, StateChanged, TextSample, TrainingMetrics)
 from ..history import MetricsHistory, columns_from_rows
 from ..layout import EndReason, RunState
 from .source import HistoryReset, MetricsRows, RunInfo, SourceDone, trained_seconds
@@ -98,6 +98,7 @@ class RunView:
         self.trained = 0.0  # seconds of training in the rows seen (the steps' step_time): what the budget earns on
         self._new_logs: list[LogLine] = []
         self.samples_version = 0  # bumped whenever `samples` changes
+        self.marks: list[tuple[int, str]] = []  # (step, "setting" | "guard"): what the charts mark
         self._recent: deque[tuple[int, float]] = deque(maxlen=ETA_WINDOW)  # (step, timestamp)
 
     # ---- applying events -------------------------------------------------------------------
@@ -132,6 +133,10 @@ class RunView:
         elif isinstance(event, TextSample):
             self.samples.append(event)
             self.samples_version += 1
+        elif isinstance(event, SettingChanged):
+            self.marks.append((event.step, "setting"))
+        elif isinstance(event, GuardFired):
+            self.marks.append((event.step, "guard"))
         elif isinstance(event, StateChanged):
             self.set_state(event.state)
         elif isinstance(event, RunStarted):
@@ -163,6 +168,7 @@ class RunView:
             self.samples.clear()
             self.samples_version += 1
             if not event.samples_only:
+                self.marks = []
                 self.history = MetricsHistory()
                 self._recent.clear()
                 self._data_share.clear()

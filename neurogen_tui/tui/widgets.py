@@ -151,16 +151,22 @@ class SamplesTable(OwnScroll, DataTable):
             self.clear()
         _, w_in, w_tgt, w_out, _ = widths
         for i, s in enumerate(reversed(self._samples)):
+            prompt = s.kind == "prompt"  # a prompt's answer: no target, no accuracy
             self.add_row(Text(f"{s.step:,}", justify="right"), Text(tail(s.input, w_in), no_wrap=True),
-                         Text(sanitize(s.target, w_tgt), no_wrap=True), Text(sanitize(s.output, w_out), no_wrap=True),
-                         Text(f"{s.accuracy * 100:.0f}%", justify="right"), key=str(len(self._samples) - 1 - i))
+                         Text("(prompt)", style="italic", no_wrap=True) if prompt
+                         else Text(sanitize(s.target, w_tgt), no_wrap=True),
+                         Text(sanitize(s.output, w_out), no_wrap=True),
+                         Text("-" if prompt or s.accuracy is None else f"{s.accuracy * 100:.0f}%", justify="right"),
+                         key=str(len(self._samples) - 1 - i))
         if self.has_focus and self.row_count:  # someone is reading: keep their place
             self.move_cursor(row=min(row, self.row_count - 1), animate=False)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         index = int(event.row_key.value)
         if 0 <= index < len(self._samples):
-            self.app.push_screen(SampleScreen(self._samples[index]))
+            sample = self._samples[index]
+            earlier = [s for s in self._samples[:index] if s.kind == "prompt" and s.input == sample.input]
+            self.app.push_screen(SampleScreen(sample, earlier if sample.kind == "prompt" else []))
 
 
 class SampleScreen(ModalScreen):
@@ -168,17 +174,28 @@ class SampleScreen(ModalScreen):
 
     BINDINGS = [Binding("escape,enter,space", "dismiss", "close")]
 
-    def __init__(self, sample: TextSample) -> None:
+    def __init__(self, sample: TextSample, earlier: list[TextSample] | None = None) -> None:
         super().__init__()
         self.sample = sample
+        self.earlier = earlier or []  # a prompt's earlier answers, oldest first
 
     def compose(self) -> ComposeResult:
         s = self.sample
         text = Text()
-        text.append(f"sample at step {s.step:,}, accuracy {s.accuracy * 100:.0f}%   (Esc closes)\n\n", "bold")
-        for label, body in (("input", s.input), ("target", s.target), ("model output", s.output)):
+        if s.kind == "prompt":
+            text.append(f"prompt answered at step {s.step:,}   (Esc closes)\n\n", "bold")
+            parts = [("prompt", s.input), ("model output", s.output)]
+        else:
+            text.append(f"sample at step {s.step:,}, accuracy {s.accuracy * 100:.0f}%   (Esc closes)\n\n", "bold")
+            parts = [("input", s.input), ("target", s.target), ("model output", s.output)]
+        for label, body in parts:
             text.append(f"{label}\n", "bold underline")
             text.append(sanitize(body, 4000) + "\n\n")
+        if self.earlier:  # the same prompt's answers as the run went on
+            text.append("earlier answers\n", "bold underline")
+            for e in reversed(self.earlier[-20:]):
+                text.append(f"step {e.step:,}: ", "bold")
+                text.append(sanitize(e.output, 400) + "\n")
         yield Static(text, id="sample-text")
 
 
@@ -215,6 +232,8 @@ KEYS = (  # short enough for one line each in the help at 80x24
     ("t", "X axis: step, tokens seen, wall time"),
     ("z", "window: whole run, last 10k, 1k, 100 steps"),
     ("0", "reset the charts (they are kept for next time)"),
+    ("g", "prompt the model as it is now (answer in the samples)"),
+    ("e", "change live settings (learning rate, intervals, ...)"),
     ("?", "this help (Esc closes it)"),
 )
 

@@ -1,0 +1,65 @@
+"""The cockpit's two dialogs: `g`, a prompt line the model continues at the next step boundary,
+and `e`, the live settings (checked as the flags are, by the trainer's side, when sent)."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label
+
+from ..config import LIVE_SETTINGS, MAX_PROMPT, option
+
+
+class PromptScreen(ModalScreen[str | None]):
+    """One line: options first (temperature=0.8 top_k=40 tokens=100), then the text. Enter sends
+    it, Esc closes."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(Text("Prompt the model as it is now (greedy; options first: temperature=0.8 top_k=40 "
+                             "tokens=100). Enter sends, Esc cancels.", style="bold"))
+            yield Input(placeholder="Once upon a time", max_length=MAX_PROMPT, id="prompt-input")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value if event.value.strip() else None)
+
+
+def _shown(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class SettingsScreen(ModalScreen[dict | None]):
+    """Every live setting with its value now; Enter in any field sends those that changed, Esc
+    closes without a change."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
+
+    def __init__(self, current: dict) -> None:
+        super().__init__()
+        self.current = {k: _shown(current.get(k)) for k in LIVE_SETTINGS}
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(Text("Live settings, applied at the next step boundary on every rank. "
+                             "Enter sends what changed, Esc cancels.", style="bold"))
+            for name in LIVE_SETTINGS:
+                with Horizontal(classes="setting"):
+                    yield Label(option(name), classes="setting-name")
+                    yield Input(value=self.current[name], placeholder="(not set)", id=f"set-{name}")
+
+    def changed(self) -> dict:
+        out = {}
+        for name in LIVE_SETTINGS:
+            value = self.query_one(f"#set-{name}", Input).value.strip()
+            if value != self.current[name] and value:
+                out[name] = value
+        return out
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(self.changed() or None)
