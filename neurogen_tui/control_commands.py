@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .config import ConfigError, live_changes, prompt_line
+from .config import ConfigError, live_changes
+from .prompts import prompt_line
 from .control import WAIT_LIMIT, event_message
 from .events import CheckpointSaved, RunFailed, RunFinished, RunNote, RunStarted, SettingChanged, TrainingMetrics
 from .layout import LATEST_PNG, RunState

@@ -9,7 +9,8 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 
-GPU_FIELDS = ("gpu_util", "gpu_mem_used_mb", "gpu_power_w", "gpu_temp_c")  # null where NVML cannot read one
+GPU_FIELDS = ("gpu_util", "gpu_mem_used_mb", "gpu_power_w", "gpu_temp_c", "gpu_mem_total_mb",
+              "gpu_sm_clock_mhz")  # null where NVML cannot read one
 
 
 @dataclass
@@ -37,6 +38,8 @@ class TrainingMetrics:
     gpu_mem_used_mb: float | None = None  # memory used on the device (all processes), MiB
     gpu_power_w: float | None = None
     gpu_temp_c: float | None = None
+    gpu_mem_total_mb: float | None = None  # the device's memory, MiB
+    gpu_sm_clock_mhz: float | None = None  # the streaming multiprocessors' clock now (throttling shows here)
 
     def to_dict(self) -> dict:
         d = asdict(self)

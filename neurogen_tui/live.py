@@ -15,7 +15,8 @@ import threading
 import time
 from collections import OrderedDict
 
-from .config import LIVE_SETTINGS, pinned_prompts
+from .config import LIVE_SETTINGS
+from .prompts import pinned_prompts
 from .evaluation import prompt_answer
 from .events import GuardFired, SettingChanged, TextSample
 from .guard import ACTION_LEVEL, LEVEL_ACTION, Guard, Trouble, to_cpu

@@ -106,7 +106,7 @@ GPU_SAMPLE_S = 2.0  # nvitop's default refresh
 
 
 class GpuReadings:
-    """Utilisation, memory used, power draw and temperature of one GPU, read through NVML (`nvidia-ml-py`, imported as pynvml) every GPU_SAMPLE_S on a thread
+    """Utilisation, memory used and total, power draw, temperature and SM clock of one GPU, read through NVML (`nvidia-ml-py`, imported as pynvml) every GPU_SAMPLE_S on a thread
     of its own, never on the training thread. `latest()` is what the last sample found: a value
     NVML could not read is None. Without NVML, or for a GPU it cannot open, `note` says so once
     and every reading is None."""
@@ -153,6 +153,8 @@ class GpuReadings:
         self._read("gpu_mem_used_mb", lambda: nv.nvmlDeviceGetMemoryInfo(h).used / 2**20)
         self._read("gpu_power_w", lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0)
         self._read("gpu_temp_c", lambda: nv.nvmlDeviceGetTemperature(h, getattr(nv, "NVML_TEMPERATURE_GPU", 0)))
+        self._read("gpu_mem_total_mb", lambda: nv.nvmlDeviceGetMemoryInfo(h).total / 2**20)
+        self._read("gpu_sm_clock_mhz", lambda: nv.nvmlDeviceGetClockInfo(h, getattr(nv, "NVML_CLOCK_SM", 1)))
 
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):

@@ -29,7 +29,7 @@ from .layout import METRICS_FILE, METRICS_SIDECAR
 # float64 (NaN where missing, "skipped" 0/1); in Arrow "step" and "tokens_seen" int64, "skipped" bool
 FIELDS = ("step", "timestamp", "loss", "accuracy", "tokens_per_sec", "gpu_memory_mb", "learning_rate", "grad_norm",
           "val_loss", "tokens_seen", "rss_mb", "step_time", "skipped", "mfu", "cpu_util", "data_time",
-          "gpu_util", "gpu_mem_used_mb", "gpu_power_w", "gpu_temp_c")
+          "gpu_util", "gpu_mem_used_mb", "gpu_power_w", "gpu_temp_c", "gpu_mem_total_mb", "gpu_sm_clock_mhz")
 SIDECAR_VERSION = b"1"
 FLUSH_ROWS = 256  # rows per appended record batch: ~30 KB, a few microseconds a step
 BLOCK = 16 << 20  # bytes of JSONL read and parsed at a time; a corrupt line costs the Python loop this much

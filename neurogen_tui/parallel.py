@@ -269,7 +269,8 @@ class DataParallel(Single):
                                    metrics.rss_mb, float(sample_due), nan if metrics.cpu_util is None else metrics.cpu_util,
                                    metrics.data_time or 0.0,
                                    *[nan if v is None else v for v in (metrics.gpu_util, metrics.gpu_mem_used_mb,
-                                                                        metrics.gpu_power_w, metrics.gpu_temp_c)],
+                                                                        metrics.gpu_power_w, metrics.gpu_temp_c,
+                                                                        metrics.gpu_mem_total_mb, metrics.gpu_sm_clock_mhz)],
                                    metrics.learning_rate],
                                   everywhere=self.sharded)
         if self.is_main:
@@ -281,12 +282,13 @@ class DataParallel(Single):
             metrics.mfu = trainer.mfu(metrics.tokens_per_sec)
             cpu = [c for c in cols[6] if c == c]
             metrics.cpu_util, metrics.data_time = (max(cpu) if cpu else None), max(cols[7])
-            known = [[v for v in col if v == v] for col in cols[8:12]]  # the slowest GPU, the fullest, hottest
-            metrics.gpu_util, metrics.gpu_mem_used_mb, metrics.gpu_power_w, metrics.gpu_temp_c = (
-                (min if i == 0 else max)(k) if k else None for i, k in enumerate(known))
-            if min(cols[12]) != max(cols[12]):  # live settings reach every rank at one boundary: never seen
+            known = [[v for v in col if v == v] for col in cols[8:14]]  # the slowest GPU, the fullest, hottest
+            (metrics.gpu_util, metrics.gpu_mem_used_mb, metrics.gpu_power_w, metrics.gpu_temp_c,
+             metrics.gpu_mem_total_mb, metrics.gpu_sm_clock_mhz) = (
+                (min if i in (0, 5) else max)(k) if k else None for i, k in enumerate(known))  # utilisation, clock: lowest
+            if min(cols[14]) != max(cols[14]):  # live settings reach every rank at one boundary: never seen
                 trainer._say(f"step {metrics.step}: the ranks trained with different learning rates "
-                             f"({min(cols[12]):.3g} to {max(cols[12]):.3g})", "error")
+                             f"({min(cols[14]):.3g} to {max(cols[14]):.3g})", "error")
             if metrics.step == 1 or metrics.step % trainer.cfg.viz_interval == 0:
                 log.info("step %d memory per rank (MB, GPU peak / RSS): %s", metrics.step,
                          ", ".join(f"r{r} {row[3]:.0f}/{row[4]:.0f}" for r, row in enumerate(rows)))

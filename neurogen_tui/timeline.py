@@ -17,7 +17,7 @@ from .events import (CheckpointSaved, EvalResult, GuardFired, RunFailed, RunFini
                      SettingChanged, StateChanged, TrainingMetrics)
 from .files import JsonlWriter, read_jsonl
 from .layout import EVENTS_FILE, RunState
-from .text import format_count
+from .text import format_count, format_duration
 
 VIEWER_ATTACHED, VIEWER_DETACHED = "viewer attached", "viewer detached"
 
@@ -163,4 +163,25 @@ def digest(events: list[dict], metrics: list[dict] | None = None, since: float |
                 lines.append(f"throughput dropped: {format_count(early)} -> {format_count(late)} tokens/s")
             else:
                 lines.append(f"throughput {format_count(early)} -> {format_count(late)} tokens/s")
+        total = next((e.get("total_steps") for e in reversed(events) if e.get("kind") in ("started", "resumed")), None)
+        eta = _eta_moved(rows, total) if isinstance(total, int) and total > 0 else None
+        if eta:
+            lines.append(eta)
     return lines[:20]
+
+
+def _eta_moved(rows: list[dict], total: int) -> str | None:
+    """How the time left moved: at the pace of the first and of the last tenth of `rows`."""
+    rows = [r for r in rows if isinstance(r.get("step"), int) and isinstance(r.get("timestamp"), (int, float))]
+    if len(rows) < 20:
+        return None
+    k = max(2, len(rows) // 10)
+
+    def eta(part: list[dict]) -> float | None:
+        steps, seconds = part[-1]["step"] - part[0]["step"], part[-1]["timestamp"] - part[0]["timestamp"]
+        return (total - part[-1]["step"]) * seconds / steps if steps > 0 and seconds > 0 else None
+
+    before, after = eta(rows[:k]), eta(rows[-k:])
+    if before is None or after is None:
+        return None
+    return f"ETA {format_duration(before)} -> {format_duration(after)}"

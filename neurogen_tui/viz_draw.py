@@ -159,7 +159,9 @@ class DashboardWriter:
         fresh = self._samples_seen != self._samples_written
         if fresh and (force or self._samples_at is None or self.clock() - self._samples_at >= self.json_interval):
             try:
-                write_json(self.viz_dir / SAMPLES_JSON, list(self.samples), indent=1)
+                # the seed's fields; "kind" only where it says something (a prompt's answer)
+                write_json(self.viz_dir / SAMPLES_JSON, [{k: v for k, v in s.items() if k != "kind" or v != "sample"}
+                                                         for s in self.samples], indent=1)
             except OSError as exc:
                 notify("error", f"cannot write {self.viz_dir / SAMPLES_JSON}: {exc.strerror or exc}")
                 return

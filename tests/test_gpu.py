@@ -129,3 +129,5 @@ def test_nvml_readings_reach_the_metrics_on_the_gpu(gpu_cfg):
     assert last.gpu_mem_used_mb and last.gpu_mem_used_mb > 0
     assert last.gpu_util is not None and 0 <= last.gpu_util <= 100
     assert last.gpu_temp_c is None or 10 < last.gpu_temp_c < 110
+    assert last.gpu_mem_total_mb and last.gpu_mem_total_mb > last.gpu_mem_used_mb
+    assert last.gpu_sm_clock_mhz is None or 100 < last.gpu_sm_clock_mhz < 5000

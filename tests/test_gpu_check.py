@@ -12,13 +12,26 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
 
-@pytest.fixture(scope="module")
-def dry_run(tmp_path_factory):
+def _dry_run(tmp_path_factory, parts: str):
     out = tmp_path_factory.mktemp("gpu-check")
-    done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(out)],
+    done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--parts", parts, "--out", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, json.loads((out / "results.json").read_text()), done.stdout
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    """The quick parts, in the default suite: the environment, the model loops, `pytest -m gpu`."""
+    return _dry_run(tmp_path_factory, "env,model_eager,model_compile,tests")
+
+
+@pytest.fixture(scope="module")
+def dry_run_slow(tmp_path_factory):
+    """The parts that start whole runs (the app in a terminal three ways, one-rank DDP and FSDP):
+    ~40 s on a 2-core CPU, so in the slow suite; run it (`pytest -m slow tests/test_gpu_check.py`)
+    before spending a GPU session."""
+    return _dry_run(tmp_path_factory, "app,nccl")
 
 
 def test_dry_run_measures_every_part_and_writes_its_tables(dry_run):
@@ -35,8 +48,9 @@ def test_dry_run_measures_every_part_and_writes_its_tables(dry_run):
     assert "trainer / bare =" in report and report in stdout + "\n"
 
 
-def test_dry_run_drives_the_real_app_in_a_terminal_and_reads_its_keys(dry_run):
-    _, results, _ = dry_run
+@pytest.mark.slow
+def test_dry_run_drives_the_real_app_in_a_terminal_and_reads_its_keys(dry_run_slow):
+    _, results, _ = dry_run_slow
     runs = {r["mode"]: r for r in results["app"]["runs"]}
     assert set(runs) == {"headless", "child", "in_process"}
     for mode, r in runs.items():
@@ -48,8 +62,9 @@ def test_dry_run_drives_the_real_app_in_a_terminal_and_reads_its_keys(dry_run):
         assert results["app"][f"{mode}_ratio"] > 0
 
 
-def test_dry_run_starts_steps_checkpoints_and_resumes_one_rank_ddp_and_fsdp(dry_run):
-    _, results, _ = dry_run
+@pytest.mark.slow
+def test_dry_run_starts_steps_checkpoints_and_resumes_one_rank_ddp_and_fsdp(dry_run_slow):
+    _, results, _ = dry_run_slow
     for strategy, suffix in (("ddp", ".pt"), ("fsdp", ".dcp")):
         e = results["nccl"][strategy]
         assert e["ok"], e

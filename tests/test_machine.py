@@ -52,6 +52,9 @@ class FakeNvml:
     def nvmlDeviceGetTemperature(self, h, sensor):
         return self._value("temp", 61)
 
+    def nvmlDeviceGetClockInfo(self, h, clock):
+        return self._value("clock", 1980)
+
 
 def metrics(step, **gpu):
     return TrainingMetrics(step=step, loss=2.0, accuracy=0.5, tokens_per_sec=1e5, gpu_memory_mb=1000.0,
@@ -63,7 +66,8 @@ def test_readings_come_from_nvml_off_the_training_thread_with_unreadable_ones_nu
     gpus = GpuReadings(0, nvml=nvml, interval=0.05)
     try:
         assert gpus.note == ""
-        assert gpus.latest() == {"gpu_util": 97.0, "gpu_mem_used_mb": 40 * 1024.0, "gpu_power_w": None, "gpu_temp_c": 61.0}
+        assert gpus.latest() == {"gpu_util": 97.0, "gpu_mem_used_mb": 40 * 1024.0, "gpu_power_w": None, "gpu_temp_c": 61.0,
+                                 "gpu_mem_total_mb": 80 * 1024.0, "gpu_sm_clock_mhz": 1980.0}
         before = nvml.calls
         time.sleep(0.3)
         assert nvml.calls > before  # sampled again by its own thread, nobody asking
@@ -99,10 +103,13 @@ def test_the_header_shows_the_gpu_where_it_was_read():
     from conftest import header_text
 
     gpu, cpu = RunView("gpu-run"), RunView("cpu-run")
-    gpu.apply_all([metrics(1, gpu_util=97.0, gpu_mem_used_mb=40960.0, gpu_power_w=512.0, gpu_temp_c=61.0)])
+    gpu.apply_all([metrics(1, gpu_util=97.0, gpu_mem_used_mb=40960.0, gpu_power_w=512.0, gpu_temp_c=61.0,
+                           gpu_mem_total_mb=81920.0, gpu_sm_clock_mhz=1980.0)])
     cpu.apply_all([metrics(1)])
     assert gpu.header().gpu == "97% 512W 61°C" and cpu.header().gpu == ""
     assert "GPU 97% 512W 61°C" in header_text(gpu.header(), size=(80, 4))
+    assert "40.0/80.0G" not in header_text(gpu.header(), size=(80, 4))  # one line at 80 columns ...
+    assert "GPU 97% 512W 61°C 40.0/80.0G 1980MHz" in header_text(gpu.header(), size=(160, 4))  # ... more when wide
     assert "GPU" not in header_text(cpu.header(), size=(80, 4)).replace("GPU peak", "")
 
 
@@ -131,7 +138,8 @@ def test_a_data_parallel_job_reports_the_slowest_and_hottest_gpu(rank_values, ex
     rows = []
     for util, temp in rank_values:
         rows.append([2.0, 0.5, 1e5, 0.0, 100.0, 0.0, 100.0, 0.01,
-                     nan if util is None else util, 1000.0, 300.0, nan if temp is None else temp, 1e-3])
+                     nan if util is None else util, 1000.0, 300.0, nan if temp is None else temp, 81920.0, 1980.0,
+                     1e-3])
     par.gather_floats = lambda values, everywhere=False: rows
     m = metrics(1)
     said = []

@@ -28,9 +28,8 @@ from textual.worker import Worker, WorkerState
 from ..layout import EXIT_FAILED, EXIT_FORCED, RunState
 from . import chartsettings
 from .budget import ScreenBudget
-from .charts import ChartPanel
+from .chartkeys import ChartKeys
 from .dialogs import PromptScreen, SettingsScreen
-from .chartsettings import X_NAMES, ChartSettings, window_name
 from .screen import MonitorScreen
 from .source import RunSource, SourceDone
 from .state import RunView
@@ -47,7 +46,7 @@ class ChartsBuilt(Message):
         self.results, self.started, self.built = results, started, built
 
 
-class MonitorApp(App[int]):
+class MonitorApp(ChartKeys, App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     ENABLE_COMMAND_PALETTE = False
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
@@ -271,58 +270,6 @@ class MonitorApp(App[int]):
 
     def action_draw(self) -> None:
         self._say(self.source.draw())
-
-    # ---- the charts' keys --------------------------------------------------------------------
-    def _set_charts(self, settings: ChartSettings, said: str) -> None:
-        """New chart settings: redrawn at once, saved for the next use of the app, and said."""
-        self.chart_settings = settings
-        self.run_state.charts = settings.summary()
-        self._charts_changed = True
-        warning = chartsettings.save(settings)
-        self._say(said)
-        if warning and not self._save_warned:  # once: a read-only home is not news at every key
-            self._save_warned = True
-            self._say(warning, "warning")
-        self.draw_charts()
-
-    def _focused_chart(self) -> ChartPanel | None:
-        focused = self.focused
-        if isinstance(focused, ChartPanel):
-            return focused
-        charts = getattr(self.monitor, "charts", None)
-        if charts:  # none focused: the first chart takes the key, and the focus so the next y is seen to land
-            charts[0].focus()
-            return charts[0]
-        return None
-
-    def action_chart_log(self) -> None:
-        panel = self._focused_chart()
-        if panel is None:
-            return
-        spec = panel.spec
-        settings = self.chart_settings.toggle_log(spec.column, spec.log_y)
-        axis = "log" if settings.is_log(spec.column, spec.log_y) else "linear"
-        self._set_charts(settings, f"{spec.title}: {axis} Y axis")
-
-    def action_smoothing(self, direction: int) -> None:
-        settings = self.chart_settings.smoother(up=direction > 0)
-        if settings.smoothing == self.chart_settings.smoothing:
-            limit = "most" if direction > 0 else "least"
-            self._say(f"smoothing is already at its {limit} ({settings.smoothing:.2f})")
-            return
-        weight = f"{settings.smoothing:.2f}" if settings.smoothing else "off (raw values)"
-        self._set_charts(settings, f"smoothing {weight}: TensorBoard's debiased EMA")
-
-    def action_x_axis(self) -> None:
-        settings = self.chart_settings.next_x()
-        self._set_charts(settings, f"X axis: {X_NAMES[settings.x]}")
-
-    def action_window(self) -> None:
-        settings = self.chart_settings.next_window()
-        self._set_charts(settings, f"charts show the {window_name(settings.window)}")
-
-    def action_chart_reset(self) -> None:
-        self._set_charts(ChartSettings(), f"charts reset: {ChartSettings().summary()}, X step, whole run, default axes")
 
     def action_prompt(self) -> None:
         def send(line: str | None) -> None:

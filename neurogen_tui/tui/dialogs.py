@@ -9,7 +9,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
-from ..config import LIVE_SETTINGS, MAX_PROMPT, option
+from ..config import LIVE_SETTINGS, option
+from ..prompts import MAX_PROMPT
 
 
 class PromptScreen(ModalScreen[str | None]):

@@ -22,7 +22,8 @@ import traceback
 from collections import deque
 from dataclasses import dataclass
 
-from ..config import ConfigError, live_changes, prompt_line
+from ..config import ConfigError, live_changes
+from ..prompts import prompt_line
 from ..events import LogMessage, RunFailed
 from ..history import SOURCE_FIELD
 from ..layout import EXIT_FAILED, EXIT_OK, LATEST_PNG, RunState

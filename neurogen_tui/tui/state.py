@@ -43,6 +43,7 @@ class HeaderInfo:
     memory: tuple[str, ...] = ()  # (label, value): CUDA peak where there is one, else process RSS
     mfu: float | None = None  # model FLOPs utilization (0..1) where the GPU's peak is known
     gpu: str = ""  # NVML's last readings, short: "97% 512W 61°C" (the slowest / hottest rank's)
+    gpu_more: str = ""  # and on a wide screen: "40.0/80.0G 1980MHz" (memory used / total, SM clock)
     data: str = ""  # the data pipeline's share of the recent steps' time: "3%"
     cpu: str = ""  # the training process's CPU over the last step, % of one core: "180%"
     charts: str = ""  # the chart settings, short: "ema 0.60 · x tokens · last 1k"
@@ -57,6 +58,18 @@ def gpu_text(row: dict) -> str:
 
     parts = [fmt.format(row[name]) for name, fmt in (("gpu_util", "{:.0f}%"), ("gpu_power_w", "{:.0f}W"),
                                                      ("gpu_temp_c", "{:.0f}°C")) if known(name)]
+    return " ".join(parts)
+
+
+def gpu_more(row: dict) -> str:
+    """What a wide header adds: memory used / total and the SM clock ("40.0/80.0G 1980MHz")."""
+    used, total, clock = (row.get(k) for k in ("gpu_mem_used_mb", "gpu_mem_total_mb", "gpu_sm_clock_mhz"))
+    parts = []
+    if isinstance(used, (int, float)) and used == used:
+        parts.append(f"{used / 1024:.1f}" + (f"/{total / 1024:.1f}G" if isinstance(total, (int, float)) and total == total
+                                              else "G"))
+    if isinstance(clock, (int, float)) and clock == clock:
+        parts.append(f"{clock:.0f}MHz")
     return " ".join(parts)
 
 
@@ -84,7 +97,7 @@ class RunView:
         self.tokens_per_sec = 0.0
         self.memory: tuple[str, ...] = ()  # (label, value)
         self.mfu: float | None = None
-        self.gpu = ""
+        self.gpu = self.gpu_more = ""
         self.cpu = self.data = ""
         self.charts = ""  # set by the app from its chart settings
         self._data_share: deque[tuple[float, float]] = deque(maxlen=DATA_WINDOW)  # (data_time, step_time)
@@ -190,7 +203,7 @@ class RunView:
         self.memory = ("GPU peak", f"{gpu:,.0f} MB") if gpu else (("RSS", f"{rss:,.0f} MB") if rss else ())
         mfu = row.get("mfu")
         self.mfu = float(mfu) if mfu is not None and mfu == mfu else None
-        self.gpu = gpu_text(row)
+        self.gpu, self.gpu_more = gpu_text(row), gpu_more(row)
         self._machine(row)
         if self.started_at is None:
             self.started_at = float(row.get("timestamp") or time.time()) - float(row.get("step_time") or 0.0)
@@ -275,4 +288,4 @@ class RunView:
         return HeaderInfo(run_name=self.run_name, device=self.device, state=self.state, step=self.step,
                           total=self.total, elapsed=int(elapsed), eta=self.eta(), tokens_seen=self.tokens_seen,
                           tokens_per_sec=self.tokens_per_sec, memory=self.memory, mfu=self.mfu, gpu=self.gpu,
-                          data=self.data, cpu=self.cpu, charts=self.charts, read_only=self.read_only)
+                          gpu_more=self.gpu_more, data=self.data, cpu=self.cpu, charts=self.charts, read_only=self.read_only)

@@ -71,7 +71,7 @@ class RunHeader(Widget):
         if i.mfu is not None:
             parts.append(("MFU", f"{i.mfu * 100:.1f}%"))
         if i.gpu:
-            parts.append(("GPU", i.gpu))
+            parts.append(("GPU", f"{i.gpu} {i.gpu_more}" if i.gpu_more and width >= 120 else i.gpu))
         if i.data:
             parts.append(("data", i.data))
         if i.cpu:
