@@ -445,7 +445,7 @@ def test_a_prompt_from_the_app_is_answered_at_a_step_boundary_and_training_goes_
             field.value = "quiet farm"
             await pilot.press("enter")
             asked_at = parts.trainer.step
-            await until(pilot, lambda: any(s.input == "quiet farm" for s in app.run_state.samples), "the answer")
+            await until(pilot, lambda: any(s.input == "quiet farm" for s in app.run_state.answers), "the answer")
             await until(pilot, lambda: parts.trainer.step > asked_at + 3, "training to go on")
             # e: the settings dialog sends what changed; a paused run takes it too (and keys are quick)
             parts.trainer.pause()
@@ -467,6 +467,8 @@ def test_a_prompt_from_the_app_is_answered_at_a_step_boundary_and_training_goes_
     answered = [r for r in prompt_rows(cfg) if r["input"] == "quiet farm"]
     assert len(answered) == 1 and answered[0]["output"]
     assert any("set at step" in t for t in app.monitor.log_pane.texts)
+    assert any(t.endswith(f"answer @ step {answered[0]['step']}: quiet farm → {answered[0]['output'][:80]}")
+               for t in app.monitor.log_pane.texts)
 
 
 def test_enter_on_a_prompts_answer_shows_its_history_of_answers():
@@ -495,7 +497,7 @@ def test_enter_on_a_prompts_answer_shows_its_history_of_answers():
             table = app.monitor.query_one(SamplesTable)
             await wait_for_rows(pilot, table)
             table.focus()
-            table.move_cursor(row=1)  # newest first: the step-300 prompt's answer
+            table.move_cursor(row=0)  # answers to prompts on top, newest first: the step-300 one
             await pilot.press("enter")
             screen = app.screen
             shown = str(screen.query_one("#sample-text").content)
@@ -512,4 +514,4 @@ def test_enter_on_a_prompts_answer_shows_its_history_of_answers():
     assert isinstance(screen, SampleScreen) and [e.step for e in screen.earlier] == [100, 200]
     assert "prompt answered at step 300" in shown and "earlier answers" in shown
     assert shown.index("step 200: the farm was") < shown.index("step 100: the the the")  # newest first
-    assert targets.count("(prompt)") == 3  # a prompt has no target: the table says so
+    assert targets[:3] == ["(prompt)"] * 3 and "(prompt)" not in targets[3:]  # answers on top, no target

@@ -173,7 +173,7 @@ class MonitorApp(ChartKeys, App[int]):
                 screen.log_pane.add(line)
             if not self.budget.limited:  # limited, the table comes with the charts
                 # while samples stream in, once a second; the run's last ones show at once
-                screen.samples_table.show(rs.samples, rs.samples_version, throttle=streaming)
+                screen.samples_table.show(rs.table_samples(), rs.samples_version, throttle=streaming)
             now = time.monotonic()
             if (not self.budget.limited or logs or rs.state != self._header_state
                     or now - self._header_at >= self.BUSY_HEADER_INTERVAL):
@@ -207,7 +207,7 @@ class MonitorApp(ChartKeys, App[int]):
         cpu = time.thread_time()
         builds = [(panel, panel.prepare(rs.history, self.chart_settings, rs.marks)) for panel in screen.charts]
         if self.budget.limited:  # the samples table follows with the charts, within the same allowance
-            screen.samples_table.show(rs.samples, rs.samples_version, throttle=False)
+            screen.samples_table.show(rs.table_samples(), rs.samples_version, throttle=False)
         self._chart_update_seconds = time.thread_time() - cpu
         self.charts_building = True
         self.build_charts(builds, now)

@@ -253,7 +253,7 @@ class RunDirSource(RunSource):
         if self.client is None:
             return super().prompt(line)
         self._send("prompt", lambda r: f"answered at step {r.get('step')}: {r.get('output', '')}", text=line)
-        return "prompt sent: the model answers at the end of this step (in the samples table)"
+        return "prompt sent: answered at the end of this step"
 
     def set_settings(self, texts: dict) -> str:
         if self.client is None:

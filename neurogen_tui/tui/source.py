@@ -245,7 +245,7 @@ class InProcessSource(RunSource):
         except ConfigError as exc:
             return str(exc)
         self.trainer.request_prompt(text, options)
-        return "prompt queued: the model answers at the end of this step (in the samples table)"
+        return "prompt queued: answered at the end of this step"
 
     def set_settings(self, texts: dict) -> str:
         try:

@@ -86,6 +86,7 @@ class RunView:
         self.run_dir = os.path.abspath(run_dir) if run_dir else None
         self.history = MetricsHistory()
         self.samples: deque[TextSample] = deque(maxlen=SAMPLES_KEPT)
+        self.answers: deque[TextSample] = deque(maxlen=SAMPLES_KEPT)  # answers to prompts, kept apart: samples outnumber them
         self.run_name = run_name
         self.read_only = read_only
         self.device = ""
@@ -144,8 +145,10 @@ class RunView:
             for row in event.tail:
                 self._note(row)
         elif isinstance(event, TextSample):
-            self.samples.append(event)
+            (self.answers if event.kind == "prompt" else self.samples).append(event)
             self.samples_version += 1
+            if event.kind == "prompt":
+                self.log("info", f"answer @ step {event.step}: {event.input[-40:]} → {event.output[:80]}")
         elif isinstance(event, SettingChanged):
             self.marks.append((event.step, "setting"))
         elif isinstance(event, GuardFired):
@@ -179,6 +182,7 @@ class RunView:
             self.total = event.total if event.total else self.total
         elif isinstance(event, HistoryReset):
             self.samples.clear()
+            self.answers.clear()
             self.samples_version += 1
             if not event.samples_only:
                 self.marks = []
@@ -264,6 +268,10 @@ class RunView:
             self.log("error", "  " + frame)
 
     # ---- reading ---------------------------------------------------------------------------
+    def table_samples(self) -> list[TextSample]:
+        """What the samples table shows from: the answers to prompts, then the samples."""
+        return [*self.answers, *self.samples]
+
     def take_logs(self) -> list[LogLine]:
         out, self._new_logs = self._new_logs, []
         return out

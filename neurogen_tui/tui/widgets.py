@@ -104,11 +104,13 @@ class SamplesTable(OwnScroll, DataTable):
     shows that sample in full."""
 
     MAX_ROWS = 50  # rebuilt whole on each new sample: kept small, it stays cheap
+    PROMPT_ROWS = 3  # answers to prompts shown above the samples
     MIN_REBUILD_S = 1.0  # a fast trainer samples many times a second: the table follows once a second
 
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, show_cursor=False, **kwargs)
         self._samples: list[TextSample] = []
+        self._answers: list[TextSample] = []
         self._version = -1
         self._widths: tuple[int, ...] = ()
         self._rebuilt_at = float("-inf")
@@ -130,7 +132,10 @@ class SamplesTable(OwnScroll, DataTable):
         if throttle and self._version >= 0 and now - self._rebuilt_at < self.MIN_REBUILD_S:
             return  # the next drain after the second is up shows it
         self._version, self._rebuilt_at = version, now
-        self._samples = list(samples)[-self.MAX_ROWS:]
+        samples = list(samples)
+        self._answers = [s for s in samples if s.kind == "prompt"]  # every answer kept, for their history
+        # the newest answers to prompts stay on top (asked for, they must not scroll away), then the samples
+        self._samples = self._answers[-self.PROMPT_ROWS:] + [s for s in samples if s.kind != "prompt"][-self.MAX_ROWS:]
         self._rebuild()
 
     def column_widths(self) -> tuple[int, ...]:
@@ -150,14 +155,17 @@ class SamplesTable(OwnScroll, DataTable):
         else:
             self.clear()
         _, w_in, w_tgt, w_out, _ = widths
-        for i, s in enumerate(reversed(self._samples)):
+        answers = sum(s.kind == "prompt" for s in self._samples)
+        order = [*range(answers - 1, -1, -1), *range(len(self._samples) - 1, answers - 1, -1)]  # each part newest first
+        for index in order:
+            s = self._samples[index]
             prompt = s.kind == "prompt"  # a prompt's answer: no target, no accuracy
             self.add_row(Text(f"{s.step:,}", justify="right"), Text(tail(s.input, w_in), no_wrap=True),
                          Text("(prompt)", style="italic", no_wrap=True) if prompt
                          else Text(sanitize(s.target, w_tgt), no_wrap=True),
                          Text(sanitize(s.output, w_out), no_wrap=True),
                          Text("-" if prompt or s.accuracy is None else f"{s.accuracy * 100:.0f}%", justify="right"),
-                         key=str(len(self._samples) - 1 - i))
+                         key=str(index))
         if self.has_focus and self.row_count:  # someone is reading: keep their place
             self.move_cursor(row=min(row, self.row_count - 1), animate=False)
 
@@ -165,7 +173,7 @@ class SamplesTable(OwnScroll, DataTable):
         index = int(event.row_key.value)
         if 0 <= index < len(self._samples):
             sample = self._samples[index]
-            earlier = [s for s in self._samples[:index] if s.kind == "prompt" and s.input == sample.input]
+            earlier = [s for s in self._answers if s.input == sample.input and s.step < sample.step]
             self.app.push_screen(SampleScreen(sample, earlier if sample.kind == "prompt" else []))
 
 
