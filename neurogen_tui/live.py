@@ -37,6 +37,7 @@ class Steering:
         self.trouble: Trouble | None = None  # what this rank saw after the last step
         self._observed: int | None = None  # the step the guard has looked at and the job not yet settled
         self.eval_now = False
+        self._warned: dict[str, int] = {}  # trouble kind -> the step it was last warned of
 
     # ---- from any thread ----------------------------------------------------------------------
     def request(self, changes: dict, source: str = "ctl") -> int:
@@ -165,6 +166,10 @@ class Steering:
                 t.pause()
         elif action == "warn":
             outcome = outcome or "going on (warn)"
+            last = self._warned.get(trouble.kind)
+            if last is not None and t.step - last < cfg.guard_window:
+                return  # a trouble that goes on is said once a window, not at every step
+            self._warned[trouble.kind] = t.step
         t.bus.publish(GuardFired(t.step, trouble.kind, trouble.detail, action, outcome))
         if t.par.is_main:
             t._say(f"guard at step {t.step}: {trouble.detail}: {outcome}", "warning" if action == "warn" else "error")

@@ -237,6 +237,16 @@ def test_the_guard_rolls_back_an_injected_spike(tmp_path):
     assert said and "rolled back" in said[0]
 
 
+def test_a_guard_set_to_warn_says_a_lasting_trouble_once_a_window(tmp_path):
+    cfg = tiny_cfg(tmp_path, guard_actions="spike=warn,nonfinite=warn", guard_window=40)
+    with LiveRun(cfg, control=False) as run:
+        run.parts.bus.subscribe(Corrupt(run.trainer, 30, factor=1e4))  # broken for good: every step after is trouble
+        wait_until(lambda: run.trainer.step >= 60 or run.result is not None, "30 steps after the damage")
+    fired = run.of(GuardFired)
+    assert fired and all(f.action == "warn" for f in fired)
+    assert len(fired) == 1 and fired[0].step == 31  # once in the window, though every step since was trouble
+
+
 @pytest.mark.slow
 def test_a_guard_set_to_pause_waits_for_a_human_with_the_reason_on_screen(tmp_path):
     cfg = tiny_cfg(tmp_path, guard_actions="spike=pause,nonfinite=pause")
