@@ -98,7 +98,9 @@ class Steering:
         if self.pinned and t.step and t.step != self._pinned_step and (
                 t.step % t.cfg.prompt_interval == 0 or self._pinned_owed):
             self._pinned_step = t.step  # once a step, however often the boundary is asked (a pause asks every 0.1 s)
-            self._pinned_owed = not t.schedule.samples.ready()  # generation keeps to the samples' share
+            # generation keeps to the samples' share; a sharded model answers on every rank (its
+            # parameters are gathered), so there the step alone decides: every rank the same
+            self._pinned_owed = not t.par.sharded and not t.schedule.samples.ready()
             if not self._pinned_owed:
                 for text in self.pinned:
                     self._answer(0, text, {"temperature": 0.0, "top_k": None, "tokens": t.cfg.prompt_tokens})
