@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import glob
 import importlib.util
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,13 +48,13 @@ def option(name: str) -> str:
 
 # ---- single-value checks: each returns the error for the flag, or None ---------------------------
 def positive(name: str, value) -> str | None:
-    if value is not None and value <= 0:
+    if value is not None and not (0 < value < math.inf):  # NaN and inf too (a live `set lr=nan`)
         return f"{option(name)} must be a positive number (got {value})"
     return None
 
 
 def non_negative(name: str, value) -> str | None:
-    if value is not None and value < 0:
+    if value is not None and not (0 <= value < math.inf):
         return f"{option(name)} must not be negative (got {value})"
     return None
 

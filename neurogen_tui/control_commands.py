@@ -212,4 +212,6 @@ class RunCommands:
         sample = answers.pop(ticket, None)
         if sample is None:
             return {"error": "the run ended before the prompt was answered"}
+        if isinstance(sample, str):
+            return {"error": sample}
         return {"step": sample.step, "prompt": sample.input, "output": sample.output}

@@ -33,9 +33,12 @@ PEER_CHECK = 0.5  # seconds between looks at whether a subscriber hung up
 def _peer_closed(conn: socket.socket) -> bool:
     """The other end closed the connection (a subscriber sends nothing after subscribing)."""
     try:
-        readable, _, _ = select.select([conn], [], [], 0)
-        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
+        poller = select.poll()  # poll, not select: any file descriptor number
+        poller.register(conn, select.POLLIN)
+        if not poller.poll(0):
+            return False  # nothing to read: still there
+        return conn.recv(1, socket.MSG_PEEK) == b""  # readable: data (still there) or the end
+    except OSError:
         return True
 
 

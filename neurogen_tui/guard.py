@@ -86,7 +86,8 @@ class Guard:
         """This rank's view of a step: the trouble seen, with its action, or None. A healthy step
         joins the recent window; what the snapshots do waits for the job's verdict (settle)."""
         trouble = self._judge(step, loss, grad_norm)
-        if trouble is None:
+        if trouble is None or (trouble.action == "warn" and trouble.kind != "nonfinite"):
+            # a warned step still moves the level: a lasting change becomes the new normal
             self.losses.append(loss)
             self.norms.append(grad_norm)
         return trouble

@@ -29,7 +29,7 @@ class Steering:
         self._lock = threading.Lock()
         self._changes: list[tuple[int, dict, str]] = []
         self._prompts: list[tuple[int, str, dict]] = []  # (ticket, text, options) from a person
-        self.answers: OrderedDict[int, TextSample] = OrderedDict()  # by ticket, for whoever waits on one
+        self.answers: OrderedDict[int, TextSample | str] = OrderedDict()  # by ticket (a str: why not answered)
         self.pinned = pinned_prompts(trainer.cfg)
         self._pinned_owed = False  # the pinned prompts were due and the samples' allowance was spent
         self._pinned_step = 0
@@ -79,7 +79,7 @@ class Steering:
         settings rank 0 holds."""
         t, g = self.trainer, self.guard
         if g is not None and self._observed is not None:
-            g.settle(t.step, requests.guard > 0)
+            g.settle(t.step, requests.guard >= ACTION_LEVEL["pause"])  # a warning alone leaves the copies be
             self._observed = None
             if requests.guard:
                 self._act(LEVEL_ACTION[requests.guard])
@@ -112,10 +112,18 @@ class Steering:
         if not t.par.evaluates:
             return
         started = time.perf_counter()
-        sample = prompt_answer(t.model, t.tokenizer, text, options["tokens"], t.step, t.device, t.autocast,
-                               t.par.whole_model(t.model), options["temperature"], options["top_k"],
-                               seed=t.cfg.seed + t.step)
-        t.schedule.samples.spend(time.perf_counter() - started)
+        try:
+            sample = prompt_answer(t.model, t.tokenizer, text, options["tokens"], t.step, t.device, t.autocast,
+                                   t.par.whole_model(t.model), options["temperature"], options["top_k"],
+                                   seed=t.cfg.seed + t.step)
+        except (RuntimeError, ValueError) as exc:  # a prompt must never end the run
+            if t.par.is_main:
+                t._say(f"prompt not answered: {type(exc).__name__}: {str(exc)[:120]}", "warning")
+                if ticket:
+                    self.answers[ticket] = f"not answered: {type(exc).__name__}: {str(exc)[:120]}"
+            return
+        finally:
+            t.schedule.samples.spend(time.perf_counter() - started)
         if not t.par.is_main:
             return
         if ticket:
@@ -137,10 +145,8 @@ class Steering:
             old = getattr(cfg, name)
             setattr(cfg, name, value)
             done[name] = [old, value]
-            if name == "weight_decay":  # the decayed groups take the new value (the others stay at 0)
-                for group in t.optimizer.param_groups:
-                    if group.get("weight_decay", 0.0) > 0:
-                        group["weight_decay"] = value
+            if name == "weight_decay":  # the decayed group (the first: model.configure_optimizer); norms stay at 0
+                t.optimizer.param_groups[0]["weight_decay"] = value
         t.bus.publish(SettingChanged(t.step, done, source, ticket))
         if t.par.is_main:
             said = ", ".join(f"{k} {_num(o)} -> {_num(n)}" if k != "eval" else "evaluation now"

@@ -2,6 +2,7 @@
 `ctl RUN prompt`), options first, and the pinned prompts of --prompt / --prompts FILE."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .config import ConfigError, TrainingConfig
@@ -33,6 +34,8 @@ def prompt_line(line: str, default_tokens: int = 64) -> tuple[str, dict]:
         except ValueError:
             raise ConfigError(f"prompt: {name} must be a number (got {value!r})") from None
         key = {"t": "temperature", "k": "top_k", "n": "tokens"}.get(name, name)
+        if not math.isfinite(parsed) or (key == "temperature" and 0 < parsed < 1e-3) or parsed > 1e6:
+            raise ConfigError(f"prompt: {key} must be a finite number (0, or 0.001 to 1e6 for a temperature; got {value})")
         if parsed < 0 or (key != "temperature" and parsed < 1):
             raise ConfigError(f"prompt: {key} must be {'>= 0' if key == 'temperature' else 'at least 1'} (got {value})")
         options[key] = parsed

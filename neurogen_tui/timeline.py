@@ -35,9 +35,12 @@ class Timeline:
         self.step = 0
         self._state = ""
         self._lock = threading.Lock()  # the trainer, the dashboards' dispatcher and the control server all write
+        self._closed = False
 
     def write(self, kind: str, step: int | None = None, **details) -> None:
         with self._lock:
+            if self._closed:  # a viewer leaving as the run's last files close
+                return
             self.writer.write({"step": self.step if step is None else step, "time": time.time(), "kind": kind,
                                **details})
 
@@ -77,7 +80,9 @@ class Timeline:
             self.write("dashboard", path=str(detail))
 
     def close(self) -> None:
-        self.writer.close()
+        with self._lock:
+            self._closed = True
+            self.writer.close()
 
 
 def read_events(viz_dir: str | Path) -> list[dict]:

@@ -58,6 +58,7 @@ class Trainer:
         self._running.set()
         self._checkpoint_now = threading.Event()
         self._sample_now = False
+        self._checkpoint_owed = False  # a periodic checkpoint due at the next boundary
         self._positions: list | None = None  # every rank's data position, for the checkpoint being written
         self._cpu = ProcessCpu()
         self.steer = Steering(self)  # live settings and the guard (live.py)
@@ -283,15 +284,20 @@ class Trainer:
         cfg = self.cfg
         while True:
             if cfg.max_chunks is not None and self.step >= cfg.max_chunks:
+                self._requests()  # the guard's verdict on the last step (every rank), before the final checkpoint
                 return EndReason.COMPLETED
             requests = self._requests(no_data=not self.batches.fill(self.accum_steps))
-            if any(requests):
+            # a periodic checkpoint waits for this boundary: the guard has judged the step by now,
+            # so a diverged step is rolled back before it is saved (and old good ones pruned)
+            owed, self._checkpoint_owed = self._checkpoint_owed, False
+            if any(requests) or owed:
                 self.batches.give_back()  # the step did not happen: its batches stay unread
                 if requests.stop:
                     self.request_stop()
                     return EndReason.STOPPED
                 if requests.checkpoint:
                     self._checkpoint_now.clear()
+                if requests.checkpoint or owed:
                     self.save_checkpoint()
                 if requests.no_data:
                     return EndReason.DATA_EXHAUSTED
@@ -303,8 +309,7 @@ class Trainer:
                 self.steer.after_step(metrics.step, metrics.loss, metrics.grad_norm)
             if self.par.evaluates:
                 self.publish_step(metrics)
-            if self.schedule.checkpoint_due(self.step):
-                self.save_checkpoint()
+            self._checkpoint_owed = self.schedule.checkpoint_due(self.step)
             if self.bad_steps >= cfg.max_bad_steps:
                 self._say(f"stopping: {self.bad_steps} steps in a row had a non-finite loss", "error")
                 return EndReason.BAD_STEPS

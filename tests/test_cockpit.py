@@ -525,3 +525,17 @@ def test_enter_on_a_prompts_answer_shows_its_history_of_answers():
     assert "prompt answered at step 300" in shown and "earlier answers" in shown
     assert shown.index("step 200: the farm was") < shown.index("step 100: the the the")  # newest first
     assert targets[:3] == ["(prompt)"] * 3 and "(prompt)" not in targets[3:]  # answers on top, no target
+
+
+def test_values_a_run_cannot_survive_are_refused(tmp_path):
+    from neurogen_tui.config import ConfigError
+    from neurogen_tui.prompts import prompt_line
+
+    for text in ("nan", "inf", "-inf"):
+        with pytest.raises(ConfigError, match="must be a positive number"):
+            live_changes(TrainingConfig(), {"lr": text})
+        with pytest.raises(ConfigError, match="must not be negative"):
+            live_changes(TrainingConfig(), {"weight_decay": text})
+    for bad in ("temperature=nan hi", "temperature=inf hi", "temperature=1e-45 hi"):
+        with pytest.raises(ConfigError, match="finite"):
+            prompt_line(bad)

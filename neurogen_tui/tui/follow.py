@@ -74,6 +74,7 @@ class FilesFollower:
         rows, restarted = self.metrics.read()
         if restarted:
             self.put(HistoryReset())
+            self.events = TailedFile(self.layout.events)  # the marks are read again for the new history
             self.put(LogMessage("info", f"{METRICS_FILE} was rewritten (a resumed or new run): reloading"))
             if self._bulk_metrics():
                 return
