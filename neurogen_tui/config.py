@@ -440,7 +440,8 @@ def _check_paths(cfg: TrainingConfig) -> None:
         try:
             Path(cfg.prompts).read_bytes()  # prompts.pinned_prompts reads it when the run starts
         except OSError as exc:
-            raise ConfigError(f"--prompts: cannot read {cfg.prompts}: {exc.strerror or exc}") from None
+            raise ConfigError(f"--prompts: cannot read {cfg.prompts}: {exc.strerror or exc} "
+                              "(a resumed run keeps its prompts file: --prompts '' resumes without it)") from None
     for flag_name, pattern in (("--data-files", cfg.data_files), ("--val-data-files", cfg.val_data_files)):
         if pattern and not expand_files(pattern):
             raise ConfigError(f"{flag_name}: no file matches {pattern!r}")

@@ -32,6 +32,7 @@ class RunCommands:
         self._ended: dict | None = None
         self._started: dict | None = None  # the run's "started" event, replayed to later subscribers
         self._applied: dict[int, SettingChanged] = {}  # live settings that took effect, by ticket
+        self._waiting: set[int] = set()  # the tickets a request here waits on (not the app's own)
         self.viewers = 0
 
     # ---- what the trainer did ------------------------------------------------------------------
@@ -48,7 +49,7 @@ class RunCommands:
                 self._ended = event_message(event)
             elif isinstance(event, RunStarted):
                 self._started = event_message(event)
-            elif isinstance(event, SettingChanged) and event.ticket:
+            elif isinstance(event, SettingChanged) and event.ticket in self._waiting:
                 self._applied[event.ticket] = event
             self._cond.notify_all()
         self.fan_out(event_message(event))
@@ -185,9 +186,15 @@ class RunCommands:
             changes = live_changes(self.trainer.cfg, settings)
         except ConfigError as exc:
             return {"error": str(exc), "usage": True}
-        ticket = self.trainer.request_changes(changes, "ctl")
-        if not self._wait(lambda: ticket in self._applied or self._finished()):
-            return {"pending": True, "message": "settings requested; they take effect at the end of this step"}
+        with self._cond:
+            ticket = self.trainer.request_changes(changes, "ctl")
+            self._waiting.add(ticket)
+        try:
+            if not self._wait(lambda: ticket in self._applied or self._finished()):
+                return {"pending": True, "message": "settings requested; they take effect at the end of this step"}
+        finally:
+            with self._cond:
+                self._waiting.discard(ticket)
         event = self._applied.pop(ticket, None)
         if event is None:
             return {"error": "the run ended before the settings took effect"}

@@ -83,7 +83,7 @@ class Steering:
             self._observed = None
             if requests.guard:
                 self._act(LEVEL_ACTION[requests.guard])
-            elif g.snapshot_due(t.step):
+            elif g.snapshot_due(t.step) and not t.par.sharded:  # a sharded run pauses instead of rolling back
                 g.take(t.step, t.model, t.optimizer, self.settings())
             self.trouble = None
         if requests.change:
@@ -134,7 +134,7 @@ class Steering:
 
     def _apply(self, ticket: int, changes: dict, source: str) -> None:
         t, g, cfg = self.trainer, self.guard, self.trainer.cfg
-        if g is not None and g.healthy:  # the state before a change is the one a rollback goes back to
+        if g is not None and g.healthy and not t.par.sharded:  # the state before a change: what a rollback restores
             g.take(t.step, t.model, t.optimizer, self.settings(), trusted=True)
         done = {}
         for name, value in changes.items():

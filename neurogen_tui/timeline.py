@@ -103,7 +103,22 @@ def marks(events: list[dict]) -> list[tuple[int, str]]:
 
 
 def describe(event: dict) -> str:
-    """One event as one line of plain text (raw: the caller makes it inert for a terminal)."""
+    """One event as one line of plain text (raw: the caller makes it inert for a terminal); a line
+    edited by hand into another shape is said as its kind."""
+    try:
+        return _describe(event)
+    except (TypeError, ValueError, AttributeError, IndexError):
+        return f"step {event.get('step', '?')}: {event.get('kind', '?')}"
+
+
+def _when(event: dict) -> float:
+    try:
+        return float(event.get("time") or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _describe(event: dict) -> str:
     kind, step = event.get("kind", "?"), event.get("step", "?")
     if kind == "setting":
         changes = event.get("changes") or {}
@@ -131,7 +146,7 @@ def last_viewer_left(events: list[dict]) -> float | None:
     """When the last viewer detached (None: none ever did)."""
     for event in reversed(events):
         if event.get("kind") == VIEWER_DETACHED:
-            return float(event.get("time") or 0.0)
+            return _when(event)
     return None
 
 
@@ -140,7 +155,7 @@ def digest(events: list[dict], metrics: list[dict] | None = None, since: float |
     as a few short lines: checkpoints, evaluations and their trend, guard actions, setting changes,
     pauses, and (from metrics rows) how throughput moved."""
     since = last_viewer_left(events) if since is None else since
-    new = [e for e in events if since is None or float(e.get("time") or 0.0) > since]
+    new = [e for e in events if since is None or _when(e) > since]
     if not new:
         return []
     first, last = new[0], new[-1]
@@ -149,7 +164,8 @@ def digest(events: list[dict], metrics: list[dict] | None = None, since: float |
     checkpoints = [e for e in new if e.get("kind") == "checkpoint"]
     if checkpoints:
         lines.append(f"{len(checkpoints)} checkpoint(s), the last at step {checkpoints[-1].get('step')}")
-    evals = [e for e in new if e.get("kind") == "eval" and isinstance(e.get("val_loss"), (int, float))]
+    evals = [e for e in new if e.get("kind") == "eval" and isinstance(e.get("val_loss"), (int, float))
+             and not isinstance(e.get("val_loss"), bool)]
     if evals:
         a, b = evals[0]["val_loss"], evals[-1]["val_loss"]
         trend = "down" if b < a else "up" if b > a else "flat"
@@ -158,7 +174,8 @@ def digest(events: list[dict], metrics: list[dict] | None = None, since: float |
         if e.get("kind") in ("guard", "setting", "paused", "unpaused", "hangup", "failed", "ended"):
             lines.append(describe(e))
     if metrics:
-        rows = [m for m in metrics if since is None or float(m.get("timestamp") or 0.0) > since]
+        rows = [m for m in metrics if since is None or (isinstance(m.get("timestamp"), (int, float))
+                                                        and m["timestamp"] > since)]
         speeds = [float(m["tokens_per_sec"]) for m in rows if isinstance(m.get("tokens_per_sec"), (int, float))
                   and math.isfinite(m["tokens_per_sec"])]
         if len(speeds) >= 20:

@@ -237,6 +237,7 @@ def test_the_guard_rolls_back_an_injected_spike(tmp_path):
     assert said and "rolled back" in said[0]
 
 
+@pytest.mark.slow
 def test_a_guard_set_to_warn_says_a_lasting_trouble_once_a_window(tmp_path):
     cfg = tiny_cfg(tmp_path, guard_actions="spike=warn,nonfinite=warn", guard_window=40)
     with LiveRun(cfg, control=False) as run:
@@ -539,3 +540,9 @@ def test_values_a_run_cannot_survive_are_refused(tmp_path):
     for bad in ("temperature=nan hi", "temperature=inf hi", "temperature=1e-45 hi"):
         with pytest.raises(ConfigError, match="finite"):
             prompt_line(bad)
+
+
+def test_a_hand_edited_timeline_is_described_not_a_traceback():
+    odd = [{"kind": "setting", "step": 3, "changes": "oops", "time": "later"}, {"kind": "eval", "val_loss": True}]
+    assert describe(odd[0]) == "step 3: setting"
+    assert digest(odd)[0].startswith("since the start")
