@@ -12,7 +12,7 @@ from pathlib import Path
 from .config import flag_type, tensorboard_missing
 from .control import ControlClient, ControlError
 from .dashboard import COMPARE_PANELS, DASHBOARD_COLUMNS, compare_figure, figure_png, render_png
-from .events import LogMessage
+from .events import LogMessage, changes_text
 from .files import atomic_write, tail_jsonl
 from .formats import FORMATS, default_output, export_once, follow
 from .layout import EXIT_FAILED, EXIT_OK, EXIT_USAGE, LIVE_STATES, METRICS_FILE, RENDER_PNG, VIZ_DIR, RunState
@@ -170,14 +170,22 @@ def attach_digest(run: Path) -> list[str]:
     return digest(read_events(viz), metrics)
 
 
-def main_attach(argv: list[str]) -> int:
-    args = attach_parser().parse_args(argv)
-    root = Path(args.run_dir)
+def find_run(run_dir: str) -> Path | int:
+    """The newest run in or below `run_dir`, or the usage error's exit status (said in one line)."""
+    root = Path(run_dir)
     if not root.is_dir():
         return fail(f"{root} is not a directory")
     run = newest_run(root)
     if run is None:
         return fail(f"no run in {root} or below it (no run.json or training_viz/metrics.jsonl)")
+    return run
+
+
+def main_attach(argv: list[str]) -> int:
+    args = attach_parser().parse_args(argv)
+    run = find_run(args.run_dir)
+    if isinstance(run, int):
+        return run
     return _show(attach_source(run, max(0.05, args.poll)), args.ui_budget)
 
 
@@ -272,12 +280,9 @@ def main_ctl(argv: list[str]) -> int:
                    "checkpoint_interval, eval=now")
     p.add_argument("--json", action="store_true", help="the reply (or each event) as JSON")
     args = p.parse_args(argv)
-    root = Path(args.run_dir)
-    if not root.is_dir():
-        return fail(f"{root} is not a directory")
-    run = newest_run(root)
-    if run is None:
-        return fail(f"no run in {root} or below it (no run.json or training_viz/metrics.jsonl)")
+    run = find_run(args.run_dir)
+    if isinstance(run, int):
+        return run
     prompt_text = ""
     if args.action == "prompt":
         if not args.settings:
@@ -321,9 +326,7 @@ def ctl_said(action: str, reply: dict) -> str:
     if reply.get("pending"):
         return f"{action}: {reply.get('message', 'requested')}"
     if action == "set":
-        said = ", ".join(f"{k} {v[0]} -> {v[1]}" if k != "eval" else "evaluation now"
-                         for k, v in (reply.get("changes") or {}).items())
-        return f"set at step {reply.get('step')}: {said}"
+        return f"set at step {reply.get('step')}: {changes_text(reply.get('changes') or {})}"
     if action == "prompt" and "output" in reply:
         return f"answered at step {reply.get('step')}: {reply.get('prompt')} → {reply['output']}"
     if action in ("checkpoint", "dashboard") and reply.get("path"):

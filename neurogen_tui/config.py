@@ -371,10 +371,7 @@ def live_changes(cfg: TrainingConfig, texts: dict) -> dict:
             out[key] = flag_type(key)(str(text))
         except argparse.ArgumentTypeError as exc:
             raise ConfigError(f"{option(key)}: {exc}") from None
-    trial = dataclasses.replace(cfg, **{k: v for k, v in out.items() if k != "eval"})
-    for k in out:
-        if k != "eval":
-            check_field(k, getattr(trial, k))
+    trial = dataclasses.replace(cfg, **{k: v for k, v in out.items() if k != "eval"})  # each value checked above
     if trial.min_lr > trial.lr:
         raise ConfigError(f"--min-lr ({trial.min_lr}) must not exceed --lr ({trial.lr})")
     return out

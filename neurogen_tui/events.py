@@ -126,6 +126,16 @@ class SettingChanged:
     ticket: int = 0  # the request's (live.Steering.request), so the one who asked hears of it
 
 
+def changes_text(changes: dict) -> str:
+    """A SettingChanged's changes in a few words: "lr 0.001 -> 0.0003, evaluation now"."""
+    def num(value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return ", ".join("evaluation now" if name == "eval" else
+                     f"{name} {num(v[0])} -> {num(v[1])}" if isinstance(v, (list, tuple)) and len(v) == 2 else f"{name} {v}"
+                     for name, v in changes.items())
+
+
 @dataclass
 class GuardFired:
     """The guard saw trouble after a step and did something about it."""

@@ -18,8 +18,8 @@ from collections import OrderedDict
 from .config import LIVE_SETTINGS
 from .prompts import pinned_prompts
 from .evaluation import prompt_answer
-from .events import GuardFired, SettingChanged, TextSample
-from .guard import ACTION_LEVEL, LEVEL_ACTION, Guard, Trouble, to_cpu
+from .events import GuardFired, SettingChanged, TextSample, changes_text
+from .guard import ACTION_LEVEL, LEVEL_ACTION, SNAPSHOT_EVERY, Guard, Trouble, to_cpu
 
 
 class Steering:
@@ -149,9 +149,7 @@ class Steering:
                 t.optimizer.param_groups[0]["weight_decay"] = value
         t.bus.publish(SettingChanged(t.step, done, source, ticket))
         if t.par.is_main:
-            said = ", ".join(f"{k} {_num(o)} -> {_num(n)}" if k != "eval" else "evaluation now"
-                             for k, (o, n) in done.items())
-            t._say(f"set at step {t.step} ({source}): {said}")
+            t._say(f"set at step {t.step} ({source}): {changes_text(done)}")
 
     def _act(self, action: str) -> None:
         t, g, cfg = self.trainer, self.guard, self.trainer.cfg
@@ -162,7 +160,7 @@ class Steering:
                 action, outcome = "pause", "paused: rolling back a sharded (FSDP) run is not supported yet"
             elif g.good is None:
                 action, outcome = "warn", "no good copy of the state yet (the first one comes after "\
-                                          f"step {max(t.step, 1) // 50 * 50 + 50}); going on"
+                                          f"step {t.step // SNAPSHOT_EVERY * SNAPSHOT_EVERY + SNAPSHOT_EVERY}); going on"
             elif not g.can_roll_back():
                 action, outcome = "pause", (f"paused: {g.rollbacks} rollbacks in a row did not help "
                                             f"(--guard-max-rollbacks {cfg.guard_max_rollbacks})")
@@ -202,6 +200,3 @@ class Steering:
         return (f"rolled back to step {snap.step}'s weights and settings, learning rate x"
                 f"{cfg.lr_scale / snap.settings['lr_scale']:.3g} (now {t.schedule.lr(t.step):.2e})")
 
-
-def _num(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

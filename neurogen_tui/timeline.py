@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .events import (CheckpointSaved, EvalResult, GuardFired, RunFailed, RunFinished, RunNote, RunStarted,
-                     SettingChanged, StateChanged, TrainingMetrics)
+                     SettingChanged, StateChanged, TrainingMetrics, changes_text)
 from .files import JsonlWriter, read_jsonl
 from .layout import EVENTS_FILE, RunState
 from .text import format_count, format_duration
@@ -121,10 +121,7 @@ def _when(event: dict) -> float:
 def _describe(event: dict) -> str:
     kind, step = event.get("kind", "?"), event.get("step", "?")
     if kind == "setting":
-        changes = event.get("changes") or {}
-        said = ", ".join(f"{k} {_short(v[0])} -> {_short(v[1])}" if isinstance(v, list) and len(v) == 2 else f"{k} {v}"
-                         for k, v in changes.items())
-        return f"step {step}: {said} ({event.get('source', '?')})"
+        return f"step {step}: {changes_text(event.get('changes') or {})} ({event.get('source', '?')})"
     if kind == "guard":
         return f"step {step}: guard: {event.get('detail', '')}; {event.get('outcome') or event.get('action', '')}"
     if kind == "eval":

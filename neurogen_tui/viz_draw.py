@@ -70,6 +70,8 @@ class DashboardWriter:
         self._samples_at: float | None = None
         self._samples_seen = self._samples_written = 0
         self.json_writes = 0
+        self._events_offset = 0  # events.jsonl read so far, for the marks
+        self._marks: list[tuple[int, str]] = []
 
     def add(self, columns: dict[str, np.ndarray] | None, samples: Iterable[dict]) -> None:
         if columns is not None:
@@ -110,10 +112,8 @@ class DashboardWriter:
     def _read_marks(self) -> list[tuple[int, str]]:
         """Setting changes and guard actions so far, reading only what events.jsonl gained."""
         path = self.viz_dir / EVENTS_FILE
-        offset = getattr(self, "_events_offset", 0)
-        self._marks = getattr(self, "_marks", [])
-        if path.exists() and path.stat().st_size > offset:
-            rows, self._events_offset = read_jsonl(path, offset)
+        if path.exists() and path.stat().st_size > self._events_offset:
+            rows, self._events_offset = read_jsonl(path, self._events_offset)
             self._marks += timeline_marks([r for r in rows if isinstance(r, dict)])
         return self._marks
 

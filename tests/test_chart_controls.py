@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ from neurogen_tui.tui.chartsettings import SMOOTHING_LEVELS, ChartSettings
 from neurogen_tui.tui.series import ChartSeries
 from neurogen_tui.tui.source import Capabilities, RunSource
 from neurogen_tui.tui.widgets import HelpScreen
+from test_app import wait_for
 
-HANG_GUARD = 120  # seconds: only so a broken build fails instead of hanging; never a speed check
 STEPS = 3000
 T0 = 1_700_000_000.0
 
@@ -165,14 +164,6 @@ class RowsSource(RunSource):
 
     def produce(self) -> None:
         pass
-
-
-async def wait_for(pilot, condition, what: str) -> None:
-    deadline = time.monotonic() + HANG_GUARD
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def panels(app) -> list[ChartPanel]:

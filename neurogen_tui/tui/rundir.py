@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 
 from ..control import ControlClient, ControlError, message_event
-from ..events import LogMessage, RunStarted, StateChanged
+from ..events import LogMessage, RunStarted, StateChanged, changes_text
 from ..layout import ENDED_STATES, EXIT_FAILED, EXIT_OK, LIVE_STATES, RunState
 from ..runinfo import liveness, read_run_info
 from .follow import FilesFollower
@@ -259,11 +259,8 @@ class RunDirSource(RunSource):
         if self.client is None:
             return super().set_settings(texts)
 
-        def said(reply: dict) -> str:
-            changes = reply.get("changes") or {}
-            return f"set at step {reply.get('step')}: " + ", ".join(f"{k} {v[0]} -> {v[1]}" for k, v in changes.items())
-
-        self._send("set", said, settings=texts)
+        self._send("set", lambda r: f"set at step {r.get('step')}: {changes_text(r.get('changes') or {})}",
+                   settings=texts)
         return "settings sent: they take effect at the end of this step"
 
     def settings(self) -> dict:

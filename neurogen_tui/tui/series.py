@@ -136,13 +136,8 @@ class ChartSeries:
     def mark_positions(self, marks: list[tuple[int, str]]) -> list[tuple[float, str]]:
         """Each mark's place on this chart's X axis; a mark whose step this series has not seen
         (yet) is left out."""
-        out = []
-        for step, kind in marks:
-            if step not in self._mark_x:
-                self._find_marks(self.recent["steps"], self.recent["x"])  # a mark that came after its row
-            if step in self._mark_x:
-                out.append((self._mark_x[step], kind))
-        return out
+        self._find_marks(self.recent["steps"], self.recent["x"])  # marks that came after their rows
+        return [(self._mark_x[step], kind) for step, kind in marks if step in self._mark_x]
 
     def points(self, max_points: int, window: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Each line reduced to about max_points: the whole run, or the last `window` steps."""

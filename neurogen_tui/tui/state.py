@@ -50,26 +50,27 @@ class HeaderInfo:
     read_only: bool = False
 
 
+def known(row: dict, name: str) -> bool:
+    """Whether a metrics row holds a number (not null, not NaN) for `name`."""
+    v = row.get(name)
+    return isinstance(v, (int, float)) and v == v
+
+
 def gpu_text(row: dict) -> str:
     """A metrics row's GPU readings for the header, each only where NVML read it."""
-    def known(name):
-        v = row.get(name)
-        return isinstance(v, (int, float)) and v == v
-
     parts = [fmt.format(row[name]) for name, fmt in (("gpu_util", "{:.0f}%"), ("gpu_power_w", "{:.0f}W"),
-                                                     ("gpu_temp_c", "{:.0f}°C")) if known(name)]
+                                                     ("gpu_temp_c", "{:.0f}°C")) if known(row, name)]
     return " ".join(parts)
 
 
 def gpu_more(row: dict) -> str:
     """What a wide header adds: memory used / total and the SM clock ("40.0/80.0G 1980MHz")."""
-    used, total, clock = (row.get(k) for k in ("gpu_mem_used_mb", "gpu_mem_total_mb", "gpu_sm_clock_mhz"))
     parts = []
-    if isinstance(used, (int, float)) and used == used:
-        parts.append(f"{used / 1024:.1f}" + (f"/{total / 1024:.1f}G" if isinstance(total, (int, float)) and total == total
-                                              else "G"))
-    if isinstance(clock, (int, float)) and clock == clock:
-        parts.append(f"{clock:.0f}MHz")
+    if known(row, "gpu_mem_used_mb"):
+        total = f"/{row['gpu_mem_total_mb'] / 1024:.1f}" if known(row, "gpu_mem_total_mb") else ""
+        parts.append(f"{row['gpu_mem_used_mb'] / 1024:.1f}{total}G")
+    if known(row, "gpu_sm_clock_mhz"):
+        parts.append(f"{row['gpu_sm_clock_mhz']:.0f}MHz")
     return " ".join(parts)
 
 
@@ -215,15 +216,11 @@ class RunView:
     def _machine(self, row: dict) -> None:
         """CPU and the data pipeline's share over the last DATA_WINDOW steps (one step alone jumps
         about: a checkpoint or an evaluation between two steps leaves the CPU idle)."""
-        def known(name):
-            v = row.get(name)
-            return isinstance(v, (int, float)) and v == v
-
         wall = self.last_timestamp - self._prev_timestamp if self._prev_timestamp else 0.0
         self._prev_timestamp = self.last_timestamp
-        if known("cpu_util") and wall > 0:
+        if known(row, "cpu_util") and wall > 0:
             self._cpu_share.append((float(row["cpu_util"]) * wall, wall))
-        if known("data_time") and known("step_time") and row["step_time"] > 0:
+        if known(row, "data_time") and known(row, "step_time") and row["step_time"] > 0:
             self._data_share.append((float(row["data_time"]), float(row["step_time"])))
         for window, name in ((self._cpu_share, "cpu"), (self._data_share, "data")):
             if window:
