@@ -35,11 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from neurogen_tui.dashboard import DASHBOARD_COLUMNS, FIGSIZE, DPI, MA_WINDOW, RECENT_STEPS
-from neurogen_tui.history import CHUNK, MetricsHistory
-from neurogen_tui.files import atomic_write
-from neurogen_tui.exports import write_metrics_history
-from neurogen_tui.viz_draw import DashboardWriter, DrawRequest
+from neurogen_tui.viz.figure import DASHBOARD_COLUMNS, FIGSIZE, DPI, MA_WINDOW, RECENT_STEPS
+from neurogen_tui.run.history import CHUNK, MetricsHistory
+from neurogen_tui.run.files import atomic_write
+from neurogen_tui.viz.history_json import write_metrics_history
+from neurogen_tui.viz.draw import DashboardWriter, DrawRequest
 
 SAMPLES = [{"step": i * 5, "input": "The harbour was quiet in the morning and the boats",
             "output": "were out at sea before the sun came up over the", "accuracy": 0.4, "target": "t"}
@@ -204,10 +204,10 @@ def train_blocks(mode: str, rounds: int, block: int) -> tuple[list[float], list[
     """One real training run (session.build_run, default model, bundled sample) whose steps come in
     blocks of `block`; in 'on' blocks a dashboard is drawn every 50 steps (mid-block, so a drawing
     never spills into an 'off' block), in 'off' blocks none. Returns tokens/s of on and off blocks."""
-    from neurogen_tui.config import TrainingConfig
-    from neurogen_tui.events import TrainingMetrics
-    from neurogen_tui.session import build_run
-    from neurogen_tui.viz import VisualizationManager
+    from neurogen_tui.train.config import TrainingConfig
+    from neurogen_tui.core.events import TrainingMetrics
+    from neurogen_tui.cli.session import build_run
+    from neurogen_tui.viz.writer import VisualizationManager
 
     pattern = (ORDER * rounds).replace("A", "1").replace("B", "0")
     if mode == "thread":

@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neurogen_tui.config import TrainingConfig  # noqa: E402
-from neurogen_tui.events import EventBus  # noqa: E402
-from neurogen_tui import guard as guard_module  # noqa: E402
-from neurogen_tui.guard import SNAPSHOT_EVERY  # noqa: E402
+from neurogen_tui.train.config import TrainingConfig  # noqa: E402
+from neurogen_tui.core.events import EventBus  # noqa: E402
+from neurogen_tui.train import guard as guard_module  # noqa: E402
+from neurogen_tui.train.guard import SNAPSHOT_EVERY  # noqa: E402
 
 SPENT = {"seconds": 0.0}
 
@@ -44,7 +44,7 @@ def timed(fn):
 
 for _name in ("observe", "settle", "take", "snapshot_due"):  # everything the guard does on the training thread
     setattr(guard_module.Guard, _name, timed(getattr(guard_module.Guard, _name)))
-from neurogen_tui.trainer import Trainer  # noqa: E402
+from neurogen_tui.train.trainer import Trainer  # noqa: E402
 
 
 def state_bytes(obj) -> int:

@@ -36,9 +36,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from neurogen_tui.history import MetricsHistory, columns_from_rows  # noqa: E402
-from neurogen_tui.metricsfile import SidecarWriter, read_metrics  # noqa: E402
-from neurogen_tui.runfiles import load_history, rows_from_jsonl  # noqa: E402
+from neurogen_tui.run.history import MetricsHistory, columns_from_rows  # noqa: E402
+from neurogen_tui.run.metricsfile import SidecarWriter, read_metrics  # noqa: E402
+from neurogen_tui.run.reader import load_history, rows_from_jsonl  # noqa: E402
 
 
 def write_run(run: Path, n: int, seed: int = 0) -> Path:

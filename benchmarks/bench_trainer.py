@@ -52,18 +52,19 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nanogpt_reference as ref  # noqa: E402
 
-from neurogen_tui.cli import build_parser  # noqa: E402
-from neurogen_tui.config import apply_flags  # noqa: E402
-from neurogen_tui.config import TrainingConfig, validate  # noqa: E402
-from neurogen_tui.batches import BatchStream  # noqa: E402
-from neurogen_tui.data import SAMPLE_TRAIN, SAMPLE_VAL, DocumentStream, open_local, train_opener  # noqa: E402
-from neurogen_tui.events import (EvalResult, EventBus, RunFinished, RunStarted, StateChanged,  # noqa: E402
+from neurogen_tui.cli.entry import build_parser  # noqa: E402
+from neurogen_tui.train.config import apply_flags  # noqa: E402
+from neurogen_tui.train.config import TrainingConfig  # noqa: E402
+from neurogen_tui.train.validate import validate  # noqa: E402
+from neurogen_tui.train.batches import BatchStream  # noqa: E402
+from neurogen_tui.train.data import SAMPLE_TRAIN, SAMPLE_VAL, DocumentStream, open_local, train_opener  # noqa: E402
+from neurogen_tui.core.events import (EvalResult, EventBus, RunFinished, RunStarted, StateChanged,  # noqa: E402
                                  TextSample, TrainingMetrics)
-from neurogen_tui.model import GPT, GPTConfig  # noqa: E402
-from neurogen_tui.schedule import lr_at  # noqa: E402
-from neurogen_tui.session import build_run  # noqa: E402
-from neurogen_tui.tokenizer import load_tokenizer  # noqa: E402
-from neurogen_tui.trainer import Trainer  # noqa: E402
+from neurogen_tui.train.model import GPT, GPTConfig  # noqa: E402
+from neurogen_tui.train.schedule import lr_at  # noqa: E402
+from neurogen_tui.cli.session import build_run  # noqa: E402
+from neurogen_tui.train.tokenizer import load_tokenizer  # noqa: E402
+from neurogen_tui.train.trainer import Trainer  # noqa: E402
 
 # The recipe's flags as the issue gives them, in neurogen-tui's spelling.
 NANOGPT_FLAGS = ("--n-layer 4 --n-head 4 --n-embd 128 --seq-len 64 --batch-size 12 --tokens-per-chunk 768 "
@@ -187,7 +188,7 @@ def trainer_trial(cfg: TrainingConfig, variant: str = "trainer", display: bool =
         if display:
             from rich.console import Console
 
-            from neurogen_tui.headless import HeadlessDisplay
+            from neurogen_tui.cli.headless import HeadlessDisplay
 
             devnull = stack.enter_context(open(os.devnull, "w"))
             shown = HeadlessDisplay(cfg, console=Console(file=devnull, force_terminal=True, width=120))
@@ -368,7 +369,7 @@ class SteppedTrainer:
     def __init__(self, cfg: TrainingConfig, display: bool):
         import threading
 
-        from neurogen_tui.events import StateChanged as _State
+        from neurogen_tui.core.events import StateChanged as _State
 
         self.parts = build_run(cfg, None)
         self.trainer = self.parts.trainer
@@ -376,7 +377,7 @@ class SteppedTrainer:
         if display:
             from rich.console import Console
 
-            from neurogen_tui.headless import HeadlessDisplay
+            from neurogen_tui.cli.headless import HeadlessDisplay
 
             devnull = self._stack.enter_context(open(os.devnull, "w"))
             shown = HeadlessDisplay(cfg, console=Console(file=devnull, force_terminal=True, width=120))
@@ -667,9 +668,9 @@ def _ms(fn, n: int = 1) -> float:
 def cmd_profile(args) -> dict:
     from rich.console import Console
 
-    from neurogen_tui.headless import HeadlessDisplay
-    from neurogen_tui.recorder import MetricsRecorder
-    from neurogen_tui.machine import rss_mb
+    from neurogen_tui.cli.headless import HeadlessDisplay
+    from neurogen_tui.run.recorder import MetricsRecorder
+    from neurogen_tui.core.machine import rss_mb
 
     run_dir = tempfile.mkdtemp(prefix="bench-profile-")
     cfg = make_config(args.config, 10**6, run_dir)
@@ -764,8 +765,8 @@ def dashboard_cpu_ms(cfg: TrainingConfig, rows: int) -> float:
     first draw's matplotlib import is the one measured second time round, not twice)."""
     code = f"""
 import time, tempfile
-from neurogen_tui.viz_draw import DashboardWriter, DrawRequest
-from neurogen_tui.events import TrainingMetrics
+from neurogen_tui.viz.draw import DashboardWriter, DrawRequest
+from neurogen_tui.core.events import TrainingMetrics
 w = DashboardWriter(tempfile.mkdtemp())
 for i in range(1, {rows} + 1):
     w.history.append(vars(TrainingMetrics(step=i, loss=3 / i ** 0.1, accuracy=0.3, tokens_per_sec=3e3,

@@ -57,12 +57,12 @@ from bench_trainer import OtherLoad  # noqa: E402  (the machine is shared: measu
 from textual import events  # noqa: E402
 from textual.binding import Binding  # noqa: E402
 
-from neurogen_tui.config import TrainingConfig  # noqa: E402
-from neurogen_tui.events import EventBus  # noqa: E402
-from neurogen_tui.history import MetricsHistory  # noqa: E402
-from neurogen_tui.recorder import MetricsRecorder  # noqa: E402
-from neurogen_tui.session import RunParts, build_run  # noqa: E402
-from neurogen_tui.trainer import Trainer  # noqa: E402
+from neurogen_tui.train.config import TrainingConfig  # noqa: E402
+from neurogen_tui.core.events import EventBus  # noqa: E402
+from neurogen_tui.run.history import MetricsHistory  # noqa: E402
+from neurogen_tui.run.recorder import MetricsRecorder  # noqa: E402
+from neurogen_tui.cli.session import RunParts, build_run  # noqa: E402
+from neurogen_tui.train.trainer import Trainer  # noqa: E402
 from neurogen_tui.tui.app import MonitorApp  # noqa: E402
 from neurogen_tui.tui.charts import CHARTS  # noqa: E402
 from neurogen_tui.tui.rundir import RunDirSource  # noqa: E402
@@ -171,7 +171,7 @@ def press_keys(app: ProbeApp, loop, sent: dict, stop: threading.Event) -> None:
 async def run_latency(cfg: TrainingConfig, seconds: float, composed: bool, child: bool = False) -> dict:
     proc = None
     if child:  # the trainer in a child process (dashboards: composed, every 10 steps)
-        from neurogen_tui.launch import trainer_command
+        from neurogen_tui.cli.launch import trainer_command
 
         flags = child_flags(cfg) + (["--viz-interval", "10", "--viz-budget", "0"] if composed else [])
         proc = subprocess.Popen(trainer_command(flags), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -304,7 +304,7 @@ def child_flags(cfg: TrainingConfig) -> list[str]:
 def run_child(cfg: TrainingConfig, with_app: bool) -> Run:
     """The trainer in a child process (launch.py's command; the default on a GPU), alone or under
     the app (tui/rundir.py's source over the child) in this process."""
-    from neurogen_tui.launch import trainer_command
+    from neurogen_tui.cli.launch import trainer_command
 
     env = dict(os.environ)
     if torch_threads := getattr(cfg, "_threads", 0):

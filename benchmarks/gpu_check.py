@@ -23,7 +23,7 @@ returns what it measured, and prints the Markdown at the end. The parts, in the 
    the GPU, text samples on the GPU).
 
 On the device machine of this project (Python 3.12, no textual/plotext/zstandard there), carry the
-wheels in `.whl/` (see README, "The GPU check") and run:
+wheels in `.whl/` (see docs/distributed.md, "The GPU check") and run:
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; \
@@ -53,16 +53,17 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from neurogen_tui.batches import BatchStream  # noqa: E402
-from neurogen_tui.cli import build_parser  # noqa: E402
-from neurogen_tui.config import TrainingConfig, apply_flags, validate  # noqa: E402
-from neurogen_tui.data import DocumentStream, train_opener  # noqa: E402
-from neurogen_tui.events import TrainingMetrics  # noqa: E402
-from neurogen_tui.mfu import flops_per_token, peak_tflops  # noqa: E402
-from neurogen_tui.model import GPT, GPTConfig  # noqa: E402
-from neurogen_tui.parallel import autocast, prepare_device  # noqa: E402
-from neurogen_tui.schedule import lr_at  # noqa: E402
-from neurogen_tui.tokenizer import load_tokenizer  # noqa: E402
+from neurogen_tui.train.batches import BatchStream  # noqa: E402
+from neurogen_tui.cli.entry import build_parser  # noqa: E402
+from neurogen_tui.train.config import TrainingConfig, apply_flags  # noqa: E402
+from neurogen_tui.train.validate import validate  # noqa: E402
+from neurogen_tui.train.data import DocumentStream, train_opener  # noqa: E402
+from neurogen_tui.core.events import TrainingMetrics  # noqa: E402
+from neurogen_tui.train.mfu import flops_per_token, peak_tflops  # noqa: E402
+from neurogen_tui.train.model import GPT, GPTConfig  # noqa: E402
+from neurogen_tui.train.device import autocast, prepare_device  # noqa: E402
+from neurogen_tui.train.schedule import lr_at  # noqa: E402
+from neurogen_tui.train.tokenizer import load_tokenizer  # noqa: E402
 
 ANSI = re.compile(rb"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 HELP_MARK = b"neurogen-tui keys"  # the help screen's title (tui/widgets.py HelpScreen)
@@ -106,7 +107,7 @@ def part_env(plan: Plan, work: Path) -> dict:
                     capability=".".join(map(str, torch.cuda.get_device_capability(0))),
                     bf16=torch.cuda.is_bf16_supported(), sms=props.multi_processor_count,
                     mfu_peak_tflops=peak_tflops(name), nccl=".".join(map(str, torch.cuda.nccl.version())))
-        from neurogen_tui.machine import GpuReadings
+        from neurogen_tui.core.machine import GpuReadings
 
         readings = GpuReadings(0)  # what the trainer records each step (NVML)
         info.update(nvml=readings.latest(), nvml_note=readings.note)
@@ -384,10 +385,10 @@ def part_app(plan: Plan, work: Path) -> dict:
 # FSDP), each phase a fresh process as torchrun would start it.
 def one_rank(strategy: str, run_dir: str, device: str, steps: int, resume: bool) -> None:
     """(a subprocess) One phase of a one-rank job; prints what it saw as one JSON line."""
-    from neurogen_tui.checkpoint import resolve_resume
-    from neurogen_tui.events import EventBus, RunFinished
-    from neurogen_tui.parallel import DataParallel, Sharded
-    from neurogen_tui.trainer import Trainer
+    from neurogen_tui.train.checkpoint import resolve_resume
+    from neurogen_tui.core.events import EventBus, RunFinished
+    from neurogen_tui.train.parallel import DataParallel, Sharded
+    from neurogen_tui.train.trainer import Trainer
 
     cfg = Plan(device == "cpu").config(Path(run_dir), steps, "--model", "tiny", "--tokens-per-chunk", "1024",
                                        "--strategy", strategy, "--checkpoint-interval", "3", "--eval-interval", "3")
@@ -403,7 +404,7 @@ def one_rank(strategy: str, run_dir: str, device: str, steps: int, resume: bool)
                       "device": str(trainer.device), "losses": seen["losses"],
                       "message": getattr(result, "message", ""),
                       "checkpoint": getattr(result, "checkpoint", None),
-                      "cuda_rng_saved": bool(trainer.checkpoint_meta()["rng"]["cuda"]) if result.step else None,
+                      "cuda_rng_saved": bool(trainer.checkpointer.meta()["rng"]["cuda"]) if result.step else None,
                       "ok": isinstance(result, RunFinished)}))
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neurogen_tui.config import TrainingConfig  # noqa: E402
-from neurogen_tui.session import build_run, setup_logging  # noqa: E402
+from neurogen_tui.train.config import TrainingConfig  # noqa: E402
+from neurogen_tui.cli.session import build_run, setup_logging  # noqa: E402
 from neurogen_tui.tui.app import MonitorApp  # noqa: E402
 from neurogen_tui.tui.source import InProcessSource  # noqa: E402
 

@@ -40,7 +40,7 @@ def unfrozen_gc():
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """The --test configuration (tiny model, bundled sample) in a temporary run dir."""
-    from neurogen_tui.config import TrainingConfig
+    from neurogen_tui.train.config import TrainingConfig
 
     cfg = TrainingConfig(run_dir=str(tmp_path / "run"))
     cfg.apply_test_mode()

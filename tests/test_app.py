@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 from rich.text import Text
 
-from neurogen_tui.config import TrainingConfig
-from neurogen_tui.events import RunFailed, StateChanged, TextSample
-from neurogen_tui.history import MetricsHistory
-from neurogen_tui.events import EventBus
-from neurogen_tui.recorder import MetricsRecorder
-from neurogen_tui.session import RunParts, build_run, setup_logging
-from neurogen_tui.trainer import Trainer
+from neurogen_tui.train.config import TrainingConfig
+from neurogen_tui.core.events import RunFailed, StateChanged, TextSample
+from neurogen_tui.run.history import MetricsHistory
+from neurogen_tui.core.events import EventBus
+from neurogen_tui.run.recorder import MetricsRecorder
+from neurogen_tui.cli.session import RunParts, build_run, setup_logging
+from neurogen_tui.train.trainer import Trainer
 from neurogen_tui.tui.app import MonitorApp
 from neurogen_tui.tui.charts import CHARTS, ChartCaption, ChartPanel, MetricChart, reduced_series, y_ticks
 from neurogen_tui.tui.source import Capabilities, InProcessSource, RunSource, SourceDone
 from neurogen_tui.tui.state import RunView, last_frames
-from neurogen_tui.history import debiased_ema
+from neurogen_tui.run.history import debiased_ema
 from neurogen_tui.tui.series import BLOCK, ChartSeries
 from neurogen_tui.tui.widgets import LogPane, RunHeader, SamplesTable
 
@@ -271,7 +271,7 @@ def test_trainer_exception_shows_failed_and_exits_non_zero_after_q(tmp_path, mon
 
 @pytest.mark.slow
 def test_a_resumed_run_shows_its_whole_history(tmp_path):
-    from neurogen_tui.checkpoint import list_checkpoints, load_checkpoint
+    from neurogen_tui.train.checkpoint import list_checkpoints, load_checkpoint
 
     cfg = make_cfg(tmp_path, max_chunks=6)
     first = build_run(cfg, None, control=False)
@@ -435,7 +435,7 @@ def test_a_flood_of_metrics_in_one_drain_lands_whole_and_in_order():
 
 
 def _metrics(step, ts, rss=0.0, gpu=0.0):
-    from neurogen_tui.events import TrainingMetrics
+    from neurogen_tui.core.events import TrainingMetrics
 
     return TrainingMetrics(step=step, loss=5.0 - step * 0.01, accuracy=0.1, tokens_per_sec=1000.0,
                            gpu_memory_mb=gpu, learning_rate=1e-3, timestamp=ts, rss_mb=rss, tokens_seen=step * 1024)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from neurogen_tui.cli import main
-from neurogen_tui.commands import attach_source, main_ls
-from neurogen_tui.control import ControlClient
-from neurogen_tui.files import read_jsonl
-from neurogen_tui.runinfo import liveness, read_run_info
-from neurogen_tui.runlist import newest_run
+from neurogen_tui.cli.entry import main
+from neurogen_tui.cli.commands import attach_source, main_ls
+from neurogen_tui.control.protocol import ControlClient
+from neurogen_tui.run.files import read_jsonl
+from neurogen_tui.run.info import liveness, read_run_info
+from neurogen_tui.run.listing import newest_run
 from neurogen_tui.tui.app import MonitorApp
 from neurogen_tui.tui.rundir import RunDirSource
 from neurogen_tui.tui.source import InProcessSource
@@ -142,8 +142,8 @@ def test_two_viewers_at_once_both_follow_and_control(shared):
 
 def test_the_training_app_keeps_training_after_a_hangup_and_can_be_stopped_by_attach(tmp_path):
     """--on-hangup continue (the default) in the app that trains: SIGHUP leaves the trainer going."""
-    from neurogen_tui.session import setup_logging
-    from neurogen_tui.signals import continue_app_after_hangup
+    from neurogen_tui.cli.session import setup_logging
+    from neurogen_tui.cli.signals import continue_app_after_hangup
 
     cfg = make_cfg(tmp_path / "run")
     setup_logging(cfg)

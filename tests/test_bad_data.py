@@ -3,10 +3,10 @@ import json
 
 import zstandard
 
-import neurogen_tui.data as data
-from neurogen_tui.cli import main
-from neurogen_tui.data import DocumentStream, open_local
-from neurogen_tui.files import read_jsonl
+import neurogen_tui.train.data as data
+from neurogen_tui.cli.entry import main
+from neurogen_tui.train.data import DocumentStream, open_local
+from neurogen_tui.run.files import read_jsonl
 
 
 def messy_shard(path):

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from neurogen_tui.allowance import Allowance
-from neurogen_tui.machine import MachineLoad
+from neurogen_tui.core.allowance import Allowance
+from neurogen_tui.core.machine import MachineLoad
 from neurogen_tui.tui.budget import ScreenBudget
 
 
@@ -187,7 +187,7 @@ def test_nothing_is_limited_while_the_run_is_not_training():
 
 @pytest.mark.parametrize("command", ["watch", "attach"])
 def test_watch_and_attach_take_the_budget_flag(command, capsys):
-    from neurogen_tui import commands
+    from neurogen_tui.cli import commands
 
     parser = getattr(commands, f"{command}_parser")()
     assert parser.parse_args(["run", "--ui-budget", "0"]).ui_budget == 0.0

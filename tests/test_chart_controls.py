@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from neurogen_tui.events import StateChanged, TrainingMetrics
-from neurogen_tui.history import debiased_ema
+from neurogen_tui.core.events import StateChanged, TrainingMetrics
+from neurogen_tui.run.history import debiased_ema
 from neurogen_tui.tui import chartsettings
 from neurogen_tui.tui.app import MonitorApp
 from neurogen_tui.tui.charts import ChartPanel
@@ -72,7 +72,7 @@ def test_a_constant_series_stays_constant():
 def test_smoothing_is_computed_on_full_resolution_data_before_the_reduction():
     """A spike one step long moves the smoothed line by exactly what the EMA of every step says,
     though the drawn line is reduced to a few hundred points."""
-    from neurogen_tui.history import MetricsHistory
+    from neurogen_tui.run.history import MetricsHistory
 
     n = 50_000
     y = np.full(n, 2.0)
@@ -328,8 +328,8 @@ def test_the_header_shows_cpu_and_the_data_share():
 
 
 def test_setting_changes_and_guard_actions_are_marked_on_the_charts_and_the_png():
-    from neurogen_tui.dashboard import Dashboard
-    from neurogen_tui.events import GuardFired, SettingChanged
+    from neurogen_tui.viz.figure import Dashboard
+    from neurogen_tui.core.events import GuardFired, SettingChanged
 
     source = RowsSource(600)
     source.put(SettingChanged(200, {"lr": [1e-3, 50.0]}, "ctl"))

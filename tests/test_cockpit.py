@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurogen_tui.cli import main
-from neurogen_tui.config import LIVE_SETTINGS, TrainingConfig, live_changes
-from neurogen_tui.events import EventBus, GuardFired, LogMessage, SettingChanged, TrainingMetrics
-from neurogen_tui.guard import CONFIRM_STEPS, SNAPSHOT_EVERY, Guard
-from neurogen_tui.layout import RunState
-from neurogen_tui.schedule import lr_at
-from neurogen_tui.recorder import MetricsRecorder
-from neurogen_tui.session import RunParts, build_run
-from neurogen_tui.timeline import Timeline, describe, digest, read_events
-from neurogen_tui.trainer import Trainer
+from neurogen_tui.cli.entry import main
+from neurogen_tui.train.config import LIVE_SETTINGS, TrainingConfig, live_changes
+from neurogen_tui.core.events import EventBus, GuardFired, LogMessage, SettingChanged, TrainingMetrics
+from neurogen_tui.train.guard import CONFIRM_STEPS, SNAPSHOT_EVERY, Guard
+from neurogen_tui.run.layout import RunState
+from neurogen_tui.train.schedule import lr_at
+from neurogen_tui.run.recorder import MetricsRecorder
+from neurogen_tui.cli.session import RunParts, build_run
+from neurogen_tui.run.timeline import Timeline, describe, digest, read_events
+from neurogen_tui.train.trainer import Trainer
 
 HANG_GUARD = 200  # seconds: only so a broken build fails instead of hanging; never a speed check
 ROOT = Path(__file__).resolve().parents[1]
@@ -359,8 +359,8 @@ def test_the_digest_says_what_happened_since_the_last_viewer_left():
 
 
 def test_attach_opens_with_a_digest_prompts_go_through_attach_and_ctl_and_ls_shows_the_last_event(tmp_path, capsys):
-    from neurogen_tui.commands import attach_source
-    from neurogen_tui.control import ControlClient
+    from neurogen_tui.cli.commands import attach_source
+    from neurogen_tui.control.protocol import ControlClient
 
     cfg = tiny_cfg(tmp_path)
     with LiveRun(cfg) as run:
@@ -396,8 +396,8 @@ def test_attach_opens_with_a_digest_prompts_go_through_attach_and_ctl_and_ls_sho
 
 # ---- talk to the model ---------------------------------------------------------------------------------
 def test_prompt_lines_take_options_first():
-    from neurogen_tui.config import ConfigError
-    from neurogen_tui.prompts import prompt_line
+    from neurogen_tui.train.config import ConfigError
+    from neurogen_tui.train.prompts import prompt_line
 
     assert prompt_line("Once upon a time") == ("Once upon a time", {"temperature": 0.0, "top_k": None, "tokens": 64})
     assert prompt_line("temperature=0.8 top_k=40 tokens=20 x=1 y", 64) == (
@@ -485,7 +485,7 @@ def test_a_prompt_from_the_app_is_answered_at_a_step_boundary_and_training_goes_
 def test_enter_on_a_prompts_answer_shows_its_history_of_answers():
     import asyncio
 
-    from neurogen_tui.events import StateChanged, TextSample
+    from neurogen_tui.core.events import StateChanged, TextSample
     from neurogen_tui.tui.app import MonitorApp
     from neurogen_tui.tui.source import Capabilities, RunSource
     from neurogen_tui.tui.widgets import SampleScreen, SamplesTable
@@ -529,8 +529,8 @@ def test_enter_on_a_prompts_answer_shows_its_history_of_answers():
 
 
 def test_values_a_run_cannot_survive_are_refused(tmp_path):
-    from neurogen_tui.config import ConfigError
-    from neurogen_tui.prompts import prompt_line
+    from neurogen_tui.train.config import ConfigError
+    from neurogen_tui.train.prompts import prompt_line
 
     for text in ("nan", "inf", "-inf"):
         with pytest.raises(ConfigError, match="must be a positive number"):

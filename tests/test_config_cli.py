@@ -1,7 +1,7 @@
 """Every invalid flag fails before any work with one clear line and exit status 2."""
 import pytest
 
-from neurogen_tui.cli import main
+from neurogen_tui.cli.entry import main
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -17,18 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from neurogen_tui import control, control_server
-from neurogen_tui.cli import main
-from neurogen_tui.config import TrainingConfig
-from neurogen_tui.commands import main_ls
-from neurogen_tui.control import MAX_LINE, ControlClient, ControlError
-from neurogen_tui.control_server import RunService
-from neurogen_tui.events import EventBus, RunFinished
-from neurogen_tui.files import read_jsonl
-from neurogen_tui.recorder import MetricsRecorder
-from neurogen_tui.session import RunParts, build_run, setup_logging
-from neurogen_tui.trainer import Trainer
-from neurogen_tui.runinfo import STALE_AFTER, liveness, read_run_info
+from neurogen_tui.control import protocol as control
+
+from neurogen_tui.control import server as control_server
+from neurogen_tui.cli.entry import main
+from neurogen_tui.train.config import TrainingConfig
+from neurogen_tui.cli.commands import main_ls
+from neurogen_tui.control.protocol import MAX_LINE, ControlClient, ControlError
+from neurogen_tui.control.server import RunService
+from neurogen_tui.core.events import EventBus, RunFinished
+from neurogen_tui.run.files import read_jsonl
+from neurogen_tui.run.recorder import MetricsRecorder
+from neurogen_tui.cli.session import RunParts, build_run, setup_logging
+from neurogen_tui.train.trainer import Trainer
+from neurogen_tui.run.info import STALE_AFTER, liveness, read_run_info
 
 HANG_GUARD = 120  # seconds: only so a broken build fails instead of hanging; never a speed check
 
@@ -375,7 +377,7 @@ def test_liveness_tells_stale_records_from_live_ones(tmp_path):
 
 
 def control_boot_id() -> str:
-    from neurogen_tui.runinfo import boot_id
+    from neurogen_tui.run.info import boot_id
 
     return boot_id()
 

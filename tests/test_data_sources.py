@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from neurogen_tui.config import TrainingConfig
-from neurogen_tui.data import (SAMPLE_TRAIN, SAMPLE_VAL, DataError, DocumentStream, builder_for, open_hub,
+from neurogen_tui.train.config import TrainingConfig
+from neurogen_tui.train.data import (SAMPLE_TRAIN, SAMPLE_VAL, DataError, DocumentStream, builder_for, open_hub,
                                open_local, train_opener, val_opener)
 
 

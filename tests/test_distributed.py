@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurogen_tui.checkpoint import list_checkpoints, load_checkpoint
-from neurogen_tui.cli import main
-from neurogen_tui.config import TrainingConfig
-from neurogen_tui.batches import BatchStream
-from neurogen_tui.data import DocumentStream, open_local, train_opener
-from neurogen_tui.parallel import accumulation
-from neurogen_tui.events import EventBus, TrainingMetrics
-from neurogen_tui.launch import root_cause
-from neurogen_tui.tokenizer import load_tokenizer
-from neurogen_tui.trainer import Trainer
+from neurogen_tui.train.checkpoint import list_checkpoints, load_checkpoint
+from neurogen_tui.cli.entry import main
+from neurogen_tui.train.config import TrainingConfig
+from neurogen_tui.train.batches import BatchStream
+from neurogen_tui.train.data import DocumentStream, open_local, train_opener
+from neurogen_tui.train.device import accumulation
+from neurogen_tui.core.events import EventBus, TrainingMetrics
+from neurogen_tui.cli.launch import root_cause
+from neurogen_tui.train.tokenizer import load_tokenizer
+from neurogen_tui.train.trainer import Trainer
 
 STEPS = 3
 
@@ -237,7 +237,7 @@ def test_a_killed_rank_ends_the_job_with_a_message_naming_it(tmp_path):
 
 @pytest.mark.slow
 def test_control_channel_pauses_checkpoints_and_stops_all_ranks_together(tmp_path):
-    from neurogen_tui.control import ControlClient
+    from neurogen_tui.control.protocol import ControlClient
 
     run_dir = tmp_path / "run"
     metrics = run_dir / "training_viz" / "metrics.jsonl"
@@ -267,7 +267,7 @@ def test_the_app_pauses_checkpoints_and_stops_a_two_rank_run(tmp_path):
     channel: driven here by Pilot against a real 2-rank job."""
     import asyncio
 
-    from neurogen_tui.runinfo import read_run_info
+    from neurogen_tui.run.info import read_run_info
     from neurogen_tui.tui.app import MonitorApp
     from neurogen_tui.tui.rundir import RunDirSource
 

@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from neurogen_tui.cli import main
-from neurogen_tui.files import dumps
-from neurogen_tui.formats import TAGS, follow
-from neurogen_tui.metricsfile import read_metrics
-from neurogen_tui.runinfo import boot_id, process_start
+from neurogen_tui.cli.entry import main
+from neurogen_tui.run.files import dumps
+from neurogen_tui.viz.formats import TAGS, follow
+from neurogen_tui.run.metricsfile import read_metrics
+from neurogen_tui.run.info import boot_id, process_start
 
 
 def events(logdir):

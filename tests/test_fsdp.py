@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from neurogen_tui.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, prune_checkpoints, resolve_resume
-from neurogen_tui.cli import main
+from neurogen_tui.train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, prune_checkpoints, resolve_resume
+from neurogen_tui.cli.entry import main
 
 STEPS = 4
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neurogen_tui.checkpoint import load_checkpoint
-from neurogen_tui.events import EventBus, RunFinished, TextSample, TrainingMetrics
-from neurogen_tui.model import GPT, GPTConfig
-from neurogen_tui.parallel import autocast
-from neurogen_tui.trainer import Trainer
+from neurogen_tui.train.checkpoint import load_checkpoint
+from neurogen_tui.core.events import EventBus, RunFinished, TextSample, TrainingMetrics
+from neurogen_tui.train.model import GPT, GPTConfig
+from neurogen_tui.train.device import autocast
+from neurogen_tui.train.trainer import Trainer
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -112,7 +112,7 @@ def test_text_samples_are_generated_on_the_gpu(gpu_cfg):
 
 
 def test_mfu_is_reported_for_a_gpu_in_the_table(gpu_cfg):
-    from neurogen_tui.mfu import peak_tflops
+    from neurogen_tui.train.mfu import peak_tflops
 
     if peak_tflops(torch.cuda.get_device_name(0)) is None:
         pytest.skip(f"{torch.cuda.get_device_name(0)} is not in the MFU table")

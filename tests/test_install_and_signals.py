@@ -63,7 +63,7 @@ def test_ctrl_c_stops_at_a_step_boundary_with_final_checkpoint(tmp_path):
 
 STOP_SIGNALS_PROBE = """
 import os, signal, sys, time
-from neurogen_tui.signals import REPEAT_WINDOW_S, install_stop_signals
+from neurogen_tui.cli.signals import REPEAT_WINDOW_S, install_stop_signals
 stops = []
 install_stop_signals(lambda: stops.append(1), lambda msg: print(msg, flush=True))
 os.kill(os.getpid(), signal.SIGINT)   # Ctrl+C from the terminal ...

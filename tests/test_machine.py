@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from neurogen_tui.events import TrainingMetrics
-from neurogen_tui.machine import GpuReadings, ProcessCpu
-from neurogen_tui.metricsfile import read_metrics
-from neurogen_tui.recorder import MetricsRecorder
+from neurogen_tui.core.events import TrainingMetrics
+from neurogen_tui.core.machine import GpuReadings, ProcessCpu
+from neurogen_tui.run.metricsfile import read_metrics
+from neurogen_tui.run.recorder import MetricsRecorder
 from neurogen_tui.tui.state import RunView
 
 
@@ -130,7 +130,7 @@ def test_process_cpu_counts_every_thread_in_percent_of_one_core():
     ([(None, None), (50.0, 70.0)], (50.0, 70.0)),
 ])
 def test_a_data_parallel_job_reports_the_slowest_and_hottest_gpu(rank_values, expect):
-    from neurogen_tui.parallel import DataParallel
+    from neurogen_tui.train.parallel import DataParallel
 
     par = DataParallel.__new__(DataParallel)
     par.rank, par.world_size, par.is_main, par.sharded = 0, len(rank_values), True, False

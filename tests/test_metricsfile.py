@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 import pyarrow as pa
-from neurogen_tui.events import TrainingMetrics
-from neurogen_tui.files import dumps
-from neurogen_tui.metricsfile import FIELDS, SidecarWriter, parse_jsonl, read_metrics, read_sidecar
-from neurogen_tui.recorder import MetricsRecorder
-from neurogen_tui.runfiles import load_history
+from neurogen_tui.core.events import TrainingMetrics
+from neurogen_tui.run.files import dumps
+from neurogen_tui.run.metricsfile import FIELDS, SidecarWriter, parse_jsonl, read_metrics, read_sidecar
+from neurogen_tui.run.recorder import MetricsRecorder
+from neurogen_tui.run.reader import load_history
 from neurogen_tui.tui.follow import FilesFollower
 from neurogen_tui.tui.source import MetricsRows
 
@@ -118,8 +118,8 @@ def test_resume_cuts_the_rows_after_its_step_and_rebuilds_the_sidecar(tmp_path):
 
 
 def test_parse_matches_the_line_loop_on_a_real_run(tmp_path, tiny_cfg):
-    from neurogen_tui.events import EventBus
-    from neurogen_tui.trainer import Trainer
+    from neurogen_tui.core.events import EventBus
+    from neurogen_tui.train.trainer import Trainer
 
     tiny_cfg.max_chunks = 12
     bus = EventBus()
@@ -139,7 +139,7 @@ def test_parse_matches_the_line_loop_on_a_real_run(tmp_path, tiny_cfg):
 
 
 def test_following_a_live_run_reads_only_the_new_rows_the_second_time(tmp_path, monkeypatch):
-    import neurogen_tui.files as files
+    import neurogen_tui.run.files as files
 
     run = tmp_path / "run"
     rec = record(run / "training_viz", range(1, 1001))
@@ -179,8 +179,8 @@ def test_sidecar_writer_starts_from_a_table_and_appends(tmp_path):
 
 
 def test_samples_are_cut_and_read_from_the_end_of_the_file(tmp_path):
-    from neurogen_tui.files import cut_jsonl_after, tail_jsonl
-    from neurogen_tui.runfiles import load_samples
+    from neurogen_tui.run.files import cut_jsonl_after, tail_jsonl
+    from neurogen_tui.run.reader import load_samples
 
     path = tmp_path / "samples.jsonl"
     rows = [{"step": s, "input": "i", "target": "t", "output": "o\n" * 40, "accuracy": 0.5} for s in range(1, 20001)]
@@ -197,7 +197,7 @@ def test_samples_are_cut_and_read_from_the_end_of_the_file(tmp_path):
 def test_a_file_read_in_blocks_reads_the_same_whatever_the_block(tmp_path, monkeypatch):
     """metrics.jsonl is parsed BLOCK bytes at a time (a 10M-step file is ~3 GB): lines across block
     ends, lines longer than a block, a corrupt line and a torn last one all read as one read does."""
-    import neurogen_tui.metricsfile as mf
+    import neurogen_tui.run.metricsfile as mf
 
     path = tmp_path / "metrics.jsonl"
     lines = [dumps(metrics(s).to_dict()) for s in range(1, 41)]

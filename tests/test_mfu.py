@@ -1,8 +1,8 @@
 """MFU: PaLM's FLOPs per token, the GPU peak table, and no made-up peak for an unknown device."""
 import pytest
 
-from neurogen_tui.events import TrainingMetrics
-from neurogen_tui.mfu import MfuMeter, flops_per_token, mfu, peak_tflops
+from neurogen_tui.core.events import TrainingMetrics
+from neurogen_tui.train.mfu import MfuMeter, flops_per_token, mfu, peak_tflops
 
 
 def test_flops_per_token_is_6n_plus_attention_term_for_gpt2_124m():
@@ -63,8 +63,8 @@ def test_header_shows_mfu_where_metrics_have_it_and_nothing_on_cpu():
 
 
 def test_dashboard_draws_mfu_on_the_throughput_panel_only_when_known():
-    from neurogen_tui.dashboard import DASHBOARD_COLUMNS, Dashboard, dashboard_title
-    from neurogen_tui.history import MetricsHistory
+    from neurogen_tui.viz.figure import DASHBOARD_COLUMNS, Dashboard, dashboard_title
+    from neurogen_tui.run.history import MetricsHistory
 
     def columns(mfu_value):
         history = MetricsHistory()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from neurogen_tui.launch import _drain, trainer_command
-from neurogen_tui.runinfo import read_run_info
+from neurogen_tui.cli.launch import _drain, trainer_command
+from neurogen_tui.run.info import read_run_info
 from neurogen_tui.tui.app import MonitorApp
 from neurogen_tui.tui.charts import CHARTS, MetricChart
 from neurogen_tui.tui.rundir import RunDirSource
@@ -31,7 +31,7 @@ def start_child(run_dir: Path, *flags: str, prelude: str = "") -> tuple[subproce
     """A trainer child as launch.py starts it; `prelude` runs in the child first (fault injection)."""
     command = trainer_command([*TINY, *flags, "--run-dir", str(run_dir)])
     if prelude:  # python -c "<prelude>; run the CLI", with the same arguments
-        command = [sys.executable, "-c", f"{prelude}\nimport sys\nfrom neurogen_tui.cli import main\n"
+        command = [sys.executable, "-c", f"{prelude}\nimport sys\nfrom neurogen_tui.cli.entry import main\n"
                                          f"sys.exit(main(sys.argv[1:]))", *command[3:]]
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, errors="replace", start_new_session=True, cwd=ROOT)
@@ -96,7 +96,7 @@ def test_the_app_drives_a_child_trainer_charts_samples_pause_checkpoint_and_q(tm
 
 def test_a_trainer_failing_in_the_child_shows_failed_with_its_last_frames(tmp_path):
     run_dir = tmp_path / "run"
-    prelude = ("from neurogen_tui.trainer import Trainer\n"
+    prelude = ("from neurogen_tui.train.trainer import Trainer\n"
                "real = Trainer.train_step\n"
                "def failing_step(self):\n"
                "    if self.step >= 3:\n"
@@ -207,13 +207,13 @@ def test_the_real_command_on_a_terminal_trains_in_a_child_that_stops_when_the_ap
 def test_the_app_trains_in_a_child_unless_asked_not_to(tmp_path, monkeypatch, flags, expected):
     """Which road the command takes on a terminal: the app over a child trainer (launch), or the
     trainer in this process (start: on a CPU by default, --in-process, or --headless)."""
-    import neurogen_tui.launch
-    import neurogen_tui.session
-    from neurogen_tui.cli import main
+    import neurogen_tui.cli.launch
+    import neurogen_tui.cli.session
+    from neurogen_tui.cli.entry import main
 
     taken = []
-    monkeypatch.setattr(neurogen_tui.launch, "launch", lambda argv, cfg, headless: taken.append("launch") or 0)
-    monkeypatch.setattr(neurogen_tui.session, "start", lambda cfg, resume, headless: taken.append("start") or 0)
+    monkeypatch.setattr(neurogen_tui.cli.launch, "launch", lambda argv, cfg, headless: taken.append("launch") or 0)
+    monkeypatch.setattr(neurogen_tui.cli.session, "start", lambda cfg, resume, headless: taken.append("start") or 0)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     assert main(["--test", "--run-dir", str(tmp_path / "run"), *flags]) == 0
     assert taken == [expected]

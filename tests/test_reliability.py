@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from neurogen_tui import checkpoint as ckpt
-from neurogen_tui.cli import main
-from neurogen_tui.files import read_jsonl
-from neurogen_tui.session import RunLock
+from neurogen_tui.train import checkpoint as ckpt
+from neurogen_tui.cli.entry import main
+from neurogen_tui.run.files import read_jsonl
+from neurogen_tui.cli.session import RunLock
 
 
 class Boom:
@@ -68,8 +68,8 @@ def test_second_process_on_the_same_run_dir_is_refused(tmp_path, capsys):
 
 
 def test_full_disk_on_checkpoint_retries_then_stops_cleanly(tiny_cfg, monkeypatch):
-    from neurogen_tui.events import RunFailed
-    from neurogen_tui.trainer import Trainer
+    from neurogen_tui.core.events import RunFailed
+    from neurogen_tui.train.trainer import Trainer
 
     tiny_cfg.max_chunks = 20
     tiny_cfg.checkpoint_interval = 3
@@ -84,11 +84,8 @@ def test_full_disk_on_checkpoint_retries_then_stops_cleanly(tiny_cfg, monkeypatc
 
     monkeypatch.setattr(ckpt, "save_checkpoint", flaky_save)
     trainer = Trainer(tiny_cfg)
-    trainer.save_checkpoint.__func__.__defaults__ = (0.01,)  # keep the retry pause short in tests
-    try:
-        result = trainer.run()
-    finally:
-        trainer.save_checkpoint.__func__.__defaults__ = (5.0,)
+    trainer.checkpointer.retry_delay = 0.01  # keep the retry pause short in tests
+    result = trainer.run()
     assert isinstance(result, RunFailed)
     assert "No space left on device" in result.error and "checkpoint_step_000003.pt" in result.error
     assert calls == [3, 6, 6]  # one retry, then stop

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neurogen_tui import cli
-from neurogen_tui.commands import unique_names
-from neurogen_tui.dashboard import COMPARE_PANELS, compare_figure
-from neurogen_tui.runfiles import load_history, load_run, load_samples
+from neurogen_tui.cli import entry as cli
+from neurogen_tui.cli.commands import unique_names
+from neurogen_tui.viz.figure import COMPARE_PANELS, compare_figure
+from neurogen_tui.run.reader import load_history, load_run, load_samples
 
 
 @pytest.fixture(scope="module")

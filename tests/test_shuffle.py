@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from conftest import write_jsonl_zst
-from neurogen_tui.batches import BatchStream
-from neurogen_tui.checkpoint import load_checkpoint
-from neurogen_tui.cli import main
-from neurogen_tui.data import DocumentStream, open_local, pass_tokens
-from neurogen_tui.files import read_jsonl
-from neurogen_tui.tokenizer import ByteTokenizer
+from neurogen_tui.train.batches import BatchStream
+from neurogen_tui.train.checkpoint import load_checkpoint
+from neurogen_tui.cli.entry import main
+from neurogen_tui.train.data import DocumentStream, open_local, pass_tokens
+from neurogen_tui.run.files import read_jsonl
+from neurogen_tui.train.tokenizer import ByteTokenizer
 
 SEQ = 16
 
@@ -137,7 +137,7 @@ def test_the_betas_and_the_shuffle_window_are_flags_kept_in_checkpoints(tmp_path
 
 
 def test_help_names_the_tokenizers():
-    from neurogen_tui.cli import build_parser
+    from neurogen_tui.cli.entry import build_parser
 
     out = io.StringIO()
     build_parser().print_help(out)

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from neurogen_tui.cli import main
-from neurogen_tui.files import read_jsonl
+from neurogen_tui.cli.entry import main
+from neurogen_tui.run.files import read_jsonl
 
 STEPS = int(os.environ.get("NEUROGEN_SOAK_STEPS", "100000"))
 

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from neurogen_tui.batches import BatchStream, Packer
-from neurogen_tui.data import DocumentStream
-from neurogen_tui.tokenizer import ByteTokenizer, load_tokenizer
+from neurogen_tui.train.batches import BatchStream, Packer
+from neurogen_tui.train.data import DocumentStream
+from neurogen_tui.train.tokenizer import ByteTokenizer, load_tokenizer
 
 TEXTS = ["plain ascii", "café naïve Zoë — “quotes”", "東京 and Kraków 🚀", "tab\tnewline\n\x00nul"]
 
@@ -49,7 +49,7 @@ def test_sentencepiece_model_round_trip(tmp_path):
 
 
 def test_unknown_tokenizer_file_is_a_config_error(tmp_path):
-    from neurogen_tui.config import ConfigError
+    from neurogen_tui.train.config import ConfigError
 
     bad = tmp_path / "vocab.bin"
     bad.write_bytes(b"\x00")

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from neurogen_tui.checkpoint import list_checkpoints, load_checkpoint
-from neurogen_tui.cli import main
-from neurogen_tui.events import EventBus, RunFinished, TextSample, TrainingMetrics
-from neurogen_tui.files import read_jsonl
-from neurogen_tui.schedule import lr_at
-from neurogen_tui.trainer import Trainer
+from neurogen_tui.train.checkpoint import list_checkpoints, load_checkpoint
+from neurogen_tui.cli.entry import main
+from neurogen_tui.core.events import EventBus, RunFinished, TextSample, TrainingMetrics
+from neurogen_tui.run.files import read_jsonl
+from neurogen_tui.train.schedule import lr_at
+from neurogen_tui.train.trainer import Trainer
 
 SEED_FIELDS = {"step", "loss", "accuracy", "tokens_per_sec", "gpu_memory_mb", "learning_rate", "timestamp"}
 
@@ -84,7 +84,7 @@ class _LegacyTrainer(Trainer):
     """The trainer as it was before `model_config` was saved: LayerNorms with biases."""
 
     def setup(self):
-        from neurogen_tui import trainer as trainer_mod
+        from neurogen_tui.train import trainer as trainer_mod
 
         real = trainer_mod.GPTConfig
         trainer_mod.GPTConfig = lambda **kw: real(**{**kw, "bias": True})
@@ -92,11 +92,8 @@ class _LegacyTrainer(Trainer):
             super().setup()
         finally:
             trainer_mod.GPTConfig = real
-
-    def checkpoint_meta(self):
-        meta = super().checkpoint_meta()
-        del meta["model_config"]
-        return meta
+        meta = self.checkpointer.meta
+        self.checkpointer.meta = lambda: {k: v for k, v in meta().items() if k != "model_config"}
 
 
 def test_model_has_no_layernorm_biases_and_a_checkpoint_from_before_resumes_with_them(tiny_cfg):

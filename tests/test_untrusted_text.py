@@ -4,10 +4,10 @@ import io
 import pytest
 from rich.console import Console
 
-from neurogen_tui.config import TrainingConfig
-from neurogen_tui.events import LogMessage, TextSample, TrainingMetrics
-from neurogen_tui.headless import HeadlessDisplay
-from neurogen_tui.text import sanitize
+from neurogen_tui.train.config import TrainingConfig
+from neurogen_tui.core.events import LogMessage, TextSample, TrainingMetrics
+from neurogen_tui.cli.headless import HeadlessDisplay
+from neurogen_tui.core.text import sanitize
 
 HOSTILE = [
     "\x1b]0;pwned title\x07",          # OSC: set window title
@@ -55,8 +55,8 @@ def test_headless_output_shows_hostile_samples_literally():
 
 
 def test_json_on_disk_keeps_text_exactly(tmp_path):
-    from neurogen_tui.recorder import MetricsRecorder
-    from neurogen_tui.files import read_jsonl
+    from neurogen_tui.run.recorder import MetricsRecorder
+    from neurogen_tui.run.files import read_jsonl
 
     rec = MetricsRecorder(tmp_path)
     evil = "".join(HOSTILE)
@@ -69,8 +69,8 @@ def test_json_on_disk_keeps_text_exactly(tmp_path):
 def test_non_finite_numbers_are_written_as_null(tmp_path):
     import json
 
-    from neurogen_tui.files import write_json
-    from neurogen_tui.recorder import MetricsRecorder
+    from neurogen_tui.run.files import write_json
+    from neurogen_tui.run.recorder import MetricsRecorder
 
     write_json(tmp_path / "x.json", {"loss": [1.0, float("nan"), float("inf")]})
     assert json.loads((tmp_path / "x.json").read_text()) == {"loss": [1.0, None, None]}

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neurogen_tui import machine
-from neurogen_tui import viz as viz_module
-from neurogen_tui import viz_draw
-from neurogen_tui.dashboard import (PANEL_TITLES, Dashboard, build_figure, figure_png, prune_dashboards,
+from neurogen_tui.core import machine
+from neurogen_tui.viz import writer as viz_module
+from neurogen_tui.viz import draw as viz_draw
+from neurogen_tui.viz.figure import (PANEL_TITLES, Dashboard, build_figure, figure_png, prune_dashboards,
                                     render_png, table_rows)
-from neurogen_tui.events import TextSample, TrainingMetrics
-from neurogen_tui.files import JsonlWriter
-from neurogen_tui.history import CHUNK, MetricsHistory, minmax_downsample, moving_average
-from neurogen_tui.exports import encode_metrics_history
-from neurogen_tui.viz import VisualizationManager
-from neurogen_tui.viz_draw import DashboardWriter, DrawRequest
+from neurogen_tui.core.events import TextSample, TrainingMetrics
+from neurogen_tui.run.files import JsonlWriter
+from neurogen_tui.run.history import CHUNK, MetricsHistory, minmax_downsample, moving_average
+from neurogen_tui.viz.history_json import encode_metrics_history
+from neurogen_tui.viz.writer import VisualizationManager
+from neurogen_tui.viz.draw import DashboardWriter, DrawRequest
 
 PNG_END = b"IEND\xaeB`\x82"
 
@@ -155,7 +155,7 @@ def test_downsampling_keeps_global_max_and_min_of_the_series():
 @pytest.fixture
 def fake_png(monkeypatch):
     """A quick stand-in for the drawing (2 MB, so a torn read would show): for tests about files."""
-    import neurogen_tui.dashboard as dashboard
+    import neurogen_tui.viz.figure as dashboard
 
     body = os.urandom(2 << 20)
     monkeypatch.setattr(dashboard, "render_png", lambda cols, samples, name, *args, **kwargs:
@@ -320,7 +320,7 @@ def test_keep_dashboards_bounds_the_step_files(tmp_path, fake_png):
 
 
 def test_a_newer_request_replaces_a_waiting_one(tmp_path, monkeypatch):
-    import neurogen_tui.dashboard as dashboard
+    import neurogen_tui.viz.figure as dashboard
 
     release, entered, drawn = threading.Event(), threading.Event(), []
 
@@ -424,7 +424,7 @@ def test_resume_starts_from_the_run_so_far(tmp_path, tiny_cfg, fake_png):
 
 
 def test_a_drawing_bug_is_reported_and_the_exports_still_happen(tmp_path, monkeypatch):
-    import neurogen_tui.dashboard as dashboard
+    import neurogen_tui.viz.figure as dashboard
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("oops")
@@ -455,7 +455,7 @@ def test_periodic_dashboards_keep_to_the_cpu_budget_only_when_every_core_is_busy
     """2 cores, 1.9 of them busy: after a draw of 0.05 CPU-s, the next periodic one waits for 0.05 / 1% =
     5 s of training (these steps report none); `d` does not wait; the final one is always drawn. With 0.2
     busy nothing waits."""
-    import neurogen_tui.dashboard as dashboard
+    import neurogen_tui.viz.figure as dashboard
 
     drawn, reports = [], []
     monkeypatch.setattr(dashboard, "render_png", _burning_render(drawn))
@@ -509,7 +509,7 @@ def test_the_dashboard_budget_runs_on_training_time(tmp_path, monkeypatch):
     second draws."""
     import dataclasses
 
-    import neurogen_tui.dashboard as dashboard
+    import neurogen_tui.viz.figure as dashboard
 
     drawn = []
     monkeypatch.setattr(dashboard, "render_png", _burning_render(drawn))
@@ -538,7 +538,7 @@ def test_a_dashboard_owed_to_the_budget_does_not_hold_back_the_json(tmp_path, mo
     schedule still gets its turn every json_interval (it used to wait for the draw)."""
     import json
 
-    import neurogen_tui.dashboard as dashboard
+    import neurogen_tui.viz.figure as dashboard
 
     drawn = []
     monkeypatch.setattr(dashboard, "render_png", _burning_render(drawn))
@@ -569,7 +569,7 @@ def test_a_step_dashboard_replaced_while_one_draws_is_said_once_and_draw_each_ke
     """Steps faster than a draw: each waiting request is replaced by the newer one, and the log says so
     once, where a core is spare (on a busy machine the CPU budget's own line explains it). With
     draw_each (--test) the training thread waits instead and every step gets its dashboard."""
-    import neurogen_tui.dashboard as dashboard
+    import neurogen_tui.viz.figure as dashboard
 
     drawn, reports = [], []
     slow = _burning_render(drawn)

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from neurogen_tui.commands import main_watch
-from neurogen_tui.files import TailedFile
+from neurogen_tui.cli.commands import main_watch
+from neurogen_tui.run.files import TailedFile
 from neurogen_tui.tui.app import MonitorApp
 from neurogen_tui.tui.charts import MetricChart
 from neurogen_tui.tui.rundir import RunDirSource
@@ -39,7 +39,7 @@ WRITER = textwrap.dedent("""
         os.replace(os.path.join(run, "run.json.tmp"), os.path.join(run, "run.json"))
     write_record()
     log = open(os.path.join(run, "neurogen-tui.log"), "a")
-    log.write("2026-01-01 00:00:00,000 INFO neurogen_tui.session: starting run in x (resume=None)\\n"); log.flush()
+    log.write("2026-01-01 00:00:00,000 INFO neurogen_tui.cli.session: starting run in x (resume=None)\\n"); log.flush()
     metrics = open(os.path.join(viz, "metrics.jsonl"), "a")
     samples = open(os.path.join(viz, "samples.jsonl"), "a")
     for step in range(1, 41):
@@ -56,7 +56,7 @@ WRITER = textwrap.dedent("""
         if step == 30:
             open(os.path.join(ckpt, "checkpoint_step_000030.pt"), "wb").close()
         time.sleep(0.05)
-    log.write("2026-01-01 00:00:08,000 WARNING neurogen_tui.data: data: starting epoch 2\\n")
+    log.write("2026-01-01 00:00:08,000 WARNING neurogen_tui.train.data: data: starting epoch 2\\n")
     log.write("2026-01-01 00:00:09,000 INFO neurogen_tui.end: run finished (completed) at step 40\\n")
     log.flush()
     write_record(state="finished", reason="completed", step=40,

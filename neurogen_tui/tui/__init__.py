@@ -1,2 +1,2 @@
-"""The Textual app: one App (app.py) over one run source (source.py, rundir.py); README's Development
-section lists the modules."""
+"""The Textual app: one App (app.py) over one run source (source.py, rundir.py); docs/development.md
+lists the modules."""

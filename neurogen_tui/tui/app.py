@@ -10,11 +10,9 @@ checkpoint and exports are on disk before the app exits.
 """
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -25,12 +23,13 @@ from textual.message import Message
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
-from ..layout import EXIT_FAILED, EXIT_FORCED, RunState
+from ..run.layout import EXIT_FAILED, EXIT_FORCED, RunState
 from . import chartsettings
 from .budget import ScreenBudget
 from .chartkeys import ChartKeys
 from .dialogs import PromptScreen, SettingsScreen
 from .screen import MonitorScreen
+from .signals import TerminalSignals
 from .source import RunSource, SourceDone
 from .state import RunView
 from .widgets import HelpScreen
@@ -46,7 +45,7 @@ class ChartsBuilt(Message):
         self.results, self.started, self.built = results, started, built
 
 
-class MonitorApp(ChartKeys, App[int]):
+class MonitorApp(ChartKeys, TerminalSignals, App[int]):
     CSS_PATH = Path(__file__).with_name("app.tcss")
     ENABLE_COMMAND_PALETTE = False
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
@@ -335,65 +334,6 @@ class MonitorApp(ChartKeys, App[int]):
             self.action_stop()
         else:
             self.action_detach()
-
-    # ---- signals ---------------------------------------------------------------------------
-    def _install_signal_handlers(self) -> None:
-        """SIGHUP (the SSH connection dropped), SIGTERM and SIGINT. Without handlers on the loop
-        the app dies at once with no final checkpoint."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, self.on_signal, sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
-                pass
-
-    def on_signal(self, sig: int) -> None:
-        """A viewer closes and the run goes on; the run this screen owns stops like `q`, except
-        that a hang-up with --on-hangup continue leaves it training (in this process, silently
-        until it ends; in the child, with this process waiting for it: launch.py)."""
-        if sig == signal.SIGHUP and not self.is_headless:
-            self._detach_terminal()
-        if not self.caps.owns:
-            self.action_detach() if self.caps.detach else self.action_stop()
-            return
-        if sig == signal.SIGHUP and self.on_hangup == "continue" and self.run_state.done is None:
-            if self.caps.shares_gil:
-                if self.after_hangup is not None:
-                    self.after_hangup(self.terminal_lost)
-                self.exit_requested = True  # the app leaves once the trainer has finished
-            else:
-                self.detached = True
-                self.exit(0)
-            return
-        self._say(f"{signal.Signals(sig).name}: stopping")
-        self.action_stop()
-
-    def _detach_terminal(self) -> None:
-        """The terminal is gone: keep running, silently, until the final files are written.
-
-        Seen in tmux kill-session tests: Textual's writer thread dies on the first write to the
-        hung-up tty (EIO) and, once its 30-write queue is full, the next screen update blocks the
-        event loop for good; the SIGCONT that follows SIGHUP restarts "application mode" with new
-        input threads; and a hung-up tty is always readable, so the input thread spins. Hence:
-        no restarts, the input thread told to end, stdin/stdout/stderr on /dev/null, and a fresh
-        writer thread."""
-        self.terminal_lost = True
-        driver = getattr(self, "_driver", None)
-        if driver is not None:
-            driver._auto_restart = False  # SIGCONT must not start application mode again
-            exit_event = getattr(driver, "exit_event", None)
-            if exit_event is not None:
-                exit_event.set()  # the input thread ends at its next look at the (gone) tty
-        for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
-            null = os.open(os.devnull, mode)
-            os.dup2(null, fd)
-            os.close(null)
-        if driver is not None and getattr(driver, "_writer_thread", None) is not None:
-            from textual.drivers._writer_thread import WriterThread
-
-            fresh = WriterThread(open(os.devnull, "w", encoding="utf-8"))
-            fresh.start()
-            driver._writer_thread = fresh
 
     def _handle_exception(self, error: Exception) -> None:
         # a bug in the app: Textual shows the traceback on exit; the run's log keeps it too

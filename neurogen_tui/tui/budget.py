@@ -1,4 +1,4 @@
-"""The screen's share of the CPU, kept with the one monitoring allowance (allowance.py).
+"""The screen's share of the CPU, kept with the one monitoring allowance (core/allowance.py).
 
 Where the screen's CPU comes out of training, its periodic work (charts, the samples table, the
 header) keeps to `share` of the training time: with the trainer on a thread of this process (the
@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Callable
 
-from ..allowance import Allowance
-from ..machine import MachineLoad
+from ..core.allowance import Allowance
+from ..core.machine import MachineLoad
 
 
 class ScreenBudget:

@@ -24,8 +24,8 @@ from textual.widget import Widget
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
-from ..history import MetricsHistory
-from ..text import format_count, format_duration
+from ..core.text import format_count, format_duration
+from ..run.history import MetricsHistory
 from .chartsettings import ChartSettings
 from .series import ChartSeries
 

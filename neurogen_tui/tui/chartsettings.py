@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..files import atomic_write
+from ..run.files import atomic_write
 from .series import X_AXES
 
 DEFAULT_SMOOTHING = 0.6  # TensorBoard's default weight

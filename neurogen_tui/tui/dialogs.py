@@ -9,8 +9,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
-from ..config import LIVE_SETTINGS, option
-from ..prompts import MAX_PROMPT
+from ..train.config import LIVE_SETTINGS
+from ..train.flags import option
+from ..train.prompts import MAX_PROMPT
 
 
 class PromptScreen(ModalScreen[str | None]):

@@ -7,7 +7,7 @@ poll; a directory with nothing in it yet waits too. A file rewritten by a resume
 read again from its start.
 
 Without a control channel (watch), the state shown comes from run.json, checked against the
-process (runinfo.liveness), and how the run ended from run.json's record of it; for a directory
+process (run/info.py: liveness), and how the run ended from run.json's record of it; for a directory
 without run.json (runs of older versions), from whether the metrics still grow.
 """
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Callable
 
 import numpy as np
 
-from ..events import (CheckpointSaved, GuardFired, LogMessage, RunFailed, RunFinished, SettingChanged, StateChanged,
-                      TextSample)
-from ..files import TailedFile, tail_jsonl
-from ..history import columns_from_rows, history_columns
-from ..layout import CHECKPOINT_NAME, END_LOGGER, ENDED_STATES, METRICS_FILE, SAMPLES_JSON, RunLayout, RunState
-from ..metricsfile import read_metrics
-from ..runfiles import load_samples
-from ..runinfo import liveness, read_run_info
+from ..core.events import (CheckpointSaved, GuardFired, LogMessage, RunFailed, RunFinished, SettingChanged,
+                           StateChanged, TextSample)
+from ..run.files import TailedFile, tail_jsonl
+from ..run.history import columns_from_rows, history_columns
+from ..run.info import liveness, read_run_info
+from ..run.layout import CHECKPOINT_NAME, END_LOGGER, ENDED_STATES, METRICS_FILE, SAMPLES_JSON, RunLayout, RunState
+from ..run.metricsfile import read_metrics
+from ..run.reader import load_samples
 from .source import HistoryReset, MetricsRows, RunInfo, trained_seconds
 
 SAMPLE_FIELDS = ("step", "input", "target", "output", "accuracy")
@@ -84,7 +84,7 @@ class FilesFollower:
             self.put(MetricsRows(columns_from_rows(rows), rows[-100:], trained_seconds(rows)))
 
     def _bulk_metrics(self) -> bool:
-        """The whole history at once (the sidecar, then the lines after it: metricsfile.py), where
+        """The whole history at once (the sidecar, then the lines after it: run/metricsfile.py), where
         the file is read from its start; later polls read what was appended since."""
         if not self.metrics.mark_start():
             return False

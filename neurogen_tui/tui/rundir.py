@@ -3,10 +3,10 @@
 What it can do depends on what it is given, and is declared in its Capabilities:
 
   watch    the directory alone: read-only; follow.py reads the state and the end from run.json
-  attach   + run.json's control socket: the keys become requests (control.py) whose answers
+  attach   + run.json's control socket: the keys become requests (control/protocol.py) whose answers
            ("paused at step 812", "checkpoint written: ...") appear in the log pane once carried
            out; the trainer's state and its end come from the channel
-  owner    + the child process this one started (launch.py): it waits for the child to serve its
+  owner    + the child process this one started (cli/launch.py): it waits for the child to serve its
            channel (until then "starting"; a stop ends the child), and a child that exits first
            shows its error lines and the failed state
 
@@ -23,10 +23,10 @@ import subprocess
 import threading
 from pathlib import Path
 
-from ..control import ControlClient, ControlError, message_event
-from ..events import LogMessage, RunStarted, StateChanged, changes_text
-from ..layout import ENDED_STATES, EXIT_FAILED, EXIT_OK, LIVE_STATES, RunState
-from ..runinfo import liveness, read_run_info
+from ..control.protocol import ControlClient, ControlError, message_event
+from ..core.events import LogMessage, RunStarted, StateChanged, changes_text
+from ..run.info import liveness, read_run_info
+from ..run.layout import ENDED_STATES, EXIT_FAILED, EXIT_OK, LIVE_STATES, RunState
 from .follow import FilesFollower
 from .source import Capabilities, RunInfo, RunSource, SourceDone
 
@@ -127,7 +127,7 @@ class RunDirSource(RunSource):
         self.put(LogMessage("error", f"the trainer {how} before it started (its error is above); q closes"))
 
     def child_line(self, line: str) -> None:
-        """An error line the child wrote on stderr (launch.py's drain thread calls this). Once the
+        """An error line the child wrote on stderr (cli/launch.py's drain thread calls this). Once the
         channel is up, its failed event says the same with the traceback's frames; the launcher
         prints every such line after the app closes either way."""
         if not self.ready.is_set():

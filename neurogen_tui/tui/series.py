@@ -1,5 +1,5 @@
 """Chart series at a bounded cost per redraw: smoothing over the full series, then min/max
-downsampling (both from history.py), applied incrementally.
+downsampling (both from run/history.py), applied incrementally.
 
 Each redraw reads only the rows added since the last one (MetricsHistory.slice), carries the
 smoothing average over from the last row (so it equals the whole series smoothed at once), and
@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ..history import MetricsHistory, debiased_ema, minmax_downsample
+from ..run.history import MetricsHistory, debiased_ema, minmax_downsample
 
 BLOCK = 4096  # raw points reduced together once a block is complete
 PER_BLOCK = 128  # points a complete block is reduced to
@@ -56,7 +56,7 @@ class ChartSeries:
     """The lines of one chart (the value, its smoothed line, validation points), kept up to date
     with a MetricsHistory by reading only what is new.
 
-    The smoothed line is TensorBoard's debiased EMA of the full-resolution series (history.py),
+    The smoothed line is TensorBoard's debiased EMA of the full-resolution series (run/history.py),
     computed before any reduction. The last RECENT rows are also kept whole, so a window of the
     last 10k / 1k / 100 steps is drawn from every point, not from the reduced store. A change of
     smoothing weight or X axis reads the history again from the start."""

@@ -22,11 +22,11 @@ import traceback
 from collections import deque
 from dataclasses import dataclass
 
-from ..config import ConfigError, live_changes
-from ..prompts import prompt_line
-from ..events import LogMessage, RunFailed
-from ..history import SOURCE_FIELD
-from ..layout import EXIT_FAILED, EXIT_OK, LATEST_PNG, RunState
+from ..core.events import LogMessage, RunFailed
+from ..run.history import SOURCE_FIELD
+from ..run.layout import EXIT_FAILED, EXIT_OK, LATEST_PNG, RunState
+from ..train.config import ConfigError, live_changes
+from ..train.prompts import prompt_line
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..events import (CheckpointSaved, EvalResult, GuardFired, LogMessage, RunFailed, RunFinished, RunStarted,
-                      SettingChanged, StateChanged, TextSample, TrainingMetrics)
-from ..history import MetricsHistory, columns_from_rows
-from ..layout import EndReason, RunState
+from ..core.events import (CheckpointSaved, EvalResult, GuardFired, LogMessage, RunFailed, RunFinished, RunStarted,
+                           SettingChanged, StateChanged, TextSample, TrainingMetrics)
+from ..run.history import MetricsHistory, columns_from_rows
+from ..run.layout import EndReason, RunState
 from .source import HistoryReset, MetricsRows, RunInfo, SourceDone, trained_seconds
 
 SAMPLES_KEPT = 200
@@ -146,10 +146,7 @@ class RunView:
             for row in event.tail:
                 self._note(row)
         elif isinstance(event, TextSample):
-            (self.answers if event.kind == "prompt" else self.samples).append(event)
-            self.samples_version += 1
-            if event.kind == "prompt":
-                self.log("info", f"answer @ step {event.step}: {event.input[-40:]} → {event.output[:80]}")
+            self._sample(event)
         elif isinstance(event, SettingChanged):
             self.marks.append((event.step, "setting"))
         elif isinstance(event, GuardFired):
@@ -166,13 +163,7 @@ class RunView:
         elif isinstance(event, LogMessage):
             self.log(event.level, event.text)
         elif isinstance(event, RunFinished):
-            self.result, self.ended_at = event, time.time()
-            self.set_state(RunState.FINISHED)
-            where = f"; final checkpoint {event.checkpoint}" if event.checkpoint else ""
-            if event.reason == EndReason.DATA_EXHAUSTED and self.total:
-                self.log("warning", f"data exhausted at step {event.step} of {self.total}{where}")
-            else:
-                self.log("info", f"run finished ({event.reason}) at step {event.step}{where}")
+            self._finished(event)
         elif isinstance(event, RunFailed):
             self._failed(event)
         elif isinstance(event, SourceDone):
@@ -182,15 +173,34 @@ class RunView:
             self.device = event.device or self.device
             self.total = event.total if event.total else self.total
         elif isinstance(event, HistoryReset):
-            self.samples.clear()
-            self.answers.clear()
-            self.samples_version += 1
-            if not event.samples_only:
-                self.marks = []
-                self.history = MetricsHistory()
-                self._recent.clear()
-                self._data_share.clear()
-                self._cpu_share.clear()
+            self._reset(event.samples_only)
+
+    def _sample(self, event: TextSample) -> None:
+        (self.answers if event.kind == "prompt" else self.samples).append(event)
+        self.samples_version += 1
+        if event.kind == "prompt":
+            self.log("info", f"answer @ step {event.step}: {event.input[-40:]} → {event.output[:80]}")
+
+    def _finished(self, event: RunFinished) -> None:
+        self.result, self.ended_at = event, time.time()
+        self.set_state(RunState.FINISHED)
+        where = f"; final checkpoint {event.checkpoint}" if event.checkpoint else ""
+        if event.reason == EndReason.DATA_EXHAUSTED and self.total:
+            self.log("warning", f"data exhausted at step {event.step} of {self.total}{where}")
+        else:
+            self.log("info", f"run finished ({event.reason}) at step {event.step}{where}")
+
+    def _reset(self, samples_only: bool) -> None:
+        """The run's files were rewritten (a resume cut them back): start again from what they hold."""
+        self.samples.clear()
+        self.answers.clear()
+        self.samples_version += 1
+        if not samples_only:
+            self.marks = []
+            self.history = MetricsHistory()
+            self._recent.clear()
+            self._data_share.clear()
+            self._cpu_share.clear()
 
     def _metrics(self, row: dict) -> None:
         self.history.append(row)

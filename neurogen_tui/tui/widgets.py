@@ -20,9 +20,9 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import DataTable, RichLog, Static
 
-from ..events import TextSample
-from ..layout import RunState
-from ..text import format_count, format_duration, sanitize, tail
+from ..core.events import TextSample
+from ..core.text import format_count, format_duration, sanitize, tail
+from ..run.layout import RunState
 from .source import Capabilities
 from .state import HeaderInfo, LogLine
 

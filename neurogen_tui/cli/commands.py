@@ -1,0 +1,258 @@
+"""The subcommands other than training: render, compare, watch, attach, ls, export and ctl. Each
+parses its flags (parsers.py) and returns an exit status; a usage error is one line and status 2,
+before any file is written."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..control.protocol import ControlClient, ControlError
+from ..core.events import LogMessage, changes_text
+from ..core.text import sanitize
+from ..run.files import atomic_write, tail_jsonl
+from ..run.info import liveness, read_run_info
+from ..run.layout import EXIT_FAILED, EXIT_OK, EXIT_USAGE, LIVE_STATES, METRICS_FILE, RENDER_PNG, VIZ_DIR, RunState
+from ..run.listing import find_runs, format_table, newest_run, summarize
+from ..run.reader import RunDirError, find_viz_dir, load_run
+from ..run.timeline import describe, digest, read_events
+from ..run.timeline import marks as timeline_marks
+from ..train.validate import tensorboard_missing
+from ..tui.rundir import RunDirSource
+from ..viz.figure import COMPARE_PANELS, DASHBOARD_COLUMNS, compare_figure, figure_png, render_png
+from ..viz.formats import default_output, export_once, follow
+from .parsers import attach_parser, compare_parser, ctl_parser, export_parser, ls_parser, render_parser, watch_parser
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"neurogen-tui: error: {sanitize(message)}", file=sys.stderr)
+    return code
+
+
+def run_subcommand(name: str, argv: list[str]) -> int:
+    return {"render": main_render, "compare": main_compare, "watch": main_watch, "attach": main_attach,
+            "ls": main_ls, "export": main_export, "ctl": main_ctl}[name](argv)
+
+
+# ---- render, compare ---------------------------------------------------------------------------------
+def _write_png(data: bytes, out: Path, what: str) -> int:
+    try:
+        atomic_write(out, data)
+    except OSError as exc:
+        return fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_FAILED)
+    print(f"neurogen-tui: wrote {out} ({what})")
+    return EXIT_OK
+
+
+def main_render(argv: list[str]) -> int:
+    args = render_parser().parse_args(argv)
+    try:
+        name, history, samples = load_run(args.run_dir)
+    except RunDirError as exc:
+        return fail(str(exc))
+    out = Path(args.output) if args.output else find_viz_dir(args.run_dir) / RENDER_PNG
+    png = render_png(history.slice(names=DASHBOARD_COLUMNS), samples, name, args.samples,
+                     marks=timeline_marks(read_events(find_viz_dir(args.run_dir))))
+    return _write_png(png, out, f"{len(history)} steps")
+
+
+def unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
+def main_compare(argv: list[str]) -> int:
+    args = compare_parser().parse_args(argv)
+    runs = []
+    try:
+        for run_dir in args.run_dirs:
+            name, history, _ = load_run(run_dir)
+            runs.append((name, history.slice(names=("steps",) + tuple(c for c, *_ in COMPARE_PANELS))))
+    except RunDirError as exc:
+        return fail(str(exc))
+    runs = list(zip(unique_names([n for n, _ in runs]), [cols for _, cols in runs]))
+    return _write_png(figure_png(compare_figure(runs)), Path(args.output), f"{len(runs)} runs")
+
+
+# ---- watch, attach -----------------------------------------------------------------------------------
+def _show(source, ui_budget: float | None) -> int:
+    from ..tui.app import MonitorApp  # Textual, only for the commands that open the screen
+
+    code = MonitorApp(source, ui_budget=ui_budget).run()
+    return EXIT_FAILED if code is None else int(code)
+
+
+def main_watch(argv: list[str]) -> int:
+    args = watch_parser().parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        print(f"neurogen-tui watch: error: {run_dir} is not a directory")
+        return EXIT_USAGE
+    if not run_dir.exists():
+        print(f"neurogen-tui watch: {run_dir} does not exist yet; waiting for the run to start writing")
+    return _show(RunDirSource(run_dir, poll=max(0.05, args.poll)), args.ui_budget)
+
+
+def attach_source(run: Path, poll: float):
+    """The run's live trainer through its control channel if it answers, else the files, read-only."""
+    info = read_run_info(run)
+    state = liveness(info) if info else RunState.UNKNOWN
+    why = f"its state is {state}"
+    if state in LIVE_STATES and info.get("socket"):
+        source = RunDirSource(run, poll=poll, info=info)
+        try:
+            source.client.request("status", timeout=10.0)
+        except ControlError as exc:
+            why = str(exc)
+        else:
+            for line in attach_digest(run):
+                source.put(LogMessage("info", line))
+            return source
+    elif state in LIVE_STATES:
+        why = "it was started without a control channel"
+    source = RunDirSource(run, poll=poll)
+    note = f"{run} cannot be controlled from here ({why}); showing it read-only, as `watch` does"
+    source.put(LogMessage("warning", note))
+    print(f"neurogen-tui: {sanitize(note)}", file=sys.stderr)
+    return source
+
+
+def attach_digest(run: Path) -> list[str]:
+    """What happened since the last viewer left, from the timeline and the metrics' tail."""
+    viz = find_viz_dir(run)
+    metrics, _ = tail_jsonl(viz / METRICS_FILE, 5000)
+    return digest(read_events(viz), metrics)
+
+
+def find_run(run_dir: str) -> Path | int:
+    """The newest run in or below `run_dir`, or the usage error's exit status (said in one line)."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        return fail(f"{root} is not a directory")
+    run = newest_run(root)
+    if run is None:
+        return fail(f"no run in {root} or below it (no run.json or training_viz/metrics.jsonl)")
+    return run
+
+
+def main_attach(argv: list[str]) -> int:
+    args = attach_parser().parse_args(argv)
+    run = find_run(args.run_dir)
+    if isinstance(run, int):
+        return run
+    return _show(attach_source(run, max(0.05, args.poll)), args.ui_budget)
+
+
+# ---- ls ----------------------------------------------------------------------------------------------
+def main_ls(argv: list[str]) -> int:
+    args = ls_parser().parse_args(argv)
+    root = Path(args.dir)
+    if not root.is_dir():
+        return fail(f"{root} is not a directory")
+    now = time.time()
+    runs = sorted((summarize(path, root, now) for path in find_runs(root, max(0, args.depth))),
+                  key=lambda r: r["updated"] or 0, reverse=True)
+    if args.json:
+        for r in runs:
+            print(json.dumps(r, ensure_ascii=True))
+        return EXIT_OK
+    print("\n".join(format_table(runs, now)) if runs else f"no runs under {sanitize(str(root))}")
+    return EXIT_OK
+
+
+# ---- export ------------------------------------------------------------------------------------------------
+def main_export(argv: list[str]) -> int:
+    args = export_parser().parse_args(argv)
+    run = Path(args.run_dir)
+    try:
+        viz = find_viz_dir(run)
+    except RunDirError as exc:
+        return fail(str(exc))
+    root = viz.parent if viz.name == VIZ_DIR else run
+    if args.follow and args.format != "tensorboard":
+        return fail("--follow goes with --format tensorboard")
+    if args.format == "tensorboard" and (missing := tensorboard_missing()):
+        return fail(missing)
+    out = Path(args.output) if args.output else default_output(root, args.format)
+    if args.format == "tensorboard" and not args.follow and out.is_dir() and any(out.glob("events.out.tfevents.*")):
+        return fail(f"{out} already holds TensorBoard event files; give -o another directory or remove them")
+    if not args.follow and not (viz / METRICS_FILE).exists():
+        return fail(f"{run}: no {VIZ_DIR}/{METRICS_FILE} to export")
+    started = time.perf_counter()
+    try:
+        if args.follow:
+            rows = follow(root, out, args.from_offset, args.until_stdin_closes, args.purge_step)
+            samples = None
+        else:
+            rows, samples = export_once(root, args.format, out)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except OSError as exc:
+        return fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_FAILED)
+    if not args.until_stdin_closes:
+        what = f"{rows} steps" + ("" if samples is None else f", {samples} samples")
+        print(f"neurogen-tui: wrote {sanitize(str(out))} ({what}, {time.perf_counter() - started:.1f} s)")
+    return EXIT_OK
+
+
+# ---- ctl ---------------------------------------------------------------------------------------------------
+def main_ctl(argv: list[str]) -> int:
+    args = ctl_parser().parse_args(argv)
+    run = find_run(args.run_dir)
+    if isinstance(run, int):
+        return run
+    prompt_text = ""
+    if args.action == "prompt":
+        if not args.settings:
+            return fail('prompt: give the text, e.g. ctl RUN prompt "Once upon a time" (options first: temperature=0.8)')
+        prompt_text, args.settings = " ".join(args.settings), []
+    if args.action not in ("set", "prompt") and args.settings:
+        return fail(f"ctl {args.action} takes no NAME=VALUE (only set does)")
+    if args.action == "events":
+        for event in read_events(find_viz_dir(run)):
+            print(json.dumps(event, ensure_ascii=True) if args.json else sanitize(describe(event), 500))
+        return EXIT_OK
+    settings = {}
+    for item in args.settings:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            return fail(f"set: expected NAME=VALUE, got {item!r}")
+        settings[name] = value
+    if args.action == "set" and not settings:
+        return fail("set: give at least one NAME=VALUE, e.g. lr=3e-4")
+    info = read_run_info(run)
+    if not info or liveness(info) not in LIVE_STATES or not info.get("socket"):
+        state = liveness(info) if info else RunState.UNKNOWN
+        return fail(f"{run} is not a live run with a control channel (its state is {state})", EXIT_FAILED)
+    cmd = {"dashboard": "draw"}.get(args.action, args.action)
+    try:
+        fields = {"settings": settings} if cmd == "set" else {"text": prompt_text} if cmd == "prompt" else {}
+        reply = ControlClient(info["socket"]).request(cmd, **fields)
+    except ControlError as exc:
+        return fail(str(exc), EXIT_FAILED)
+    if args.json:
+        print(json.dumps(reply, ensure_ascii=True))
+    if not reply.get("ok"):
+        return fail(f"{args.action}: {reply.get('error', 'refused')}", EXIT_USAGE if reply.get("usage") else EXIT_FAILED)
+    if not args.json:
+        print(f"neurogen-tui: {sanitize(ctl_said(args.action, reply), 500)}")
+    return EXIT_OK
+
+
+def ctl_said(action: str, reply: dict) -> str:
+    """A ctl reply as one line."""
+    if reply.get("pending"):
+        return f"{action}: {reply.get('message', 'requested')}"
+    if action == "set":
+        return f"set at step {reply.get('step')}: {changes_text(reply.get('changes') or {})}"
+    if action == "prompt" and "output" in reply:
+        return f"answered at step {reply.get('step')}: {reply.get('prompt')} → {reply['output']}"
+    if action in ("checkpoint", "dashboard") and reply.get("path"):
+        return f"{action}: {reply['path']}"
+    fields = [f"{k} {reply[k]}" for k in ("state", "step", "loss", "message") if reply.get(k) is not None]
+    return f"{action}: " + ", ".join(fields)

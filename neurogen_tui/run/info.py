@@ -1,0 +1,179 @@
+"""<run-dir>/run.json: which process trains a run, where its control socket is, and how it ended.
+
+The trainer's process writes it (atomically) when the run starts, on every state change, every
+HEARTBEAT seconds while it lives, and once more when it exits, marking the final state. A reader
+trusts "running" only if the process is still there:
+
+  same machine     the recorded pid must be alive and be the same process (its start time);
+  another machine  (a copied directory, a shared filesystem) the heartbeat must be recent.
+
+A run whose record says it is live but fails that test is *stale*: killed (SIGKILL, OOM killer,
+reboot) without a clean exit. Its checkpoints are intact; `--resume latest` continues it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from .. import __version__
+from ..core.events import CheckpointSaved, RunFailed, RunFinished, RunStarted, StateChanged, TrainingMetrics
+from .files import write_json
+from .layout import ENDED_STATES, LIVE_STATES, EndReason, RunLayout, RunState
+
+log = logging.getLogger(__name__)
+
+RUN_FORMAT = 1
+HEARTBEAT = 30.0  # seconds between rewrites of a live run's record
+STALE_AFTER = 600.0  # a run on another machine without a heartbeat for this long is taken as gone
+
+
+def read_run_info(run_dir: str | os.PathLike) -> dict | None:
+    """The run's record, or None when there is none or it is not a JSON object."""
+    try:
+        data = json.loads(RunLayout(run_dir).run_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def boot_id() -> str:
+    """This boot of this machine (Linux); a pid recorded under another boot id means nothing."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _proc_stat(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (Linux), or [] elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return stat[stat.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process `pid` in clock ticks since boot (Linux), to tell a reused pid."""
+    fields = _proc_stat(pid)
+    return fields[19] if len(fields) > 19 else None
+
+
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (killed, waiting for its parent to reap it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    except (OSError, ValueError, OverflowError):
+        return False
+    fields = _proc_stat(pid)
+    return not (fields and fields[0] in ("Z", "X"))
+
+
+def liveness(info: dict, now: float | None = None) -> str:
+    """The run's state as far as can be checked from here: a live state (starting, running,
+    paused, stopping) only if the trainer is really there, an ended state as recorded, "stale"
+    for a live record without a live trainer, "unknown" for a record this version cannot read."""
+    state = info.get("state")
+    if state in ENDED_STATES:
+        return state
+    if state not in LIVE_STATES:
+        return RunState.UNKNOWN
+    now = time.time() if now is None else now
+    same_boot = info.get("host") == socket.gethostname() and info.get("boot_id", "") == boot_id()
+    if same_boot:
+        pid = info.get("pid")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not pid_alive(pid):
+            return RunState.STALE
+        started, now_start = info.get("pid_start"), process_start(pid)
+        if started and now_start and started != now_start:
+            return RunState.STALE  # the pid was reused by another process
+        return state
+    if info.get("host") == socket.gethostname() and info.get("boot_id") and boot_id():
+        return RunState.STALE  # this machine rebooted since
+    updated = info.get("updated_at")
+    if not isinstance(updated, (int, float)) or now - updated > STALE_AFTER:
+        return RunState.STALE
+    return state
+
+
+class RunRecord:
+    """Keeps run.json up to date for one trainer. Subscribe it to the trainer's bus; close() once
+    the trainer and the final exports are done (it marks the final state)."""
+
+    def __init__(self, cfg, socket_path: str | None = None, clock=time.time):
+        layout = RunLayout(cfg.run_dir)
+        self.path = layout.run_file
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self.result: RunFinished | RunFailed | None = None
+        pid = os.getpid()
+        now = clock()
+        self.info = {
+            "format": RUN_FORMAT, "version": __version__, "state": RunState.STARTING,
+            "pid": pid, "pid_start": process_start(pid), "host": socket.gethostname(), "boot_id": boot_id(),
+            "started_at": now, "updated_at": now, "ended_at": None,
+            "run_name": cfg.display_name, "run_dir": str(Path(cfg.run_dir).resolve()),
+            "log": str(layout.log.resolve()),
+            "socket": socket_path, "step": 0, "total_steps": cfg.max_chunks, "loss": None,
+            "last_checkpoint": None, "reason": None, "error": None,
+        }
+        self.write()
+        self._heartbeat = threading.Thread(target=self._beat, name="run.json-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def write(self, **changes) -> None:
+        with self._lock:
+            self.info.update(changes)
+            self.info["updated_at"] = self._clock()
+            try:
+                write_json(self.path, self.info, indent=1)
+            except OSError as exc:  # a full disk must not stop training; the log says why
+                log.warning("cannot write %s: %s", self.path, exc)
+
+    def _beat(self) -> None:
+        while not self._closed.wait(HEARTBEAT):
+            self.write()
+
+    def __call__(self, event) -> None:
+        """Bus subscriber (trainer thread): progress in memory, a rewrite only on state changes."""
+        if isinstance(event, TrainingMetrics):
+            self.info["step"], self.info["loss"] = event.step, event.loss
+        elif isinstance(event, StateChanged):
+            self.write(state=event.state if event.state in LIVE_STATES else RunState.STOPPING)
+        elif isinstance(event, RunStarted):
+            self.info.update(step=event.start_step, total_steps=event.total_steps)
+        elif isinstance(event, CheckpointSaved):
+            self.info["last_checkpoint"] = event.path
+        elif isinstance(event, (RunFinished, RunFailed)):
+            self.result = event
+            self.info["step"] = event.step
+
+    def close(self, error: str | None = None) -> str:
+        """Mark the final state (finished, stopped or failed) and stop the heartbeat; returns it.
+        Without a result from the trainer: failed if `error` says why, else stopped (closed by
+        code that never ran the training loop, such as a benchmark)."""
+        if self._closed.is_set():
+            return self.info["state"]
+        self._closed.set()
+        result = self.result
+        if isinstance(result, RunFinished):
+            state = RunState.STOPPED if result.reason == EndReason.STOPPED else RunState.FINISHED
+            changes = {"reason": result.reason, "last_checkpoint": result.checkpoint or self.info["last_checkpoint"]}
+        elif isinstance(result, RunFailed):
+            state, changes = RunState.FAILED, {"error": result.error}
+        elif error:
+            state, changes = RunState.FAILED, {"error": error}
+        else:
+            state, changes = RunState.STOPPED, {"reason": "closed before the training loop reported a result"}
+        self.write(state=state, ended_at=self._clock(), **changes)
+        return state
