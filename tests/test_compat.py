@@ -81,6 +81,8 @@ def test_a_run_directory_from_the_previous_main_opens_in_watch(tmp_path):
             assert app.query_one(SamplesTable).row_count == 5
             assert "run finished (completed) at step 5" in "\n".join(app.query_one(LogPane).texts)
             await pilot.press("q")
+            while app.return_code is None:  # the viewer closes on its next turn
+                await pilot.pause(0.05)
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
     assert app.return_code == 0
