@@ -6,7 +6,8 @@ its last good copy takes in host memory.
 
 Each turn trains a fresh run of `--steps` steps on the bundled sample with the guard on; the
 guard's methods are timed where they run (on the training thread), so the share is exact however
-noisy the machine. Also shown, side by side in turns: tokens/s with the guard off and on (on a
+noisy the machine; since #26 that includes the look at the state before each checkpoint (a forward
+pass on the last batch), with a checkpoint every 100 steps. Also shown, side by side in turns: tokens/s with the guard off and on (on a
 2-core VM this ratio moves by +-10% from run to run, far more than the guard costs). The copy is
 taken every guard.SNAPSHOT_EVERY steps (device to host); its size is the two copies the guard can
 hold at once (the trusted one and the one being confirmed).
@@ -42,9 +43,11 @@ def timed(fn):
     return wrapper
 
 
-for _name in ("observe", "settle", "take", "snapshot_due"):  # everything the guard does on the training thread
+for _name in ("observe", "settle", "take", "snapshot_due", "judge_state"):  # all it does on the training thread
     setattr(guard_module.Guard, _name, timed(getattr(guard_module.Guard, _name)))
 from neurogen_tui.train.trainer import Trainer  # noqa: E402
+
+Trainer.probe_loss = timed(Trainer.probe_loss)  # the look at a state before each checkpoint is written
 
 
 def state_bytes(obj) -> int:
@@ -65,7 +68,8 @@ def one_run(model: str, steps: int, guard: str, work: Path) -> dict:
     cfg.apply_preset(model)
     cfg.tokens_per_chunk = cfg.batch_size * cfg.seq_len * 2
     cfg.max_chunks, cfg.epochs, cfg.guard = steps, 0, guard
-    cfg.eval_interval = cfg.checkpoint_interval = cfg.viz_interval = cfg.sample_interval = 10 ** 9
+    cfg.eval_interval = cfg.viz_interval = cfg.sample_interval = 10 ** 9
+    cfg.checkpoint_interval = 100  # each checkpoint's state is judged first (20x the default's rate)
     trainer = Trainer(cfg, EventBus())
     SPENT["seconds"] = 0.0
     times = []

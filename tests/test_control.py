@@ -236,9 +236,10 @@ def test_a_bad_line_does_not_end_the_connection_and_odd_ids_are_dropped(shared):
 def test_too_many_connections_are_turned_away_and_served_again_once_closed(shared):
     idle = []
     try:
-        for _ in range(control.MAX_CLIENTS):  # viewers that connect and say nothing
+        for _ in range(control.MAX_CLIENTS):  # viewers that subscribe and then only listen
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(shared.info["socket"])
+            s.sendall(b'{"cmd": "subscribe"}\n')
             idle.append(s)
         wait_until(lambda: len(shared.parts.service.server._conns) == control.MAX_CLIENTS, "all connections held")
         replies = raw_exchange(shared.info["socket"], b'{"cmd": "status"}\n')

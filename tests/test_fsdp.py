@@ -164,5 +164,5 @@ def test_an_incomplete_sharded_checkpoint_is_never_latest(fsdp_run, tmp_path):
     assert path.name == "checkpoint_step_000004.dcp" and state["step"] == 4
     assert warnings == [f"cannot load checkpoint {half}: no .metadata (an incomplete sharded checkpoint); "
                         f"trying an older checkpoint"]
-    prune_checkpoints(ckpts, 1, ckpts / "checkpoint_step_000004.dcp")  # retention removes directories
+    prune_checkpoints(ckpts, 1, {ckpts / "checkpoint_step_000004.dcp"})  # retention removes directories
     assert [p.name for p in list_checkpoints(ckpts)] == ["checkpoint_step_000004.dcp", "checkpoint_step_000008.dcp"]

@@ -76,11 +76,11 @@ def test_full_disk_on_checkpoint_retries_then_stops_cleanly(tiny_cfg, monkeypatc
     real_save = ckpt.save_checkpoint
     calls = []
 
-    def flaky_save(state, directory, step, keep=0):
+    def flaky_save(state, directory, step):
         calls.append(step)
         if step >= 6:
             raise OSError(28, "No space left on device")
-        return real_save(state, directory, step, keep)
+        return real_save(state, directory, step)
 
     monkeypatch.setattr(ckpt, "save_checkpoint", flaky_save)
     trainer = Trainer(tiny_cfg)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..control.protocol import ControlClient, ControlError
+from ..control.protocol import MAX_LINE, ControlClient, ControlError, encode
 from ..core.events import LogMessage, changes_text
 from ..core.text import sanitize
 from ..run.files import atomic_write, tail_jsonl
@@ -18,6 +18,7 @@ from ..run.listing import find_runs, format_table, newest_run, summarize
 from ..run.reader import RunDirError, find_viz_dir, load_run
 from ..run.timeline import describe, digest, read_events
 from ..run.timeline import marks as timeline_marks
+from ..train.prompts import MAX_PROMPT
 from ..train.validate import tensorboard_missing
 from ..tui.rundir import RunDirSource
 from ..viz.figure import COMPARE_PANELS, DASHBOARD_COLUMNS, compare_figure, figure_png, render_png
@@ -181,8 +182,8 @@ def main_export(argv: list[str]) -> int:
     out = Path(args.output) if args.output else default_output(root, args.format)
     if args.format == "tensorboard" and not args.follow and out.is_dir() and any(out.glob("events.out.tfevents.*")):
         return fail(f"{out} already holds TensorBoard event files; give -o another directory or remove them")
-    if not args.follow and not (viz / METRICS_FILE).exists():
-        return fail(f"{run}: no {VIZ_DIR}/{METRICS_FILE} to export")
+    if not args.follow and not (viz / METRICS_FILE).is_file():
+        return fail(f"{run}: no {VIZ_DIR}/{METRICS_FILE} file to export")
     started = time.perf_counter()
     try:
         if args.follow:
@@ -192,8 +193,10 @@ def main_export(argv: list[str]) -> int:
             rows, samples = export_once(root, args.format, out)
     except KeyboardInterrupt:
         return EXIT_OK
-    except OSError as exc:
-        return fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_FAILED)
+    except OSError as exc:  # reading the run, or writing the export: say which
+        where = Path(exc.filename) if exc.filename else out
+        verb = "write" if where == out or out in where.parents else "read"
+        return fail(f"cannot {verb} {where}: {exc.strerror or exc}", EXIT_FAILED)
     if not args.until_stdin_closes:
         what = f"{rows} steps" + ("" if samples is None else f", {samples} samples")
         print(f"neurogen-tui: wrote {sanitize(str(out))} ({what}, {time.perf_counter() - started:.1f} s)")
@@ -222,6 +225,8 @@ def main_ctl(argv: list[str]) -> int:
         name, eq, value = item.partition("=")
         if not eq or not name:
             return fail(f"set: expected NAME=VALUE, got {item!r}")
+        if name.replace("-", "_") in {n.replace("-", "_") for n in settings}:
+            return fail(f"set: {name} is given twice; give each setting once")
         settings[name] = value
     if args.action == "set" and not settings:
         return fail("set: give at least one NAME=VALUE, e.g. lr=3e-4")
@@ -230,15 +235,20 @@ def main_ctl(argv: list[str]) -> int:
         state = liveness(info) if info else RunState.UNKNOWN
         return fail(f"{run} is not a live run with a control channel (its state is {state})", EXIT_FAILED)
     cmd = {"dashboard": "draw"}.get(args.action, args.action)
+    fields = {"settings": settings} if cmd == "set" else {"text": prompt_text} if cmd == "prompt" else {}
+    if len(encode({"id": 0, "cmd": cmd, **fields})) > MAX_LINE:
+        return fail(f"{args.action}: the request is over {MAX_LINE // 1024} KiB, the most the control channel "
+                    f"takes (a prompt is cut at {MAX_PROMPT} characters anyway)")
     try:
-        fields = {"settings": settings} if cmd == "set" else {"text": prompt_text} if cmd == "prompt" else {}
         reply = ControlClient(info["socket"]).request(cmd, **fields)
     except ControlError as exc:
         return fail(str(exc), EXIT_FAILED)
     if args.json:
         print(json.dumps(reply, ensure_ascii=True))
     if not reply.get("ok"):
-        return fail(f"{args.action}: {reply.get('error', 'refused')}", EXIT_USAGE if reply.get("usage") else EXIT_FAILED)
+        error = str(reply.get("error", "refused"))
+        said = error if error.startswith(f"{args.action}:") else f"{args.action}: {error}"
+        return fail(said, EXIT_USAGE if reply.get("usage") else EXIT_FAILED)
     if not args.json:
         print(f"neurogen-tui: {sanitize(ctl_said(args.action, reply), 500)}")
     return EXIT_OK
@@ -249,10 +259,12 @@ def ctl_said(action: str, reply: dict) -> str:
     if reply.get("pending"):
         return f"{action}: {reply.get('message', 'requested')}"
     if action == "set":
-        return f"set at step {reply.get('step')}: {changes_text(reply.get('changes') or {})}"
+        changes = reply.get("changes") or {}
+        return f"set at step {reply.get('step')}: {changes_text(changes) if changes else 'nothing changed (already so)'}"
     if action == "prompt" and "output" in reply:
         return f"answered at step {reply.get('step')}: {reply.get('prompt')} → {reply['output']}"
     if action in ("checkpoint", "dashboard") and reply.get("path"):
         return f"{action}: {reply['path']}"
-    fields = [f"{k} {reply[k]}" for k in ("state", "step", "loss", "message") if reply.get(k) is not None]
+    shown = {**reply, "loss": f"{reply['loss']:.4f}"} if isinstance(reply.get("loss"), float) else reply
+    fields = [f"{k} {shown[k]}" for k in ("state", "step", "loss", "message") if shown.get(k) is not None]
     return f"{action}: " + ", ".join(fields)

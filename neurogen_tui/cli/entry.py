@@ -7,12 +7,9 @@ import sys
 
 from .. import __version__
 from ..train.config import GROUPS, TrainingConfig, fields
-from ..train.flags import ConfigError, Flag, option
+from ..train.flags import TYPES, ConfigError, Flag, option
 from .commands import fail, run_subcommand
 from .parsers import SUBCOMMANDS
-
-_TYPES = {"int": int, "float": float, "str": str}
-
 
 def _help(f, spec: Flag) -> str:
     text = spec.help
@@ -40,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif f.type == "tuple":  # repeatable: --prompt A --prompt B
             kwargs["action"] = "append"
         else:
-            kwargs["type"] = spec.parse or _TYPES[f.type.split(" | ")[0]]
+            kwargs["type"] = spec.parse or TYPES[f.type.split(" | ")[0]]
             kwargs["choices"] = getattr(spec.check, "choices", None)
         if spec.metavar:
             kwargs["metavar"] = spec.metavar

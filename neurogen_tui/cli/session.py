@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..control.server import RunService
-from ..core.events import EventBus, RunFailed, RunNote
+from ..core.events import EventBus, LogMessage, RunFailed, RunNote
 from ..core.text import sanitize
+from ..run.info import RunDirWatch
 from ..run.layout import EXIT_FAILED, EXIT_FORCED, EXIT_OK, RunLayout
 from ..run.recorder import MetricsRecorder
 from ..run.timeline import Timeline
@@ -84,6 +85,13 @@ def prepare_run(args: argparse.Namespace) -> tuple[TrainingConfig, tuple[str, di
         resume = (str(path), state)
     cfg = apply_flags(vars(args), base)
     cfg.run_dir = str(layout.root)
+    if base is not None and cfg.min_lr > cfg.lr and args.min_lr is None and args.lr is None:
+        # saved by a version that let two live changes cross: the run's own config never stops a resume
+        w = (f"the checkpoint's config has --min-lr {cfg.min_lr:g} above --lr {cfg.lr:g}; "
+             f"resuming with --min-lr {cfg.lr:g}")
+        log.warning(w)
+        print(f"neurogen-tui: warning: {w}")
+        cfg.min_lr = cfg.lr
     validate(cfg)
     if cfg.strategy == "fsdp" and job_world_size(cfg) < 2:
         raise ConfigError("--strategy fsdp shards the model across ranks: add --nproc-per-node N (N > 1), "
@@ -146,6 +154,9 @@ def setup_logging(cfg: TrainingConfig) -> Path:
             h.close()
     handler = logging.FileHandler(path, encoding="utf-8")
     handler._neurogen = True  # type: ignore[attr-defined]
+    # a full disk must not print "--- Logging error ---" tracebacks over the app's screen; the
+    # metrics writers say on screen and in the timeline when the disk refuses them
+    handler.handleError = lambda record: None  # type: ignore[method-assign]
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -195,11 +206,42 @@ class RunParts:
     service: RunService | None = None  # run.json and the control socket
     tensorboard: EventsFollower | None = None  # --tensorboard: the process writing the events
     timeline: Timeline | None = None  # events.jsonl
+    watch: RunDirWatch | None = None  # the run dir deleted under the run
+    lock: RunLock | None = None  # the run dir taken again after it was deleted
+
+    def run_dir_lost(self) -> None:
+        """The run directory was deleted or replaced: stop at the next step boundary, with a final
+        checkpoint where the directory can be taken again, never into one another trainer holds."""
+        cfg, trainer = self.trainer.cfg, self.trainer
+        try:
+            self.lock = RunLock(cfg.run_dir)  # made again, and ours: the final checkpoint goes there
+            then = "stopping with a final checkpoint in a new directory of that name"
+        except (ConfigError, OSError) as exc:
+            trainer.checkpointer.refused = f"the run directory was deleted and is not ours now ({exc})"
+            then = "stopping without a final checkpoint (another process holds that directory now)"
+            self.disown()
+        text = f"the run directory {cfg.run_dir} was deleted or replaced while training: {then}"
+        log.error(text)
+        self.bus.publish(LogMessage("error", text))
+        self.bus.publish(RunNote("run dir", {"text": text}))
+        trainer.request_stop()
+
+    def disown(self) -> None:
+        """The run directory is another trainer's now: nothing more is written into it (no final
+        dashboard, no run.json, no TensorBoard events)."""
+        if self.viz is not None:
+            self.viz.discard = True
+        if self.service is not None:
+            self.service.record.disowned = True
+        if self.tensorboard is not None:
+            self.tensorboard.proc.kill()
 
     def close(self) -> None:
         """Final dashboard and JSON exports, then close the append-only logs (and let the
         TensorBoard writer read their last lines); last, run.json records how the run ended and
         the control socket goes."""
+        if self.watch is not None:
+            self.watch.close()
         if self.viz is not None:
             self.viz.close()
         self.recorder.close()
@@ -216,10 +258,15 @@ def build_run(cfg: TrainingConfig, resume: tuple[str, dict] | None, control: boo
     and the control socket that `attach` and `ls` use."""
     bus = EventBus()
     resume_step = int(resume[1]["step"]) if resume else None
-    recorder = MetricsRecorder(cfg.viz_dir, resume_step=resume_step)
+
+    def storage(text: str, level: str) -> None:  # a file the disk refused, and when it is written again
+        bus.publish(LogMessage(level, text))
+        bus.publish(RunNote("storage", {"text": text}))
+
+    recorder = MetricsRecorder(cfg.viz_dir, resume_step=resume_step, say=storage)
     bus.subscribe(recorder)
     tensorboard = EventsFollower.start(cfg.run_dir, recorder.metrics.size, resume_step) if cfg.tensorboard else None
-    timeline = Timeline(cfg.viz_dir, resumed=resume is not None)
+    timeline = Timeline(cfg.viz_dir, resumed=resume is not None, say=lambda text, level: log.warning(text))
     bus.subscribe(timeline)
     viz = VisualizationManager.for_run(cfg, resume_step=resume_step)
     bus.subscribe(viz)
@@ -227,7 +274,9 @@ def build_run(cfg: TrainingConfig, resume: tuple[str, dict] | None, control: boo
         viz.add_listener(timeline.on_viz)
     trainer = Trainer(cfg, bus, resume)
     service = RunService.start(cfg, trainer, bus, viz) if control else None
-    return RunParts(trainer, bus, recorder, viz, service, tensorboard, timeline)
+    parts = RunParts(trainer, bus, recorder, viz, service, tensorboard, timeline)
+    parts.watch = RunDirWatch(cfg.run_dir, parts.run_dir_lost)
+    return parts
 
 
 # ---- the three ways a training process runs --------------------------------------------------------

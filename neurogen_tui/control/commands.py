@@ -9,7 +9,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from ..core.events import CheckpointSaved, RunFailed, RunFinished, RunNote, RunStarted, SettingChanged, TrainingMetrics
+from ..core.events import (CheckpointSaved, CheckpointSkipped, RunFailed, RunFinished, RunNote, RunStarted, SettingChanged,
+                           TrainingMetrics)
 from ..run.layout import LATEST_PNG, RunState
 from ..run.timeline import VIEWER_ATTACHED, VIEWER_DETACHED
 from ..train.config import ConfigError, live_changes
@@ -27,7 +28,8 @@ class RunCommands:
         self.fan_out: Callable[[dict | None], None] = lambda msg: None
         self._cond = threading.Condition()
         self._step, self._loss = getattr(trainer, "step", 0), None
-        self._checkpoints, self._last_checkpoint = 0, None  # (step, path)
+        self._checkpoints, self._last_checkpoint = 0, None  # checkpoints written or skipped; (step, path)
+        self._skipped = ""  # why the last checkpoint asked for was not written
         self._dashboards, self._last_dashboard, self._dashboard_error = 0, None, None
         self._ended: dict | None = None
         self._started: dict | None = None  # the run's "started" event, replayed to later subscribers
@@ -45,6 +47,9 @@ class RunCommands:
             if isinstance(event, CheckpointSaved):
                 self._checkpoints += 1
                 self._last_checkpoint = (event.step, event.path)
+            elif isinstance(event, CheckpointSkipped):
+                self._checkpoints += 1
+                self._skipped = event.reason
             elif isinstance(event, (RunFinished, RunFailed)):
                 self._ended = event_message(event)
             elif isinstance(event, RunStarted):
@@ -141,10 +146,12 @@ class RunCommands:
         if refused:
             return refused
         with self._cond:
-            seen = self._checkpoints
+            seen, self._skipped = self._checkpoints, ""
         self.trainer.request_checkpoint()
         if not self._wait(lambda: self._checkpoints > seen or self._finished()):
             return {"pending": True, "message": "checkpoint requested; written at the end of this step"}
+        if self._skipped:
+            return {"error": self._skipped}
         if self._checkpoints > seen:
             step, path = self._last_checkpoint
             return {"path": path, "step": step}
@@ -198,6 +205,8 @@ class RunCommands:
         event = self._applied.pop(ticket, None)
         if event is None:
             return {"error": "the run ended before the settings took effect"}
+        if event.refused:
+            return {"error": event.refused, "usage": True, "step": event.step}
         return {"step": event.step, "changes": event.changes}
 
     def do_prompt(self, text) -> dict:

@@ -58,6 +58,7 @@ MAX_SOCKET_PATH = 100  # bytes; sun_path holds 108 with its NUL, and a temporary
 MAX_LINE = 64 * 1024
 MAX_CLIENTS = 16
 IDLE_TIMEOUT = 300.0  # a connection that sends nothing for this long is closed (not subscribers)
+FIRST_LINE_TIMEOUT = 10.0  # a connection that has not sent its first request by then is closed
 WAIT_LIMIT = 120.0  # longest a request waits to be carried out before the reply says "pending"
 REPLY_TIMEOUT = WAIT_LIMIT + 15.0  # clients wait a little longer than the server does
 STATUS_EVERY = 5.0  # seconds between status events to subscribers (also finds dead peers)

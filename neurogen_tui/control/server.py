@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..run.info import RunRecord
 from .commands import RunCommands
-from .protocol import (COMMANDS, IDLE_TIMEOUT, MAX_CLIENTS, MAX_LINE, STATUS_EVERY, SUBSCRIBER_BACKLOG, ControlError,
+from .protocol import (COMMANDS, FIRST_LINE_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENTS, MAX_LINE, STATUS_EVERY, SUBSCRIBER_BACKLOG, ControlError,
                        bind_private, encode, peer_uid, socket_candidates, with_suppressed)
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class ControlServer:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
+        self._silent: dict[socket.socket, float] = {}  # connections yet to send a request: when they came
         self._subs: set[_Subscriber] = set()
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -148,13 +149,25 @@ class ControlServer:
                 time.sleep(0.1)  # EMFILE and the like: try again rather than stop serving
                 continue
             with self._lock:
+                if len(self._conns) >= MAX_CLIENTS:
+                    self._make_room()
                 full = len(self._conns) >= MAX_CLIENTS
                 if not full:
                     self._conns.add(conn)
+                    self._silent[conn] = time.monotonic()
             if full:
                 self._reject(conn, "too many connections")
                 continue
             threading.Thread(target=self._serve, args=(conn,), name="control-conn", daemon=True).start()
+
+    def _make_room(self) -> None:
+        """Every slot is taken: the connection that has waited longest without sending a request
+        gives its slot to the new one (idle connections must not lock `ctl` out). Under the lock."""
+        if self._silent:
+            oldest = min(self._silent, key=self._silent.get)
+            del self._silent[oldest]
+            self._conns.discard(oldest)
+            with_suppressed(lambda: oldest.shutdown(socket.SHUT_RDWR))
 
     def _reject(self, conn: socket.socket, error: str) -> None:
         conn.settimeout(1.0)
@@ -170,7 +183,7 @@ class ControlServer:
                 conn.settimeout(1.0)
                 conn.sendall(encode({"id": None, "ok": False, "error": "permission denied"}))
                 return
-            conn.settimeout(IDLE_TIMEOUT)
+            conn.settimeout(FIRST_LINE_TIMEOUT)
             self._read_requests(conn)
         except OSError:
             pass  # the peer went away or timed out
@@ -179,6 +192,7 @@ class ControlServer:
         finally:
             with self._lock:
                 self._conns.discard(conn)
+                self._silent.pop(conn, None)
             close_gracefully(conn)
 
     def _read_requests(self, conn: socket.socket) -> None:
@@ -200,6 +214,10 @@ class ControlServer:
                 return
             if not line.strip():
                 continue
+            with self._lock:
+                spoke = self._silent.pop(conn, None) is not None
+            if spoke:
+                conn.settimeout(IDLE_TIMEOUT)  # it spoke: it may keep its slot between requests
             reply, subscribe = self.handle_line(line)
             conn.sendall(encode(reply))
             if subscribe:
@@ -208,7 +226,7 @@ class ControlServer:
 
     def _bad(self, conn: socket.socket, req_id, error: str) -> None:
         log.warning("control: rejected a request: %s", error)
-        conn.sendall(encode({"id": req_id, "ok": False, "error": error}))
+        conn.sendall(encode({"id": req_id, "ok": False, "error": error, "usage": True}))
 
     def handle_line(self, line: bytes) -> tuple[dict, _Subscriber | None]:
         """One request line to (reply, subscriber if the connection now streams events)."""

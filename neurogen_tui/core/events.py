@@ -91,6 +91,14 @@ class CheckpointSaved:
 
 
 @dataclass
+class CheckpointSkipped:
+    """A checkpoint that was not written because the state looked diverged (the guard acted)."""
+
+    step: int
+    reason: str
+
+
+@dataclass
 class LogMessage:
     level: str  # "info" | "warning" | "error"
     text: str
@@ -124,6 +132,7 @@ class SettingChanged:
     changes: dict  # name -> [old, new]
     source: str = "ctl"  # who asked: ctl, app, guard
     ticket: int = 0  # the request's (live.Steering.request), so the one who asked hears of it
+    refused: str = ""  # why nothing changed: the request, checked with the others of its boundary, failed
 
 
 def changes_text(changes: dict) -> str:

@@ -6,6 +6,8 @@ import json
 import math
 import os
 import tempfile
+import time
+from collections import deque
 from pathlib import Path
 from typing import IO, Callable
 
@@ -105,14 +107,27 @@ def read_jsonl(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], in
 
 
 class JsonlWriter:
-    """Appends one JSON object per line and flushes, so a crash loses at most the line being written."""
+    """Appends one JSON object per line, each written whole and at once, so a crash loses at most
+    the line being written.
 
-    def __init__(self, path: str | os.PathLike):
+    Where the disk refuses a line (full, over quota), the file is cut back to its last whole line
+    and the lines wait in memory, at most `hold` of them (past that the oldest are dropped and
+    counted), until a later write gets through: then they go out in order. `say(text, level)` is
+    told once when the trouble starts and once when it is over. With hold=0 the error is raised."""
+
+    RETRY_EVERY = 2.0  # seconds between tries while lines are held
+
+    def __init__(self, path: str | os.PathLike, hold: int = 0, say: Callable[[str, str], None] | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair_tail()
-        self._fh = open(self.path, "ab")
-        self.size = self._fh.tell()  # the file's length: where the next line starts
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self.size = os.fstat(self._fd).st_size  # the file's length: where the next line starts
+        self.hold, self.say = hold, say or (lambda text, level: None)
+        self.held: deque[bytes] = deque()
+        self.dropped = 0  # lines lost while held, in all
+        self._retry_at = 0.0
+        self._error = ""
 
     def _repair_tail(self) -> None:
         """Drop a torn last line left by a killed writer, so appended lines start on their own."""
@@ -123,17 +138,77 @@ class JsonlWriter:
             if data and not data.endswith(b"\n"):
                 fh.truncate(data.rfind(b"\n") + 1)
 
-    def write(self, row: dict) -> int:
-        """Append `row`; returns the file's length after it (the offset just past its line)."""
-        line = (dumps(row) + "\n").encode("utf-8")
-        self._fh.write(line)
-        self._fh.flush()
-        self.size += len(line)
+    def _put(self, line: bytes) -> int:
+        start, done = self.size, 0
+        try:
+            while done < len(line):
+                done += os.write(self._fd, line[done:])
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)  # never leave half a line behind
+            raise
+        self.size = start + len(line)
         return self.size
 
+    def write(self, row: dict) -> int | None:
+        """Append `row`; the file's length after it (the offset just past its line), or None where
+        it is held (the disk refused it; it goes out with a later write)."""
+        self.append(row)
+        return None if self.held else self.size
+
+    def append(self, row: dict) -> list[tuple[dict, int]]:
+        """Append `row` (after any held lines): each row written now with the offset just past its
+        line, oldest first (held rows come back parsed from their lines)."""
+        line = (dumps(row) + "\n").encode("utf-8")
+        if not self.held:
+            try:
+                return [(row, self._put(line))]
+            except OSError as exc:
+                if not self.hold:
+                    raise
+                self._trouble(exc)
+        self._keep(line)
+        return self._retry()
+
+    def _keep(self, line: bytes) -> None:
+        if len(self.held) >= self.hold:
+            self.held.popleft()
+            self.dropped += 1
+        self.held.append(line)
+
+    def _trouble(self, exc: OSError) -> None:
+        self._error = exc.strerror or str(exc)
+        self._retry_at = time.monotonic() + self.RETRY_EVERY
+        self.say(f"cannot write {self.path.name}: {self._error}; keeping up to {self.hold:,} lines in memory "
+                 f"and trying again every {self.RETRY_EVERY:.0f}s", "error")
+
+    def _retry(self) -> list[tuple[dict, int]]:
+        """The held lines, written as far as the disk lets them (every RETRY_EVERY seconds)."""
+        out: list[tuple[dict, int]] = []
+        if not self.held or time.monotonic() < self._retry_at:
+            return out
+        while self.held:
+            try:
+                end = self._put(self.held[0])
+            except OSError:
+                self._retry_at = time.monotonic() + self.RETRY_EVERY
+                return out
+            out.append((json.loads(self.held.popleft()), end))
+        lost = f"; {self.dropped:,} dropped while the disk refused them" if self.dropped else ""
+        self.say(f"{self.path.name} is written again ({len(out):,} held lines written{lost})",
+                 "warning" if self.dropped else "info")
+        return out
+
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._fh.close()
+        if self.held:
+            self._retry_at = 0.0
+            self._retry()
+        if self.held:
+            self.say(f"{len(self.held):,} lines of {self.path.name} could not be written: {self._error}", "error")
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
 
 
 def _backwards(path: Path, enough: Callable[[bytes], bool], block: int = 1 << 20) -> tuple[bytes, int, int]:

@@ -34,9 +34,9 @@ STALE_AFTER = 600.0  # a run on another machine without a heartbeat for this lon
 
 def read_run_info(run_dir: str | os.PathLike) -> dict | None:
     """The run's record, or None when there is none or it is not a JSON object."""
-    try:
-        data = json.loads(RunLayout(run_dir).run_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    try:  # NaN and Infinity are not JSON: a hand-edited record's are read as missing
+        data = json.loads(RunLayout(run_dir).run_file.read_text(encoding="utf-8"), parse_constant=lambda _: None)
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
@@ -131,8 +131,12 @@ class RunRecord:
         self._heartbeat = threading.Thread(target=self._beat, name="run.json-heartbeat", daemon=True)
         self._heartbeat.start()
 
+    disowned = False  # the run directory is another process's now: run.json is theirs
+
     def write(self, **changes) -> None:
         with self._lock:
+            if self.disowned:
+                return
             self.info.update(changes)
             self.info["updated_at"] = self._clock()
             try:
@@ -177,3 +181,34 @@ class RunRecord:
             state, changes = RunState.STOPPED, {"reason": "closed before the training loop reported a result"}
         self.write(state=state, ended_at=self._clock(), **changes)
         return state
+
+
+class RunDirWatch:
+    """Notices, on a thread of its own, the run directory deleted or replaced under a live run
+    (`rm -rf` of it, a new directory made in its place): every file the run holds open then writes
+    to nothing anyone can see, and its lock no longer keeps a second trainer out. `on_lost` is
+    called once, from the watch's thread."""
+
+    def __init__(self, root: str | os.PathLike, on_lost, every: float = 2.0) -> None:
+        self.root = Path(root)
+        st = self.root.stat()
+        self._ident = (st.st_dev, st.st_ino)
+        self._on_lost, self._every = on_lost, every
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name="run-dir-watch", daemon=True).start()
+
+    def lost(self) -> bool:
+        try:
+            st = self.root.stat()
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._ident
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._every):
+            if self.lost():
+                self._on_lost()
+                return
+
+    def close(self) -> None:
+        self._stop.set()

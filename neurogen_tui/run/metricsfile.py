@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ import numpy as np
 from .files import atomic_write, jsonl_objects, trim_jsonl
 from .history import number
 from .layout import METRICS_FILE, METRICS_SIDECAR
+
+log = logging.getLogger(__name__)
 
 # the metrics.jsonl fields kept in columns (TrainingMetrics): in numpy "step" is int64 and the rest
 # float64 (NaN where missing, "skipped" 0/1); in Arrow "step" and "tokens_seen" int64, "skipped" bool
@@ -300,6 +303,8 @@ class SidecarWriter:
         self._ends: list[int] = []
 
     def add(self, row: dict, end: int) -> None:
+        if self._fh is None:  # closed, or abandoned after a disk that stayed full
+            return
         self._rows.append(row)
         self._ends.append(end)
         if len(self._rows) >= FLUSH_ROWS:
@@ -309,17 +314,42 @@ class SidecarWriter:
         if not self._rows or self._fh is None:
             return
         batch = next(_batches(MetricsTable(fields_from_rows(self._rows), np.array(self._ends, np.int64)), self._schema))
+        start = self._fh.tell()
+        try:
+            self._fh.write(batch.serialize().to_pybytes())  # one write: a crash leaves at most a torn last batch
+            self._fh.flush()
+        except OSError as exc:  # a full disk: cut back to the last whole batch and try again with the next
+            if len(self._rows) >= 8 * FLUSH_ROWS:  # it stays full: readers fall back to metrics.jsonl
+                log.warning("metrics.arrows left out of step (%s); readers use metrics.jsonl", exc)
+                self.abandon()
+            else:
+                with contextlib.suppress(OSError):
+                    self._fh = _reopen_at(self._fh, self.path, start)
+            return
         self._rows, self._ends = [], []
-        self._fh.write(batch.serialize().to_pybytes())  # one write: a crash leaves at most a torn last batch
-        self._fh.flush()
 
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.flush()
+    def abandon(self) -> None:
+        """Stop writing the sidecar and remove it: a reader then takes every row from metrics.jsonl."""
+        self.close(flush=False)
+        self.path.unlink(missing_ok=True)
+
+    def close(self, flush: bool = True) -> None:
+        if flush:
+            with contextlib.suppress(Exception):
+                self.flush()
         if self._fh is not None:
             with contextlib.suppress(OSError):
                 self._fh.close()
             self._fh = None
+
+
+def _reopen_at(fh, path: Path, size: int):
+    """A fresh append handle on `path` cut back to `size` (a buffered handle that failed to write
+    cannot be trusted to hold what it still has)."""
+    with contextlib.suppress(OSError):
+        fh.close()
+    os.truncate(path, size)
+    return open(path, "ab")
 
 
 def trim_metrics(viz_dir: Path, last_step: int) -> tuple[MetricsTable, int]:

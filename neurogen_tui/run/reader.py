@@ -97,7 +97,10 @@ def load_samples(viz_dir: str | Path, max_step: int | None = None, limit: int | 
 def load_run(run_dir: str | Path) -> tuple[str, MetricsHistory, list[dict]]:
     """(name, history, samples) of a run directory; RunDirError when it holds no metrics."""
     viz_dir = find_viz_dir(run_dir)
-    history = load_history(viz_dir)
+    try:
+        history = load_history(viz_dir)
+    except OSError as exc:
+        raise RunDirError(f"{run_dir}: cannot read its metrics: {exc.strerror or exc}") from None
     if not len(history):
         raise RunDirError(f"{run_dir}: no metrics found (expected {VIZ_DIR}/{METRICS_FILE} or "
                           f"{VIZ_DIR}/{METRICS_JSON} with at least one step)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 from ..core.events import TextSample, TrainingMetrics
 from .files import JsonlWriter, cut_jsonl_after
@@ -21,7 +22,9 @@ log = logging.getLogger(__name__)
 class MetricsRecorder:
     """Event subscriber appending metrics and samples under `viz_dir`."""
 
-    def __init__(self, viz_dir: Path, resume_step: int | None = None):
+    HOLD = 50_000  # lines of each file kept in memory while the disk refuses them (about 20 MB of metrics)
+
+    def __init__(self, viz_dir: Path, resume_step: int | None = None, say: Callable[[str, str], None] | None = None):
         self.viz_dir = Path(viz_dir)
         self.viz_dir.mkdir(parents=True, exist_ok=True)
         kept = MetricsTable()
@@ -34,16 +37,16 @@ class MetricsRecorder:
         else:
             for name in (METRICS_FILE, METRICS_SIDECAR, SAMPLES_FILE):  # a fresh run starts a fresh record
                 (self.viz_dir / name).unlink(missing_ok=True)
-        self.metrics = JsonlWriter(self.viz_dir / METRICS_FILE)
-        self.samples = JsonlWriter(self.viz_dir / SAMPLES_FILE)
+        self.metrics = JsonlWriter(self.viz_dir / METRICS_FILE, self.HOLD, say)
+        self.samples = JsonlWriter(self.viz_dir / SAMPLES_FILE, self.HOLD, say)
         self.columns = SidecarWriter(self.viz_dir, kept)  # the rows metrics.jsonl holds now, then each new one
 
     def __call__(self, event) -> None:
         if isinstance(event, TrainingMetrics):
-            row = event.to_dict()
-            self.columns.add(row, self.metrics.write(row))
+            for row, end in self.metrics.append(event.to_dict()):
+                self.columns.add(row, end)
         elif isinstance(event, TextSample):
-            self.samples.write(event.to_dict())
+            self.samples.append(event.to_dict())
 
     def close(self) -> None:
         self.metrics.close()

@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from ..core.events import (CheckpointSaved, EvalResult, GuardFired, RunFailed, RunFinished, RunNote, RunStarted,
-                           SettingChanged, StateChanged, TrainingMetrics, changes_text)
+from ..core.events import (CheckpointSaved, CheckpointSkipped, EvalResult, GuardFired, RunFailed, RunFinished, RunNote,
+                           RunStarted, SettingChanged, StateChanged, TrainingMetrics, changes_text)
 from ..core.text import format_count, format_duration
 from .files import JsonlWriter, read_jsonl
 from .layout import EVENTS_FILE, RunState
@@ -27,11 +27,11 @@ class Timeline:
     run starts a fresh file; a resumed one goes on appending (what happened after the checkpoint
     happened, even if the steps are trained again)."""
 
-    def __init__(self, viz_dir: str | Path, resumed: bool = False) -> None:
+    def __init__(self, viz_dir: str | Path, resumed: bool = False, say=None) -> None:
         path = Path(viz_dir) / EVENTS_FILE
         if not resumed:
             path.unlink(missing_ok=True)
-        self.writer = JsonlWriter(path)
+        self.writer = JsonlWriter(path, hold=10_000, say=say)  # a full disk: held, written when it can be
         self.step = 0
         self._state = ""
         self._lock = threading.Lock()  # the trainer, the dashboards' dispatcher and the control server all write
@@ -54,9 +54,11 @@ class Timeline:
                        **({"checkpoint": event.resumed_from} if event.resumed_from else {}))
         elif isinstance(event, CheckpointSaved):
             self.write("checkpoint", event.step, path=event.path)
+        elif isinstance(event, CheckpointSkipped):
+            self.write("checkpoint skipped", event.step, reason=event.reason)
         elif isinstance(event, EvalResult):
             self.write("eval", event.step, val_loss=event.val_loss, val_accuracy=event.val_accuracy)
-        elif isinstance(event, SettingChanged):
+        elif isinstance(event, SettingChanged) and event.changes:  # not a refusal, not a set to the same value
             self.write("setting", event.step, changes=event.changes, source=event.source)
         elif isinstance(event, GuardFired):
             self.write("guard", event.step, trouble=event.kind, detail=event.detail, action=event.action,
@@ -130,6 +132,8 @@ def _describe(event: dict) -> str:
         return f"step {step}: checkpoint {Path(str(event.get('path', ''))).name}"
     if kind in ("ended", "failed"):
         return f"step {step}: {kind}: {event.get('reason') or event.get('error') or ''}"
+    if kind in ("storage", "checkpoint skipped", "run dir"):
+        return f"step {step}: {event.get('text') or event.get('reason') or kind}"
     return f"step {step}: {kind}"
 
 

@@ -7,6 +7,7 @@ and optimizer) from rank 0. Both appear under their final name only when complet
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import pickle
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.events import CheckpointSaved
+from ..core.events import CheckpointSaved, CheckpointSkipped
 from ..core.text import first_line
 from ..run.files import atomic_write
 from ..run.layout import CHECKPOINT_NAME, SHARDED_META, checkpoint_name
@@ -36,14 +37,19 @@ class Checkpointer:
     """The trainer's checkpoints: what one holds, and writing it on every rank with one retry.
 
     A component with a small interface (torchtitan's shape): the trainer calls `save()` at a step
-    boundary; how each strategy writes its part is the strategy's (parallel.py)."""
+    boundary; how each strategy writes its part is the strategy's (parallel.py). A state the guard
+    finds diverged is never written (live.Steering.state_verdict: it rolls back first where it
+    can), and rotation never deletes the newest trusted checkpoint."""
 
     retry_delay = 5.0  # seconds before the one retry of a failed write
 
-    def __init__(self, trainer) -> None:
+    def __init__(self, trainer, resumed_from: str | None = None) -> None:
         self.trainer = trainer
         self.last: str | None = None  # the newest checkpoint written by this run
+        # the newest checkpoint known sound: the one this run resumed from, then each the guard trusted
+        self.trusted: Path | None = Path(resumed_from) if resumed_from else None
         self._positions: list | None = None  # every rank's data position, for the checkpoint being written
+        self.refused = ""  # why no checkpoint may be written any more (the run dir is another's now)
 
     def state(self) -> dict:
         t = self.trainer
@@ -69,18 +75,26 @@ class Checkpointer:
             "tokenizer": t.tokenizer.identity(),
         }
 
-    def save(self) -> str:
+    def save(self) -> str | None:
         """Write a checkpoint (every rank its part); on an error on any rank (disk full,
         permissions) all retry once, then raise CheckpointError: the previous checkpoints are intact
-        (atomic writes) and the run stops."""
+        (atomic writes) and the run stops. None where the state looked diverged and was not saved."""
         t, par = self.trainer, self.trainer.par
+        verdict = "refused" if self.refused else t.steer.state_verdict()
+        if verdict in ("diverged", "refused"):
+            why = self.refused or "the state looks diverged"
+            reason = f"checkpoint at step {t.step} not written: {why}; the last trusted checkpoint is {self.trusted or 'none'}"
+            if par.is_main:
+                t._say(reason, "error")
+                t.bus.publish(CheckpointSkipped(t.step, reason))
+            return None
         self._positions = par.gather(t.batches.state())
         for attempt in (1, 2):
             written, error = None, ""
             try:
                 written = par.write_checkpoint(t)
             except (OSError, RuntimeError) as exc:
-                error = first_line(exc)
+                error = write_error(exc, t.cfg.checkpoint_dir)
             if not par.failed_anywhere(error):
                 break
             par.abandon_checkpoint(t)
@@ -92,9 +106,35 @@ class Checkpointer:
                 t._say(f"checkpoint write failed ({error}); retrying in {self.retry_delay:.0f}s", "warning")
             time.sleep(self.retry_delay) if par.world_size > 1 else t._stop.wait(self.retry_delay)
         self.last = str(par.finish_checkpoint(t, written))
+        if verdict == "trusted":
+            self.trusted = Path(self.last)
         if par.is_main:
+            self.prune(Path(self.last))
             t.bus.publish(CheckpointSaved(t.step, self.last))
         return self.last
+
+    def prune(self, newest: Path) -> None:
+        """Keep the newest --keep-checkpoints, and the newest trusted one whatever its age."""
+        keep = {newest} | ({self.trusted} if self.trusted is not None else set())
+        prune_checkpoints(self.trainer.cfg.checkpoint_dir, self.trainer.cfg.keep_checkpoints, keep)
+
+
+def write_error(exc: BaseException, directory: Path) -> str:
+    """Why a checkpoint could not be written, in one line a person reads: torch's writer reports a
+    full disk as `[enforce fail at inline_container.cc:...] unexpected pos`, so the OSError under
+    it (or, failing that, the disk's free space) says what happened."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+    text = first_line(exc)
+    if "inline_container" in text or "file write failed" in text:
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(directory).free < 64 * 2**20:
+                return f"No space left on device ({shutil.disk_usage(directory).free // 2**20} MiB free)"
+        return f"the checkpoint file could not be written ({text})"
+    return text
 
 
 def checkpoint_path(directory: Path, step: int, sharded: bool = False) -> Path:
@@ -123,19 +163,18 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(state: dict, directory: Path, step: int, keep: int = 0) -> Path:
-    """Write `state` atomically as checkpoint_step_XXXXXX.pt; keep the newest `keep` (0: all)."""
+def save_checkpoint(state: dict, directory: Path, step: int) -> Path:
+    """Write `state` atomically as checkpoint_step_XXXXXX.pt."""
     path = checkpoint_path(directory, step)
     atomic_write(path, lambda fh: torch.save(state, fh))
-    prune_checkpoints(directory, keep, path)
     return path
 
 
-def prune_checkpoints(directory: Path, keep: int, newest: Path) -> None:
-    """Keep the newest `keep` checkpoints (0: all), never `newest`."""
+def prune_checkpoints(directory: Path, keep: int, spare: set[Path]) -> None:
+    """Keep the newest `keep` checkpoints (0: all), and every one in `spare`."""
     if keep:
         for old in list_checkpoints(directory)[:-keep]:
-            if old != newest:
+            if old not in spare:
                 remove_checkpoint(old)
                 log.info("removed old checkpoint %s (--keep-checkpoints %d)", old, keep)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..run.layout import RunLayout
-from .flags import (ConfigError, Flag, at_least, device_spec, flag, fraction, guard_actions_check, keep_count,
+from .flags import (TYPES, ConfigError, Flag, at_least, device_spec, flag, fraction, guard_actions_check, keep_count,
                     non_negative, one_of, option, positive, share)
 
 # Model presets. "base" is GPT-2-124M-shaped; "small" follows nanoGPT's CPU recipe
@@ -225,7 +225,9 @@ def flag_type(name: str) -> Callable[[str], Any]:
 
     def parse(text: str):
         try:
-            value = (spec.parse or {"int": int, "float": float}.get(kind.split(" | ")[0], str))(text)
+            value = (spec.parse or TYPES[kind.split(" | ")[0]])(text)
+        except argparse.ArgumentTypeError:
+            raise
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         problem = spec.check(name, value) if spec.check else None

@@ -6,11 +6,16 @@ deviations above the median of the last --guard-window steps: 1.4826 x MAD, at l
 median, so a flat series is not all spikes) and an exploding gradient norm (--guard-grad times
 its recent median). Each trouble has an action (--guard-actions): warn, pause, or rollback.
 
-To roll back the guard keeps a last good copy of the training state in host memory: the model and
-optimizer state and the live settings, copied to the CPU every SNAPSHOT_EVERY steps, and confirmed
-good once CONFIRM_STEPS further steps passed without trouble (so a copy taken just after a bad
-update is never the one restored). A setting changed live takes a copy first (the steps before it
-were healthy), so a destructive change is undone by the rollback. Bounded cost: two copies of the
+A state is trusted only once a step *after* it was judged healthy: a step's loss is measured on
+the weights before its own update, so the loss of step k+1 is what says whether the weights of
+step k were sound. To roll back the guard keeps a last good copy of the training state in host
+memory: the model and optimizer state and the live settings, copied to the CPU every
+SNAPSHOT_EVERY steps and trusted once CONFIRM_STEPS further steps passed without trouble. A
+setting changed live takes a copy first, trusted after one healthy step, so a destructive change
+is undone by the rollback, and a second change right after a destructive one never copies the
+wreck as "good" (its copy is still waiting for its step when the wreck shows). A checkpoint asks
+the same question at once (`judge_state`): the state's loss on the last batch trained, which a
+wrecked state cannot hide. Bounded cost: two copies of the
 model and optimizer state in RAM (about 12 bytes a parameter each with AdamW: fp32 weights and two
 moments), a device-to-host copy every SNAPSHOT_EVERY steps, and a verdict per step that is O(1)
 (the window's median is recomputed every LEVEL_EVERY steps): benchmarks/bench_guard.py measures
@@ -64,6 +69,7 @@ class Snapshot:
     model: dict
     optimizer: dict
     settings: dict
+    confirm: int = CONFIRM_STEPS  # healthy steps after it before it is trusted
 
 
 class Guard:
@@ -101,8 +107,8 @@ class Guard:
         self.healthy += 1
         if self.healthy >= CONFIRM_STEPS:
             self.rollbacks = 0
-            if self.pending is not None and step - self.pending.step >= CONFIRM_STEPS:
-                self.good, self.pending = self.pending, None
+        if self.pending is not None and step - self.pending.step >= self.pending.confirm:
+            self.good, self.pending = self.pending, None  # every step since it was taken was healthy
 
     def _judge(self, step: int, loss: float, grad_norm: float) -> Trouble | None:
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -118,6 +124,22 @@ class Guard:
         if norm_median > 0 and grad_norm > self.cfg.guard_grad * norm_median:
             return Trouble("grad", f"gradient norm {grad_norm:.3g}, {grad_norm / norm_median:.0f}x "
                                    f"its recent {norm_median:.3g}", self.actions["grad"])
+        return None
+
+    def judge_state(self, loss: float) -> Trouble | None | bool:
+        """The current weights judged by their loss on a batch (the last one trained, so the loss
+        is if anything low): a Trouble where they look diverged (non-finite, or twice the spike
+        score), None where they look sound, False where the guard cannot tell yet (its window
+        is still filling). Nothing joins the window: this is not a training step."""
+        if not math.isfinite(loss):
+            return Trouble("nonfinite", f"the state's loss on the last batch is {loss}", self.actions["nonfinite"])
+        if len(self.losses) < max(10, self.losses.maxlen // 2):
+            return False
+        median, scale, _ = self._recent_level()
+        score = (loss - median) / scale
+        if score > 2 * self.cfg.guard_spike:
+            return Trouble("spike", f"the state's loss on the last batch is {loss:.4g} against a recent "
+                                    f"{median:.4g} (score {score:.1f})", self.actions["spike"])
         return None
 
     def _recent_level(self) -> tuple[float, float, float]:
@@ -136,17 +158,13 @@ class Guard:
     def snapshot_due(self, step: int) -> bool:
         return step % SNAPSHOT_EVERY == 0 and self.healthy >= 1
 
-    def take(self, step: int, model, optimizer, settings: dict, trusted: bool = False) -> None:
-        """Copy the training state to host memory: pending until confirmed (trusted: good at once,
-        as before a live change, whose steps before were all healthy)."""
+    def take(self, step: int, model, optimizer, settings: dict, confirm: int = CONFIRM_STEPS) -> None:
+        """Copy the training state to host memory, pending until `confirm` healthy steps after it."""
         started = time.perf_counter()
-        snap = Snapshot(step, to_cpu(model.state_dict()), to_cpu(optimizer.state_dict()), dict(settings))
+        self.pending = Snapshot(step, to_cpu(model.state_dict()), to_cpu(optimizer.state_dict()), dict(settings),
+                                confirm)
         self.snapshot_seconds += time.perf_counter() - started
         self.snapshots += 1
-        if trusted:
-            self.good, self.pending = snap, None
-        else:
-            self.pending = snap
 
     def can_roll_back(self) -> bool:
         return self.good is not None and self.rollbacks < self.cfg.guard_max_rollbacks

@@ -10,14 +10,16 @@ resumed run keeps it.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
 from collections import OrderedDict
 
 from ..core.events import GuardFired, SettingChanged, TextSample, changes_text
-from .config import LIVE_SETTINGS
+from .config import LIVE_SETTINGS, check_min_lr
 from .evaluation import prompt_answer
+from .flags import ConfigError
 from .guard import ACTION_LEVEL, LEVEL_ACTION, SNAPSHOT_EVERY, Guard, Trouble, to_cpu
 from .prompts import pinned_prompts
 
@@ -134,8 +136,26 @@ class Steering:
 
     def _apply(self, ticket: int, changes: dict, source: str) -> None:
         t, g, cfg = self.trainer, self.guard, self.trainer.cfg
-        if g is not None and g.healthy and not t.par.sharded:  # the state before a change: what a rollback restores
-            g.take(t.step, t.model, t.optimizer, self.settings(), trusted=True)
+        try:  # each request was checked against the config of its time: check it against this one
+            check_min_lr(dataclasses.replace(cfg, **{k: v for k, v in changes.items() if k != "eval"}))
+        except ConfigError as exc:
+            t.bus.publish(SettingChanged(t.step, {}, source, ticket, refused=str(exc)))
+            if t.par.is_main:
+                t._say(f"not set at step {t.step} ({source}): {exc}", "warning")
+            return
+        changes = {k: v for k, v in changes.items() if k == "eval" or getattr(cfg, k) != v}  # the same value: no change
+        if not changes:
+            t.bus.publish(SettingChanged(t.step, {}, source, ticket))
+            return
+        if g is not None and g.healthy and not t.par.sharded:
+            # the state before a change is what a rollback restores, once the next step (its loss is
+            # measured on these weights) was healthy: a wreck left by a change just before never is.
+            # One copy a boundary, taken before its first change: a second change at the same
+            # boundary must not copy the first one's settings as the ones to go back to
+            if g.pending is not None and g.pending.step == t.step:
+                g.pending.confirm = min(g.pending.confirm, 1)
+            else:
+                g.take(t.step, t.model, t.optimizer, self.settings(), confirm=1)
         done = {}
         for name, value in changes.items():
             if name == "eval":
@@ -151,7 +171,26 @@ class Steering:
         if t.par.is_main:
             t._say(f"set at step {t.step} ({source}): {changes_text(done)}")
 
-    def _act(self, action: str) -> None:
+    def state_verdict(self) -> str:
+        """Before a checkpoint: are the weights as they are now sound? "trusted", "unjudged" (no
+        guard, or its window is still filling), or "diverged" (the guard acted: a rollback
+        restores the last good copy, and then the state is trusted). Every rank runs the probe (a
+        sharded forward is collective); rank 0's verdict is every rank's."""
+        t, g = self.trainer, self.guard
+        if g is None:
+            return "unjudged"
+        loss = t.probe_loss()
+        verdict = t.par.share(g.judge_state(loss) if loss is not None else False)
+        if verdict is None or verdict is False:
+            return "trusted" if verdict is None else "unjudged"
+        self.trouble = verdict
+        done = self._act(verdict.action)
+        self.trouble = None
+        return "trusted" if done == "rollback" else "diverged"
+
+    def _act(self, action: str) -> str:
+        """The guard's action on the trouble seen; returns what it did (a rollback can turn into a
+        pause or a warning)."""
         t, g, cfg = self.trainer, self.guard, self.trainer.cfg
         trouble = self.trouble or Trouble("elsewhere", "another rank saw trouble", action)
         outcome = ""
@@ -174,11 +213,12 @@ class Steering:
             outcome = outcome or "going on (warn)"
             last = self._warned.get(trouble.kind)
             if last is not None and t.step - last < cfg.guard_window:
-                return  # a trouble that goes on is said once a window, not at every step
+                return action  # a trouble that goes on is said once a window, not at every step
             self._warned[trouble.kind] = t.step
         t.bus.publish(GuardFired(t.step, trouble.kind, trouble.detail, action, outcome))
         if t.par.is_main:
             t._say(f"guard at step {t.step}: {trouble.detail}: {outcome}", "warning" if action == "warn" else "error")
+        return action
 
     def _roll_back(self) -> str:
         """Weights, optimizer state and settings of the last good copy; the learning rate lowered

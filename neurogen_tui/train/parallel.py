@@ -104,9 +104,7 @@ class Single:
 
     def write_checkpoint(self, trainer):
         """Write the checkpoint of trainer.step; raises OSError or RuntimeError when it cannot."""
-        cfg = trainer.cfg
-        return ckpt.save_checkpoint(trainer.checkpointer.state(), cfg.checkpoint_dir, trainer.step,
-                                    keep=cfg.keep_checkpoints)
+        return ckpt.save_checkpoint(trainer.checkpointer.state(), trainer.cfg.checkpoint_dir, trainer.step)
 
     def finish_checkpoint(self, trainer, written):
         """Every rank wrote its part: the checkpoint's final path."""
@@ -325,7 +323,6 @@ class Sharded(DataParallel):
             if final.exists():  # the same step saved again (a checkpoint request, then the final one)
                 ckpt.remove_checkpoint(final)
             partial.rename(final)
-            ckpt.prune_checkpoints(trainer.cfg.checkpoint_dir, trainer.cfg.keep_checkpoints, final)
         dist.barrier()
         return final
 

@@ -2,11 +2,10 @@
 `ctl RUN prompt`), options first, and the pinned prompts of --prompt / --prompts FILE."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from .config import TrainingConfig
-from .flags import ConfigError
+from .flags import ConfigError, strict_float, strict_int
 
 MAX_PROMPT = 2000  # characters of one prompt
 
@@ -19,7 +18,8 @@ def pinned_prompts(cfg: TrainingConfig) -> list[str]:
     return [t[:MAX_PROMPT] for t in texts if t.strip()]
 
 
-PROMPT_OPTIONS = {"temperature": float, "t": float, "top_k": int, "k": int, "tokens": int, "n": int}
+PROMPT_OPTIONS = {"temperature": strict_float, "t": strict_float, "top_k": strict_int, "k": strict_int,
+                  "tokens": strict_int, "n": strict_int}
 
 
 def prompt_line(line: str, default_tokens: int = 64) -> tuple[str, dict]:
@@ -30,15 +30,16 @@ def prompt_line(line: str, default_tokens: int = 64) -> tuple[str, dict]:
     options = {"temperature": 0.0, "top_k": None, "tokens": default_tokens}
     while words and "=" in words[0] and words[0].split("=", 1)[0] in PROMPT_OPTIONS:
         name, value = words.pop(0).split("=", 1)
+        key = {"t": "temperature", "k": "top_k", "n": "tokens"}.get(name, name)
         try:
             parsed = PROMPT_OPTIONS[name](value)
         except ValueError:
-            raise ConfigError(f"prompt: {name} must be a number (got {value!r})") from None
-        key = {"t": "temperature", "k": "top_k", "n": "tokens"}.get(name, name)
-        if not math.isfinite(parsed) or (key == "temperature" and 0 < parsed < 1e-3) or parsed > 1e6:
-            raise ConfigError(f"prompt: {key} must be a finite number (0, or 0.001 to 1e6 for a temperature; got {value})")
-        if parsed < 0 or (key != "temperature" and parsed < 1):
-            raise ConfigError(f"prompt: {key} must be {'>= 0' if key == 'temperature' else 'at least 1'} (got {value})")
+            raise ConfigError(f"prompt: {key} must be a {'number' if key == 'temperature' else 'whole number'} "
+                              f"(got {value!r})") from None
+        if key == "temperature" and not (parsed == 0 or 1e-3 <= parsed <= 1e6):
+            raise ConfigError(f"prompt: temperature must be 0 (greedy) or 0.001 to 1e6 (got {value})")
+        if key != "temperature" and not 1 <= parsed <= 1_000_000:
+            raise ConfigError(f"prompt: {key} must be a whole number from 1 to 1000000 (got {value})")
         options[key] = parsed
     text = " ".join(words).strip()
     if not text:

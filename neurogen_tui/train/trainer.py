@@ -51,7 +51,7 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.bad_steps = 0
-        self.checkpointer = ckpt.Checkpointer(self)  # what a checkpoint holds, and writing it
+        self.checkpointer = ckpt.Checkpointer(self, resume[0] if resume else None)  # what one holds, writing it
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
@@ -184,7 +184,7 @@ class Trainer:
     def last_checkpoint(self) -> str | None:
         return self.checkpointer.last
 
-    def save_checkpoint(self) -> str:
+    def save_checkpoint(self) -> str | None:
         return self.checkpointer.save()
 
     # ---- the run --------------------------------------------------------------------------------
@@ -372,6 +372,14 @@ class Trainer:
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(dim=-1) == y).sum()
         return loss_sum, correct
+
+    def probe_loss(self) -> float | None:
+        """The current weights' loss on the last micro-batch trained: the guard's look at a state
+        before it is saved (a wrecked one cannot hide it). None before the first step."""
+        if getattr(self, "_last_batch", None) is None:
+            return None
+        self.model.eval()
+        return validation(self._eval_forward, [self._last_batch], self.device, self.autocast, lambda: False)[0]
 
     def evaluate(self) -> EvalResult | None:
         self.model.eval()

@@ -147,7 +147,7 @@ class RunView:
                 self._note(row)
         elif isinstance(event, TextSample):
             self._sample(event)
-        elif isinstance(event, SettingChanged):
+        elif isinstance(event, SettingChanged) and event.changes:
             self.marks.append((event.step, "setting"))
         elif isinstance(event, GuardFired):
             self.marks.append((event.step, "guard"))

@@ -56,6 +56,7 @@ class VisualizationManager:
     """
 
     default_mode = "process"
+    discard = False  # draw and write nothing more: the run directory is another run's now
 
     def __init__(self, viz_dir: str | Path, run_name: str = "run", viz_interval: int = 50,
                  keep_dashboards: int = 20, display_samples: int = 5, history: MetricsHistory | None = None,
@@ -203,6 +204,8 @@ class VisualizationManager:
         return True
 
     def _run(self, req: DrawRequest, samples: list[dict]) -> None:
+        if self.discard:  # the run directory is another run's now (session.RunParts.disown)
+            return
         saturated = self._load.saturated() if req.draw else False  # training (and anything else) since the last draw
         if req.draw:
             self._busy = saturated
