@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from textual.widgets import Static
 from rich.text import Text
 
 from neurogen_tui.train.config import TrainingConfig
@@ -390,10 +391,32 @@ def test_help_opens_and_closes_from_the_keyboard():
             await pilot.press("question_mark")
             assert type(app.screen).__name__ == "HelpScreen"
             help_text = app.screen.query_one("#help-text")
-            assert "write a checkpoint now" in str(help_text.content) and help_text.region.height > 5
+            assert "write a checkpoint now" in str(help_text.query_one(Static).content) and help_text.region.height > 5
             await pilot.press("escape")
             assert type(app.screen).__name__ != "HelpScreen"
             await pilot.press("q")
+
+    run(scenario())
+
+
+def test_a_read_only_viewers_help_lists_only_its_keys_and_scrolls_on_a_small_terminal():
+    from neurogen_tui.tui.source import READ_ONLY
+
+    class Viewer(ScriptedSource):
+        caps = READ_ONLY
+
+    app = MonitorApp(Viewer([]))
+
+    async def scenario():
+        async with app.run_test(size=(60, 20)) as pilot:
+            await pilot.press("question_mark")
+            box = app.screen.query_one("#help-text")
+            text = str(box.query_one(Static).content)
+            assert "close this viewer" in text and "this help" in text
+            for key_of_a_run in ("write a checkpoint now", "pause / resume", "prompt the model", "live settings"):
+                assert key_of_a_run not in text
+            assert box.region.height <= 20 and box.virtual_size.height >= text.count("\n")  # all of it, scrolling
+            await pilot.press("escape", "q")
 
     run(scenario())
 
@@ -490,7 +513,11 @@ def test_y_tick_labels_are_short():
     _, labels = y_ticks(3.24, 5.54, 3)
     assert labels == ["3.2", "4.4", "5.5"]
     _, labels = y_ticks(1e-4, 1e-3, 2, log=True)
-    assert labels == ["1.0e-04", "1.0e-03"]
+    assert labels == ["0.0001", "0.001"]  # plain numbers where they are short
+    _, labels = y_ticks(0.77, 6.4, 3, log=True)
+    assert labels == ["0.77", "2.2", "6.4"]  # not 7.7e-01, 5.6e+00
+    _, labels = y_ticks(3e-6, 3e-5, 2, log=True)
+    assert labels == ["3.0e-6", "3.0e-5"]
 
 
 def test_q_after_the_producer_ended_exits_with_its_code():

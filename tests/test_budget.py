@@ -197,3 +197,33 @@ def test_watch_and_attach_take_the_budget_flag(command, capsys):
             parser.parse_args(["run", "--ui-budget", bad])
         assert exc.value.code == 2
     assert "--ui-budget" in capsys.readouterr().err
+
+
+def test_samples_come_at_least_every_30_s_where_they_are_cheap_and_the_budget_is_said_once():
+    from neurogen_tui.train.config import TrainingConfig
+    from neurogen_tui.train.schedule import SAMPLE_FLOOR, Schedule
+
+    def steps_until_due(cost: float, step_time: float) -> tuple[int, str]:
+        sched = Schedule(TrainingConfig(sample_interval=1, sample_budget=0.005))
+        assert sched.sample_due(1)
+        sched.sampled(cost)
+        notes, step = [], 1
+        while True:
+            step += 1
+            sched.trained(step_time)
+            if sched.sample_due(step):
+                return step - 1, " ".join(notes)
+            if sched.note:
+                notes.append(sched.note)
+                sched.note = ""
+
+    # a slow CPU (0.3 s a sample): the budget alone would wait 60 s of training; the floor: 30 s
+    steps, said = steps_until_due(0.3, 0.1)
+    assert steps * 0.1 == pytest.approx(SAMPLE_FLOOR, abs=0.2)
+    assert "takes 300 ms" in said and "--sample-budget 0" in said
+    # a GPU box (50 ms a sample): the budget's 10 s, the floor never needed
+    steps, _ = steps_until_due(0.05, 0.1)
+    assert steps * 0.1 == pytest.approx(10.0, abs=0.2)
+    # a sample too dear for the floor (1 s: 3% of 30 s) keeps to the budget: 200 s
+    steps, said = steps_until_due(1.0, 0.5)
+    assert steps * 0.5 == pytest.approx(200.0, abs=1.0) and said.count("text samples:") == 1

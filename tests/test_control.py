@@ -411,13 +411,22 @@ def test_ls_lists_runs_with_state_step_and_loss(tmp_path, capsys):
     fake_run(tmp_path / "runs" / "broken", dict(base, state="failed", error="CUDA out of memory"))
     assert main_ls([str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:5] == ["NAME", "STATE", "STEP", "LOSS", "UPDATED"]
+    assert out[0].split()[:7] == ["NAME", "STATE", "STEP", "LOSS", "LR", "MODEL", "UPDATED"]
     by_name = {line.split()[0]: line.split() for line in out[1:]}
     assert by_name["done"][1:3] == ["finished", "5"]
     assert by_name["killed"][1:4] == ["stale", "8", "4.0000"]
     assert "--resume latest" in " ".join(by_name["killed"])
     assert by_name["old"][1:4] == ["unknown", "3", "5.5000"]
     assert by_name["broken"][1] == "failed" and "CUDA" in " ".join(by_name["broken"])
+
+    # a run's settings come from its config.json: lr, model, steps done of asked; newest first
+    (tmp_path / "runs" / "done" / "config.json").write_text(json.dumps({"lr": 3e-3, "model": "tiny", "max_chunks": 80}))
+    os.utime(tmp_path / "runs" / "old" / "training_viz" / "metrics.jsonl", (time.time() + 60, time.time() + 60))
+    assert main_ls([str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    done = next(line.split() for line in out if line.startswith("done"))
+    assert done[1:6] == ["finished", "5/80", "5.5000", "0.003", "tiny"]
+    assert out[1].startswith("old")  # updated last: listed first
 
     assert main_ls([str(tmp_path / "runs"), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -134,3 +134,11 @@ def test_follow_reads_a_growing_run_once_until_it_ends(tmp_path):
     thread.join(20)
     assert not thread.is_alive() and done["rows"] == 20
     assert [e.step for e in events(tmp_path / "tb").Scalars("train/loss")] == list(range(1, 21))
+
+
+def test_export_follow_says_where_it_writes_and_that_it_follows(finished_run, tmp_path, capsys):
+    out = tmp_path / "live-tb"
+    assert main(["export", str(finished_run), "--format", "tensorboard", "--follow", "-o", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"neurogen-tui: following {finished_run}") and str(out) in said and "until it ends" in said
+    assert list(out.glob("events.out.tfevents.*"))  # a finished run: followed to its end at once

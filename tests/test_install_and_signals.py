@@ -33,8 +33,9 @@ def test_wheel_from_a_clean_clone_installs_and_runs_test_mode(tmp_path):
     out = subprocess.run([sys.executable, "-m", "neurogen_tui", "--test"], cwd=work, env=env,
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr
-    assert (work / "checkpoints" / "checkpoint_step_000005.pt").exists()
-    assert (work / "training_viz" / "metrics.jsonl").read_text().count("\n") == 5
+    [run] = (work / "runs").iterdir()  # a home of its own, not the current directory
+    assert (run / "checkpoints" / "checkpoint_step_000005.pt").exists()
+    assert (run / "training_viz" / "metrics.jsonl").read_text().count("\n") == 5
     # stdout is a pipe here, as under nohup or CI: a record stays one line (rich wrapped at 80 columns)
     lines = out.stdout.splitlines()
     steps = [line for line in lines if line.startswith("step ")]

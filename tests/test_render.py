@@ -85,8 +85,9 @@ def test_compare_overlays_runs_labelled_by_name(trained_run, tmp_path):
     runs = [(name, history.slice()) for name, history, _ in (load_run(trained_run), load_run(other))]
     fig = compare_figure(runs)
     assert [ax.get_title() for ax in fig.axes] == [title for _, title, _, _ in COMPARE_PANELS]
-    for ax in fig.axes:
-        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["run-a", "run-b"]
+    labels = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes]
+    assert labels[0] == ["run-a", "run-a (validation)", "run-b", "run-b (validation)"]  # validation where it exists
+    assert all(lab == ["run-a", "run-b"] for lab in labels[1:])
     assert fig.axes[3].get_yscale() == "log"
     assert unique_names(["run", "run", "x"]) == ["run", "run (2)", "x"]
 
@@ -103,3 +104,23 @@ def test_bad_run_dirs_are_one_line_errors(command, trained_run, tmp_path, capsys
         assert err.startswith("neurogen-tui: error: ") and expected in err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_compare_smooths_every_run_alike_however_short_with_tensorboards_ema():
+    from neurogen_tui.run.history import debiased_ema
+
+    rng = np.random.default_rng(0)
+
+    def run(n: int) -> dict:
+        steps = np.arange(1, n + 1)
+        loss = (3.0 + rng.normal(0, 0.3, n)).astype(np.float32)
+        return {"steps": steps, "loss": loss, "accuracy": np.full(n, 0.1, np.float32),
+                "throughput": np.full(n, 1e3, np.float32), "learning_rate": np.full(n, 1e-3, np.float32)}
+
+    short, long = run(30), run(400)  # a run under 50 points was drawn raw, the others as a moving average
+    fig = compare_figure([("short", short), ("long", long)])
+    solid = [line for line in fig.axes[0].get_lines() if line.get_linewidth() == 2]
+    assert len(solid) == 2
+    for line, cols in zip(solid, (short, long)):
+        assert np.allclose(line.get_ydata(), debiased_ema(cols["loss"], 0.6)[0], rtol=1e-6)
+    assert "EMA 0.6" in fig._suptitle.get_text()

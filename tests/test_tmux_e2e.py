@@ -77,17 +77,20 @@ def command(run_dir: Path, *flags: str, pid_file: Path | None = None) -> str:
     return f"cd {shlex.quote(str(ROOT))} && {pid}{cmd}; echo EXIT=$?; sleep 60"
 
 
-def test_app_in_tmux_at_80x24_trains_shows_every_panel_and_q_exits_0(tmux, tmp_path):
+def test_app_in_tmux_at_80x24_trains_every_panel_the_chart_keys_and_x_leaves_it_going(tmux, tmp_path):
     t = tmux(80, 24)
     run_dir = tmp_path / "run"
-    t.start(command(run_dir, "--test"))
-    screen = t.wait_for(r"FINISHED")
+    t.start(command(run_dir, "--test", "--max-chunks", "100000", "--epochs", "0"))
+    screen = t.wait_for(r"RUNNING .*step \d*[3-9]/")
     lines = screen.splitlines()
-    assert re.search(r"step 5/5 +━+ 100%", lines[0]), lines[0]
-    assert "elapsed" in lines[1] and "tok/s" in lines[1] and "RSS" in lines[1]
-    assert "loss" in screen and "accuracy %" in screen and "tokens/s" in screen and "learning rate" in screen
+    assert re.search(r"step \d+/100,000 +━*─+ +\d+%", lines[0]), lines[0]
+    assert "elapsed" in lines[1] and "RSS" in lines[1]
+    assert "tok/s" not in lines[1]  # throughput is said once: the tokens/s chart's caption
+    assert "loss" in screen and "accuracy %" in screen and "learning rate" in screen
+    assert re.search(r"tokens/s ema [\d,]+", screen) and not re.search(r"tokens/s [\d,]+ ema", screen)
+    assert re.search(r"· step \d+–\d+", screen)  # no axis labels at this size: the caption says the range
     assert "model output" in screen  # the samples table's header
-    assert re.search(r"p pause/resume +c checkpoint +d dashboard +q stop +\? help", lines[-1]), lines[-1]
+    assert re.search(r"p pause/resume +c checkpoint +d dashboard +q stop", lines[-1]), lines[-1]
     assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
     assert re.search(r"\x1b\[[0-9;]*3[0-9;]*m", t.screen(escapes=True))  # coloured
     assert "ema 0.60" in lines[0]  # the smoothing weight
@@ -98,16 +101,49 @@ def test_app_in_tmux_at_80x24_trains_shows_every_panel_and_q_exits_0(tmux, tmp_p
     t.wait_for(r"ema 0\.70(.*\n)+.*smoothing 0\.70")
     t.keys("t")
     t.wait_for(r"ema 0\.70 · x tokens(.*\n)+.*X axis: tokens")
+    t.wait_for(r"· tok [\d.k]+–[\d.k]+")
     t.keys("z")
     screen = t.wait_for(r"ema 0\.70 · x tokens · last 10k(.*\n)+.*charts show the last 10k steps")
     lines = screen.splitlines()
     assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
     assert re.search(r"[\u2801-\u28ff]", screen)  # still plotted
-    t.keys("q")
+    # x on a CPU box (the trainer in the app's process): the screen closes, the run goes on here
+    t.keys("x")
+    screen = t.wait_for(r"the run goes on in this process \(pid \d+\)")
+    assert f"neurogen-tui attach {run_dir}" in screen.replace("\n", "") and "neurogen-tui.log" in screen.replace("\n", "")
+    t.wait_for(r"step +\d+ \| loss")  # its progress goes on in this terminal
+    assert json.loads((run_dir / "run.json").read_text())["state"] == "running"
+    said = subprocess.run([sys.executable, "-m", "neurogen_tui", "ctl", str(run_dir), "stop"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=HANG_GUARD)
+    assert said.returncode == 0, said.stderr
     screen = t.wait_for(r"EXIT=\d+")
+    assert "EXIT=0" in screen
+    assert json.loads((run_dir / "run.json").read_text())["state"] == "stopped"
+
+
+def test_a_smoke_run_closes_its_screen_and_watch_shows_it_as_it_happened(tmux, tmp_path):
+    t = tmux(80, 24)
+    run_dir = tmp_path / "run"
+    t.start(command(run_dir, "--test"))
+    screen = t.wait_for(r"EXIT=\d+")  # --test: the screen closes when the smoke run ends
     assert "EXIT=0" in screen
     assert re.search(r"neurogen-tui: completed at step 5; files: \S*training_viz", screen.replace("\n", ""))
     assert (run_dir / "checkpoints" / "checkpoint_step_000005.pt").exists()
+    info = json.loads((run_dir / "run.json").read_text())
+    checkpoint = next(e for e in map(json.loads, (run_dir / "training_viz" / "events.jsonl").read_text().splitlines())
+                      if e["kind"] == "checkpoint")
+    time.sleep(1.5)  # the viewer opens later than the run ended: what it shows must not be "now"
+    w = tmux(80, 24)
+    w.start(f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m neurogen_tui watch "
+            f"{shlex.quote(str(run_dir))}; echo EXIT=$?; sleep 60")
+    screen = w.wait_for(r"FINISHED")
+    screen = w.wait_for(r"checkpoint_step_000005")
+    elapsed = int(info["ended_at"] - info["started_at"])
+    assert f"elapsed {elapsed // 60:02d}:{elapsed % 60:02d}" in screen, screen  # the run's, not the viewer's
+    stamp = time.strftime("%H:%M:%S", time.localtime(checkpoint["time"]))
+    assert re.search(stamp + r" step 5: checkpoint checkpoint_step_000005", screen), screen
+    w.keys("q")
+    assert "EXIT=0" in w.wait_for(r"EXIT=\d+")
 
 
 @pytest.mark.slow

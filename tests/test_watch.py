@@ -147,11 +147,23 @@ def test_a_rewritten_metrics_file_replaces_the_history(tmp_path):
     assert rows[0].columns["steps"].tolist() == [1, 2, 3]
 
 
-def test_watch_refuses_a_file_for_a_directory(tmp_path, capsys):
+def test_watch_refuses_a_file_for_a_directory_and_a_typo_unless_asked_to_wait(tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")
     assert main_watch([str(f)]) == 2
-    assert "not a directory" in capsys.readouterr().out
+    assert "not a directory" in capsys.readouterr().err
+    assert main_watch([str(tmp_path / "sampel")]) == 2
+    err = capsys.readouterr().err
+    assert "no such directory" in err and "--wait" in err and err.count("\n") == 1
+
+
+def test_a_mistyped_command_is_told_the_one_it_meant(capsys):
+    from neurogen_tui.cli.entry import main
+
+    assert main(["wacth", "runs/a"]) == 2
+    assert "did you mean `neurogen-tui watch`" in capsys.readouterr().err
+    assert main(["train"]) == 2
+    assert "training takes --flags only" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -177,3 +189,40 @@ def test_watch_follows_a_real_headless_run_to_its_end(tmp_path):
 
     asyncio.run(scenario())
     assert proc.returncode == 0
+
+
+def test_watch_shows_a_finished_run_as_it_happened(tmp_path):
+    """A run of 8:25 (run.json), 300 steps, a checkpoint, an lr change and a pause in its timeline:
+    the viewer's clock is the run's, and each event is shown at the time it happened."""
+    run = tmp_path / "run"
+    viz = run / "training_viz"
+    viz.mkdir(parents=True)
+    start = time.time() - 3600
+    (viz / "metrics.jsonl").write_text("".join(json.dumps(
+        {"step": s, "loss": 3.0, "accuracy": 0.2, "tokens_per_sec": 1e3, "learning_rate": 1e-3,
+         "timestamp": start + s * 1.5, "step_time": 1.5}) + "\n" for s in range(1, 301)))
+    stamps = {"checkpoint": start + 100, "setting": start + 200, "paused": start + 250}
+    (viz / "events.jsonl").write_text("\n".join(json.dumps(e) for e in (
+        {"step": 0, "time": start, "kind": "started", "device": "cpu"},
+        {"step": 60, "time": stamps["checkpoint"], "kind": "checkpoint", "path": "checkpoints/checkpoint_step_000060.pt"},
+        {"step": 130, "time": stamps["setting"], "kind": "setting", "changes": {"lr": [0.001, 0.0005]}, "source": "ctl"},
+        {"step": 160, "time": stamps["paused"], "kind": "paused"})) + "\n")
+    (run / "run.json").write_text(json.dumps({"state": "finished", "started_at": start, "ended_at": start + 505,
+                                              "step": 300, "total_steps": 300, "reason": "completed"}))
+    app = MonitorApp(RunDirSource(run, poll=0.1))
+
+    async def scenario():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: app.state == "finished" and app.step == 300, "the finished run")
+            await pilot.pause(0.3)
+            assert app.run_state.header().elapsed == 505  # 8:25, the run's own, not the last rows' or the viewer's
+            lines = [line for line in app.query_one(LogPane).texts]
+            for text, when in (("checkpoint checkpoint_step_000060.pt", "checkpoint"),
+                               ("lr 0.001 -> 0.0005", "setting"), ("step 160: paused", "paused")):
+                line = next((x for x in lines if text in x), None)
+                assert line is not None, (text, lines)
+                assert line.startswith(time.strftime("%H:%M:%S", time.localtime(stamps[when]))), line
+            await pilot.press("q")
+            await wait_for(pilot, lambda: app.return_code is not None, "the viewer to close")
+
+    asyncio.run(scenario())

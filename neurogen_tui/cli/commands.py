@@ -73,11 +73,11 @@ def main_compare(argv: list[str]) -> int:
     try:
         for run_dir in args.run_dirs:
             name, history, _ = load_run(run_dir)
-            runs.append((name, history.slice(names=("steps",) + tuple(c for c, *_ in COMPARE_PANELS))))
+            runs.append((name, history.slice(names=("steps", "val_loss") + tuple(c for c, *_ in COMPARE_PANELS))))
     except RunDirError as exc:
         return fail(str(exc))
     runs = list(zip(unique_names([n for n, _ in runs]), [cols for _, cols in runs]))
-    return _write_png(figure_png(compare_figure(runs)), Path(args.output), f"{len(runs)} runs")
+    return _write_png(figure_png(compare_figure(runs, smoothing=args.smoothing)), Path(args.output), f"{len(runs)} runs")
 
 
 # ---- watch, attach -----------------------------------------------------------------------------------
@@ -92,10 +92,11 @@ def main_watch(argv: list[str]) -> int:
     args = watch_parser().parse_args(argv)
     run_dir = Path(args.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        print(f"neurogen-tui watch: error: {run_dir} is not a directory")
-        return EXIT_USAGE
+        return fail(f"watch: {run_dir} is not a directory")
     if not run_dir.exists():
-        print(f"neurogen-tui watch: {run_dir} does not exist yet; waiting for the run to start writing")
+        if not args.wait:
+            return fail(f"watch: {run_dir}: no such directory (--wait waits for a run to start writing there)")
+        print(f"neurogen-tui: {run_dir} does not exist yet; waiting for the run to start writing")
     return _show(RunDirSource(run_dir, poll=max(0.05, args.poll)), args.ui_budget)
 
 
@@ -187,6 +188,9 @@ def main_export(argv: list[str]) -> int:
     started = time.perf_counter()
     try:
         if args.follow:
+            if not args.until_stdin_closes:  # a person at a terminal: say where, and that it goes on
+                print(f"neurogen-tui: following {sanitize(str(root))}: TensorBoard events go to {sanitize(str(out))} "
+                      f"as the run grows, until it ends (Ctrl+C stops)", flush=True)
             rows = follow(root, out, args.from_offset, args.until_stdin_closes, args.purge_step)
             samples = None
         else:

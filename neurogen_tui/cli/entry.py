@@ -3,6 +3,7 @@ run takes (this process, its children, or a subcommand). Holds no logic of its o
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 
 from .. import __version__
@@ -65,16 +66,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         return run_subcommand(argv[0], argv[1:])
+    if argv and not argv[0].startswith("-"):  # training takes flags only: a word first is a command mistyped
+        close = difflib.get_close_matches(argv[0], SUBCOMMANDS, n=1, cutoff=0.6)
+        return fail(f"unknown command {argv[0]!r}" + (f"; did you mean `neurogen-tui {close[0]}`?" if close else
+                    f" (commands: {', '.join(SUBCOMMANDS)}; training takes --flags only)"))
     args = build_parser().parse_args(argv)
     # torch is imported from here on, not for --help or the subcommands
     from ..train.env import under_launcher
     from .launch import launch
-    from .session import prepare_run, start
+    from .prepare import prepare_run
+    from .session import start
 
     try:
         cfg, resume, lock = prepare_run(args)
     except (ConfigError, OSError) as exc:
         return fail(str(exc))
+    if not args.run_dir:  # the children (ranks, or the trainer under the app) train the run chosen here
+        argv = [*argv, "--run-dir", cfg.run_dir]
     try:
         headless = bool(args.headless) or not sys.stdout.isatty()
         if not under_launcher() and (cfg.nproc_per_node > 1 or not (headless or trains_in_process(cfg))):

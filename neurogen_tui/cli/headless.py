@@ -1,5 +1,7 @@
-"""The headless display: a rich progress bar and one summary line per viz interval."""
+"""The headless display: a rich progress bar and summary lines, by steps and by time."""
 from __future__ import annotations
+
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -12,7 +14,11 @@ from ..train.config import TrainingConfig
 
 
 class HeadlessDisplay:
-    """Event subscriber that draws a progress bar and prints summary lines on a rich Console."""
+    """Event subscriber that draws a progress bar and prints summary lines on a rich Console: every
+    --viz-interval steps and at every evaluation, and at least every EVERY seconds (into a pipe the
+    bar does not move, so the lines are all a log shows)."""
+
+    EVERY = 15.0
 
     def __init__(self, cfg: TrainingConfig, console: Console | None = None):
         self.cfg = cfg
@@ -23,7 +29,8 @@ class HeadlessDisplay:
             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
             refresh_per_second=1)  # each redraw holds the GIL ~2 ms: at rich's 10 Hz, 2% of a small step's time
         self.task = None
-        self.last_sample: TextSample | None = None
+        self.last_sample: TextSample | None = None  # the newest sample not yet printed
+        self._said_at = time.monotonic()
 
     def __enter__(self):
         self.progress.start()
@@ -32,12 +39,19 @@ class HeadlessDisplay:
     def __exit__(self, *exc):
         self.progress.stop()
 
+    def join(self, step: int, total: int | None) -> None:
+        """Shown from the middle of a run (the app's screen closed with x): the bar from `step`."""
+        self._said_at = time.monotonic()
+        self.task = self.progress.add_task(sanitize(self.cfg.display_name, 30), total=total, completed=step,
+                                           loss="-", acc="-", tps="-")
+
     def line(self, text: str, style: str = "") -> None:
         # into a pipe or a log file (nohup, CI) a record stays one line; a terminal wraps it to fit
         self.progress.console.print(Text(text, style=style), soft_wrap=not self.console.is_terminal)
 
     def __call__(self, event) -> None:
         if isinstance(event, RunStarted):
+            self._said_at = time.monotonic()
             total = event.total_steps
             self.task = self.progress.add_task(sanitize(self.cfg.display_name, 30), total=total,
                                                completed=event.start_step, loss="-", acc="-", tps="-")
@@ -48,7 +62,10 @@ class HeadlessDisplay:
             if self.task is not None:
                 self.progress.update(self.task, completed=event.step, loss=f"{event.loss:.4f}",
                                      acc=f"{event.accuracy * 100:.1f}%", tps=format_count(event.tokens_per_sec))
-            if event.step % self.cfg.viz_interval == 0 or event.val_loss is not None:
+            now = time.monotonic()
+            if (event.step % self.cfg.viz_interval == 0 or event.val_loss is not None
+                    or now - self._said_at >= self.EVERY):  # a pipe or a log hears from the run at least this often
+                self._said_at = now
                 self._summary(event)
         elif isinstance(event, TextSample):
             self.last_sample = event
@@ -70,6 +87,6 @@ class HeadlessDisplay:
         self.line(f"step {m.step:>6} | loss {m.loss:.4f}{val} | acc {m.accuracy * 100:5.1f}% | "
                    f"{format_count(m.tokens_per_sec)} tok/s | lr {m.learning_rate:.2e} | "
                    f"grad {m.grad_norm:.2f} | {mem}")
-        if self.last_sample is not None:
-            s = self.last_sample
+        if self.last_sample is not None:  # each sample once: a stale one is not news
+            s, self.last_sample = self.last_sample, None
             self.line(f"  sample @{s.step}: {sanitize(s.input[-40:])!s} → {sanitize(s.output, 60)}", "dim")

@@ -183,7 +183,7 @@ def _owner_app(cfg, proc):
     from ..tui.app import MonitorApp  # Textual, only where there is a screen
 
     return MonitorApp(RunDirSource(cfg.run_dir, poll=0.25, child=proc), ui_budget=cfg.ui_budget,
-                      on_hangup=cfg.on_hangup)
+                      on_hangup=cfg.on_hangup, close_when_done=cfg.test)
 
 
 def _show_app(cfg, proc, app) -> bool:
@@ -203,8 +203,9 @@ def _show_app(cfg, proc, app) -> bool:
     if app.terminal_lost:  # SIGHUP with --on-hangup continue: the run goes on, this process waits
         log.warning(hangup_message(cfg.run_dir, pid=proc.pid))
     elif app.detached:
-        print(f"neurogen-tui: detached; the run goes on and this terminal waits for it "
-              f"(`neurogen-tui attach {cfg.run_dir}` from another one; Ctrl+C stops it)", file=sys.stderr)
+        print(f"neurogen-tui: the screen is closed; the run goes on in its own process (pid {proc.pid}), its log "
+              f"in {cfg.layout.log}; `neurogen-tui attach {cfg.run_dir}` brings the screen back; this terminal "
+              f"waits for it (Ctrl+C stops it with a final checkpoint)", file=sys.stderr, flush=True)
     else:  # the app ended some other way (an error in it): the run must not go on unwatched
         threading.Thread(target=_ask_stop, args=(cfg.run_dir, proc), daemon=True).start()
     _stop_on_signals(cfg, proc)

@@ -8,6 +8,7 @@ import argparse
 
 from ..run.layout import RENDER_PNG
 from ..train.config import flag_type
+from ..train.flags import strict_float
 from ..viz.formats import FORMATS
 
 SUBCOMMANDS = ("render", "compare", "watch", "attach", "ls", "export", "ctl")
@@ -29,7 +30,18 @@ def compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
     parser.add_argument("-o", "--output", metavar="FILE", default="compare.png",
                         help="PNG to write (default: compare.png)")
+    parser.add_argument("--smoothing", type=_weight, default=0.6, metavar="W",
+                        help="TensorBoard's debiased EMA weight for every run, 0 (raw) to 0.99 (default: 0.6, "
+                             "the terminal charts' too)")
     return parser
+
+
+def _weight(text: str) -> float:
+    value = strict_float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) (got {text})")
+    return value
+
 
 def _budget_flag(parser: argparse.ArgumentParser) -> None:
     """--ui-budget for the commands that open the screen over a run in another process."""
@@ -43,6 +55,7 @@ def watch_parser() -> argparse.ArgumentParser:
                                 description="Follow a run directory's files on the training screen (read-only).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run's directory (holds training_viz/ and checkpoints/)")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between looks at the files")
+    p.add_argument("--wait", action="store_true", help="a RUN_DIR that does not exist yet is waited for")
     _budget_flag(p)
     return p
 

@@ -1,13 +1,12 @@
-"""One run composed: the run dir's lock, the log, the trainer with its writers, and the display it
-is shown on (the app or the headless bar), or, on a rank other than 0, nothing but the trainer.
+"""One run composed: the log, the trainer with its writers, and the display it is shown on (the app
+or the headless bar), or, on a rank other than 0, nothing but the trainer. (Choosing and locking
+its directory, before it starts: prepare.py.)
 
 The trainer publishes events; the recorder (metrics.jsonl), the dashboards (viz/writer.py), run.json and
 the control server (control/server.py: RunService) and the display subscribe to them.
 """
 from __future__ import annotations
 
-import argparse
-import fcntl
 import logging
 import os
 import sys
@@ -19,127 +18,20 @@ from ..control.server import RunService
 from ..core.events import EventBus, LogMessage, RunFailed, RunNote
 from ..core.text import sanitize
 from ..run.info import RunDirWatch
-from ..run.layout import EXIT_FAILED, EXIT_FORCED, EXIT_OK, RunLayout
+from ..run.layout import EXIT_FAILED, EXIT_FORCED, EXIT_OK, RunState
 from ..run.recorder import MetricsRecorder
 from ..run.timeline import Timeline
-from ..train.checkpoint import CheckpointError, check_world_size, list_checkpoints, resolve_resume
-from ..train.config import TrainingConfig, apply_flags
-from ..train.env import env_rank, holds_run_dir, job_world_size
+from ..train.config import TrainingConfig
+from ..train.env import env_rank
 from ..train.flags import ConfigError
 from ..train.trainer import Trainer
-from ..train.validate import validate
 from ..tui.source import InProcessSource
 from ..viz.formats import EventsFollower
 from ..viz.writer import VisualizationManager
+from .prepare import NOTES, RunLock
 from .signals import HeadlessHangup, continue_app_after_hangup, install_stop_signals
 
 log = logging.getLogger(__name__)
-
-
-class RunLock:
-    """An exclusive flock on <run-dir>/.neurogen-tui.lock for the life of the process: a second
-    neurogen-tui writing the same run dir is refused, and a lock left by a dead process is no
-    lock at all (the kernel drops it), so there is never a stale lock to clean up."""
-
-    def __init__(self, run_dir: str | Path):
-        path = RunLayout(run_dir).lock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "another process"
-            os.close(self._fd)
-            raise ConfigError(f"{run_dir} is in use by a running neurogen-tui (pid {holder}); "
-                              f"watch it with `neurogen-tui attach {run_dir}` or pick another --run-dir") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-class NoLock:
-    """What a rank that does not own the run dir holds: nothing."""
-
-    def release(self) -> None:
-        pass
-
-
-def prepare_run(args: argparse.Namespace) -> tuple[TrainingConfig, tuple[str, dict] | None, RunLock | NoLock]:
-    """Validated config, with --resume the checkpoint (path, state), and the run dir's lock.
-    Raises ConfigError before touching the run dir when a flag is wrong."""
-    layout = RunLayout(args.run_dir or ".")
-    resume = base = None
-    if args.resume:
-        try:
-            path, state, warnings = resolve_resume(args.resume, layout.checkpoints)
-        except CheckpointError as exc:
-            raise ConfigError(str(exc)) from None
-        for w in warnings:
-            log.warning(w)
-            print(f"neurogen-tui: warning: {w}")
-        base = TrainingConfig.from_checkpoint(state.get("config", {}))
-        resume = (str(path), state)
-    cfg = apply_flags(vars(args), base)
-    cfg.run_dir = str(layout.root)
-    if base is not None and cfg.min_lr > cfg.lr and args.min_lr is None and args.lr is None:
-        # saved by a version that let two live changes cross: the run's own config never stops a resume
-        w = (f"the checkpoint's config has --min-lr {cfg.min_lr:g} above --lr {cfg.lr:g}; "
-             f"resuming with --min-lr {cfg.lr:g}")
-        log.warning(w)
-        print(f"neurogen-tui: warning: {w}")
-        cfg.min_lr = cfg.lr
-    validate(cfg)
-    if cfg.strategy == "fsdp" and job_world_size(cfg) < 2:
-        raise ConfigError("--strategy fsdp shards the model across ranks: add --nproc-per-node N (N > 1), "
-                          "or start the ranks with torchrun")
-    if resume is not None:
-        try:
-            check_world_size(resume[1], job_world_size(cfg), cfg.strategy)
-        except CheckpointError as exc:
-            raise ConfigError(str(exc)) from None
-    if not holds_run_dir():  # a rank > 0, or a rank whose launcher holds the lock and archived
-        return cfg, resume, NoLock()
-    lock = RunLock(cfg.run_dir)
-    try:
-        existing = _existing_run(cfg) if resume is None else ""
-        if existing:
-            if not (cfg.overwrite or cfg.test):
-                raise ConfigError(f"{cfg.run_dir} already holds a run ({existing}); continue it with "
-                                  f"--resume latest, start over with --overwrite, or pick another --run-dir")
-            print(f"neurogen-tui: the previous run's files were moved to {archive_previous_run(cfg)}")
-    except BaseException:
-        lock.release()
-        raise
-    return cfg, resume, lock
-
-
-def archive_previous_run(cfg: TrainingConfig) -> Path:
-    """--overwrite never deletes: the old training_viz/, checkpoints/ and log move aside."""
-    layout = cfg.layout
-    dest = layout.previous_runs / time.strftime("%Y%m%d-%H%M%S")
-    n = 0
-    while dest.exists():
-        n += 1
-        dest = dest.with_name(f"{dest.name.split('.')[0]}.{n}")
-    dest.mkdir(parents=True)
-    for path in (layout.viz, layout.checkpoints, layout.log, layout.tensorboard):
-        if path.exists():
-            path.rename(dest / path.name)
-    return dest
-
-
-def _existing_run(cfg: TrainingConfig) -> str:
-    ckpts = list_checkpoints(cfg.checkpoint_dir)
-    if ckpts:
-        return f"{len(ckpts)} checkpoint(s), newest {ckpts[-1].name}"
-    metrics = cfg.layout.metrics
-    if metrics.exists() and metrics.stat().st_size:
-        return f"{metrics} is not empty"
-    return ""
 
 
 # ---- logging ---------------------------------------------------------------------------------------
@@ -273,6 +165,7 @@ def build_run(cfg: TrainingConfig, resume: tuple[str, dict] | None, control: boo
     if viz is not None:
         viz.add_listener(timeline.on_viz)
     trainer = Trainer(cfg, bus, resume)
+    trainer.notes = list(NOTES)
     service = RunService.start(cfg, trainer, bus, viz) if control else None
     parts = RunParts(trainer, bus, recorder, viz, service, tensorboard, timeline)
     parts.watch = RunDirWatch(cfg.run_dir, parts.run_dir_lost)
@@ -318,8 +211,8 @@ def run_app(cfg: TrainingConfig, resume) -> int:
     from ..tui.app import MonitorApp  # Textual is imported only when there is a screen to draw on
 
     parts = build_run(cfg, resume)
-    app = MonitorApp(InProcessSource(parts),
-                     ui_budget=cfg.ui_budget, on_hangup=cfg.on_hangup)
+    source = InProcessSource(parts)
+    app = MonitorApp(source, ui_budget=cfg.ui_budget, on_hangup=cfg.on_hangup, close_when_done=cfg.test)
     def after_hangup(redirect: bool) -> None:
         parts.bus.publish(RunNote("hangup", {"then": "continue"}))
         continue_app_after_hangup(cfg.run_dir, redirect)
@@ -333,6 +226,8 @@ def run_app(cfg: TrainingConfig, resume) -> int:
               f"the last checkpoint in {cfg.checkpoint_dir} is the last good state", file=sys.stderr)
         sys.stdout.flush()
         os._exit(EXIT_FORCED)
+    if app.detached and source.training is not None and source.training.is_alive():
+        return go_on_headless(cfg, parts, source.training)
     result = app.run_state.result
     try:
         print(ended_line(cfg, getattr(result, "reason", None) or app.run_state.state, app.run_state.step))
@@ -341,6 +236,27 @@ def run_app(cfg: TrainingConfig, resume) -> int:
     except OSError:  # the terminal is gone (SIGHUP): the files are what matters
         pass
     return int(code)
+
+
+def go_on_headless(cfg: TrainingConfig, parts: RunParts, training) -> int:
+    """x closed the app's screen: the run goes on in this process, said in one line, its progress
+    in this terminal as a headless run shows it (or in the log, once the terminal is gone), until it
+    ends or is stopped; `attach` opens the screen again from anywhere."""
+    from .headless import HeadlessDisplay
+
+    print(f"neurogen-tui: the screen is closed; the run goes on in this process (pid {os.getpid()}), "
+          f"its log in {cfg.layout.log}; `neurogen-tui attach {cfg.run_dir}` brings the screen back; "
+          f"Ctrl+C stops it with a final checkpoint", flush=True)
+    display = HeadlessDisplay(cfg)
+    parts.bus.subscribe(display)
+    install_stop_signals(parts.trainer.request_stop, lambda msg: display.line(msg, "yellow"), hangup=False)
+    HeadlessHangup(cfg.run_dir, display, parts.bus,
+                   request_stop=parts.trainer.request_stop if cfg.on_hangup == "stop" else None).install()
+    with display:
+        display.join(parts.trainer.step, cfg.max_chunks)
+        training.join()
+    print(ended_line(cfg, parts.trainer.state, parts.trainer.step))
+    return EXIT_FAILED if parts.trainer.state == RunState.FAILED else EXIT_OK
 
 
 def ended_line(cfg: TrainingConfig, what: str, step: int) -> str:

@@ -102,6 +102,7 @@ class CheckpointSkipped:
 class LogMessage:
     level: str  # "info" | "warning" | "error"
     text: str
+    time: float | None = None  # when it happened, where that is not now (a viewer replaying the run's past)
 
 
 @dataclass

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..core.events import CheckpointSaved, RunFailed, RunFinished, RunStarted, StateChanged, TrainingMetrics
+from ..core.events import (CheckpointSaved, RunFailed, RunFinished, RunStarted, SettingChanged, StateChanged,
+                           TrainingMetrics)
 from .files import write_json
 from .layout import ENDED_STATES, LIVE_STATES, EndReason, RunLayout, RunState
 
@@ -105,6 +106,35 @@ def liveness(info: dict, now: float | None = None) -> str:
     return state
 
 
+def read_config(run_dir: str | os.PathLike) -> dict:
+    """The run's config.json ({} where there is none or it is not a JSON object)."""
+    try:
+        data = json.loads(RunLayout(run_dir).config.read_text(encoding="utf-8"), parse_constant=lambda _: None)
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class Config:
+    """<run-dir>/config.json: the run's config as one flat JSON object, rewritten atomically on
+    every change, so `ls`, the workspace's diff and any script read a run's hyperparameters without
+    opening a checkpoint."""
+
+    def __init__(self, path: Path, values: dict) -> None:
+        self.path, self.values = path, dict(values)
+        self.write()
+
+    def update(self, changes: dict) -> None:
+        self.values.update(changes)
+        self.write()
+
+    def write(self) -> None:
+        try:
+            write_json(self.path, self.values, indent=1)
+        except OSError as exc:  # a full disk must not stop training; the next change writes it again
+            log.warning("cannot write %s: %s", self.path, exc)
+
+
 class RunRecord:
     """Keeps run.json up to date for one trainer. Subscribe it to the trainer's bus; close() once
     the trainer and the final exports are done (it marks the final state)."""
@@ -112,6 +142,7 @@ class RunRecord:
     def __init__(self, cfg, socket_path: str | None = None, clock=time.time):
         layout = RunLayout(cfg.run_dir)
         self.path = layout.run_file
+        self.config = Config(layout.config, cfg.checkpoint_dict())
         self._clock = clock
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -158,6 +189,8 @@ class RunRecord:
             self.info.update(step=event.start_step, total_steps=event.total_steps)
         elif isinstance(event, CheckpointSaved):
             self.info["last_checkpoint"] = event.path
+        elif isinstance(event, SettingChanged) and event.changes and not self.disowned:
+            self.config.update({k: new for k, (_old, new) in event.changes.items() if k != "eval"})
         elif isinstance(event, (RunFinished, RunFailed)):
             self.result = event
             self.info["step"] = event.step

@@ -7,7 +7,7 @@
       tensorboard/    TensorBoard event files (--tensorboard)
       checkpoints/    checkpoint_step_XXXXXX.pt, or checkpoint_step_XXXXXX.dcp/ (sharded, with meta.pt)
       previous_runs/  what --overwrite moved aside
-      neurogen-tui.log, run.json, control.sock, .neurogen-tui.lock
+      neurogen-tui.log, run.json, config.json, control.sock, .neurogen-tui.lock
 """
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ import enum
 import re
 from pathlib import Path
 
+RUNS_HOME = "runs"  # where runs go without --run-dir: runs/<date>-<time>-<model>
 VIZ_DIR = "training_viz"
 CHECKPOINT_DIR = "checkpoints"
 PREVIOUS_RUNS = "previous_runs"
 LOG_FILE = "neurogen-tui.log"
 RUN_FILE = "run.json"
+CONFIG_FILE = "config.json"  # the run's resolved config, flat {name: value}, kept current with live changes
 LOCK_FILE = ".neurogen-tui.lock"
 SOCKET_FILE = "control.sock"
 METRICS_FILE = "metrics.jsonl"
@@ -57,6 +59,7 @@ class RunLayout:
         self.viz, self.checkpoints, self.previous_runs = self.root / VIZ_DIR, self.root / CHECKPOINT_DIR, self.root / PREVIOUS_RUNS
         self.tensorboard = self.root / TENSORBOARD_DIR
         self.log, self.run_file, self.lock, self.socket = (self.root / name for name in (LOG_FILE, RUN_FILE, LOCK_FILE, SOCKET_FILE))
+        self.config = self.root / CONFIG_FILE
         self.metrics, self.samples, self.latest_png = (self.viz / name for name in (METRICS_FILE, SAMPLES_FILE, LATEST_PNG))
         self.events = self.viz / EVENTS_FILE
 

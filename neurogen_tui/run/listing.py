@@ -9,13 +9,14 @@ people's directories, so they pass through sanitize() before reaching the termin
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
 
 from ..core.text import sanitize
 from .files import read_jsonl, tail_jsonl
-from .info import liveness, read_run_info
+from .info import liveness, read_config, read_run_info
 from .layout import CHECKPOINT_DIR, LIVE_STATES, PREVIOUS_RUNS, VIZ_DIR, RunLayout, RunState
 from .timeline import describe
 
@@ -73,8 +74,10 @@ def summarize(run_dir: Path, root: Path, now: float | None = None) -> dict:
     except OSError:
         mtime = None
     rel = os.path.relpath(run_dir, root)
+    config = read_config(run_dir)
     out = {"path": str(run_dir), "name": rel, "run_name": None, "state": RunState.UNKNOWN, "step": None, "loss": None,
-           "updated": mtime, "note": "", "last_event": last_event(run_dir)}
+           "total_steps": config.get("max_chunks"), "lr": config.get("lr"), "model": config.get("model"),
+           "updated": mtime, "note": "", "last_event": last_event(run_dir), "config": config}
     if row is not None:
         out["step"], out["loss"] = row.get("step"), row.get("loss")
     if info is None:
@@ -89,6 +92,8 @@ def summarize(run_dir: Path, root: Path, now: float | None = None) -> dict:
         out["step"] = info["step"]
     if out["loss"] is None and isinstance(info.get("loss"), (int, float)):
         out["loss"] = info["loss"]
+    if out["total_steps"] is None and isinstance(info.get("total_steps"), int):
+        out["total_steps"] = info["total_steps"]
     out["note"] = _note(info, state)
     return out
 
@@ -127,19 +132,27 @@ def age(seconds: float) -> str:
 
 
 def format_table(runs: list[dict], now: float | None = None) -> list[str]:
+    """`ls`'s table: the runs as given (newest first), a few of each one's settings, its last event."""
     now = time.time() if now is None else now
-    rows = [("NAME", "STATE", "STEP", "LOSS", "UPDATED", "LAST EVENT", "NOTE")]
+    rows = [("NAME", "STATE", "STEP", "LOSS", "LR", "MODEL", "UPDATED", "LAST EVENT", "NOTE")]
     for r in runs:
         name = r["name"]
         if r["run_name"] and r["run_name"] != Path(r["path"]).name:
             name += f" ({r['run_name']})"
-        loss = r["loss"]
-        rows.append((sanitize(name, 60), r["state"], "-" if r["step"] is None else f"{r['step']:,}",
-                     f"{loss:.4f}" if isinstance(loss, (int, float)) else "-",
-                     age(now - r["updated"]) if r["updated"] else "-", sanitize(r.get("last_event") or "-", 60),
-                     sanitize(r["note"], 100)))
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row[:6], widths)) + "  " + row[6] for row in rows]
+        step = "-" if r["step"] is None else f"{r['step']:,}"
+        if isinstance(r.get("total_steps"), int):
+            step += f"/{r['total_steps']:,}"
+        loss, lr = r["loss"], r.get("lr")
+        rows.append((sanitize(name, 60), r["state"], step, f"{loss:.4f}" if _number(loss) else "-",
+                     f"{lr:.3g}" if _number(lr) else "-", sanitize(str(r.get("model") or "-"), 12),
+                     age(now - r["updated"]) if _number(r["updated"]) else "-",
+                     sanitize(r.get("last_event") or "-", 60), sanitize(r["note"], 100)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def newest_run(root: Path) -> Path | None:

@@ -40,7 +40,8 @@ class TrainingConfig:
     # ---- run: where and how this process runs it ----------------------------------------------------
     test: bool = flag(False, RUN, "quick check: 5 chunks on the bundled sample, tiny model, visualization every "
                                   "2 steps", saved=False)
-    run_dir: str = flag(".", RUN, "directory for training_viz/ and checkpoints/", saved=False)
+    run_dir: str = flag(".", RUN, "directory for training_viz/ and checkpoints/", saved=False,
+                        default_text="a new runs/<date>-<time>-<model>; with --resume latest, the newest run there")
     run_name: str = flag("", RUN, "name shown in the app and dashboards", default_text="run dir's name")
     resume: str | None = flag(None, RUN, "continue from a checkpoint", saved=False, metavar="PATH|latest",
                               default_text="")
@@ -94,7 +95,8 @@ class TrainingConfig:
     batch_size: int = flag(8, OPTIM, "sequences per micro-batch; the rest is gradient accumulation", check=positive)
     lr: float = flag(1e-3, OPTIM, "peak learning rate", check=positive)
     min_lr: float = flag(1e-4, OPTIM, "final learning rate of the cosine decay", check=non_negative)
-    warmup_steps: int = flag(100, OPTIM, "linear warmup steps", check=non_negative)
+    warmup_steps: int = flag(100, OPTIM, "linear warmup steps", check=non_negative,
+                             default_text="100, or a tenth of --max-chunks where that is fewer")
     lr_decay_steps: int | None = flag(None, OPTIM, "cosine decay length", check=positive, default_text="--max-chunks")
     weight_decay: float = flag(0.1, OPTIM, "AdamW decoupled weight decay", check=non_negative)
     beta1: float = flag(0.9, OPTIM, "AdamW beta1", check=share)
@@ -292,4 +294,22 @@ def apply_flags(given: dict, base: TrainingConfig | None = None) -> TrainingConf
     for key, value in given.items():
         if hasattr(cfg, key):
             setattr(cfg, key, tuple(value) if isinstance(value, list) else value)  # --prompt, repeated
+    if base is None and "warmup_steps" not in given and cfg.max_chunks and not cfg.test:
+        cfg.warmup_steps = min(cfg.warmup_steps, fitted_warmup(cfg.max_chunks))  # a short run reaches its --lr
     return cfg
+
+
+def fitted_warmup(max_chunks: int) -> int:
+    """The default warmup of a run of `max_chunks` steps: a tenth of it (nanoGPT warms up 2-10%), so
+    a short run of a sweep trains most of its steps at and after the peak it was asked for."""
+    return max(1, max_chunks // 10)
+
+
+def warmup_note(cfg: TrainingConfig) -> str:
+    """What to say once at the start of a run whose warmup outlasts it ('' where it fits)."""
+    if not cfg.max_chunks or cfg.warmup_steps < cfg.max_chunks:
+        return ""
+    reached = cfg.lr * cfg.max_chunks / (cfg.warmup_steps + 1)  # the linear ramp at the last step (schedule.lr_at)
+    return (f"--warmup-steps {cfg.warmup_steps} is not shorter than --max-chunks {cfg.max_chunks}: the learning "
+            f"rate never reaches --lr {cfg.lr:g} (it ends at {reached:.3g}); leave --warmup-steps out to warm up "
+            f"for a tenth of the run")

@@ -35,6 +35,7 @@ class Steering:
         self.pinned = pinned_prompts(trainer.cfg)
         self._pinned_owed = False  # the pinned prompts were due and the samples' allowance was spent
         self._pinned_step = 0
+        self._pinned_said = False  # the allowance held the pinned prompts back, and the log said so
         self._tickets = itertools.count(1)
         self.trouble: Trouble | None = None  # what this rank saw after the last step
         self._observed: int | None = None  # the step the guard has looked at and the job not yet settled
@@ -103,6 +104,11 @@ class Steering:
             # generation keeps to the samples' share; a sharded model answers on every rank (its
             # parameters are gathered), so there the step alone decides: every rank the same
             self._pinned_owed = not t.par.sharded and not t.schedule.samples.ready()
+            if self._pinned_owed and not self._pinned_said:
+                self._pinned_said = True
+                t._say(f"pinned prompts: answered when the samples' allowance (--sample-budget "
+                       f"{t.cfg.sample_budget:g}) covers them, not every {t.cfg.prompt_interval} steps "
+                       "(--sample-budget 0 keeps --prompt-interval whatever it costs)")
             if not self._pinned_owed:
                 for text in self.pinned:
                     self._answer(0, text, {"temperature": 0.0, "top_k": None, "tokens": t.cfg.prompt_tokens})
@@ -125,7 +131,7 @@ class Steering:
                     self.answers[ticket] = f"not answered: {type(exc).__name__}: {str(exc)[:120]}"
             return
         finally:
-            t.schedule.samples.spend(time.perf_counter() - started)
+            t.schedule.sampled(time.perf_counter() - started)
         if not t.par.is_main:
             return
         if ticket:

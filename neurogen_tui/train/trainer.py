@@ -59,6 +59,7 @@ class Trainer:
         self._sample_now = False
         self._checkpoint_owed = False  # a periodic checkpoint due at the next boundary
         self._cpu = ProcessCpu()
+        self.notes: list[str] = []  # what the command line found before the run (a warmup that outlasts it, a move)
         self.steer = Steering(self)  # live settings and the guard (live.py)
 
     # ---- control, safe from any thread ------------------------------------------------------
@@ -196,7 +197,7 @@ class Trainer:
                 device=str(self.device), device_name=self.par.describe(device_name(self.device)),
                 n_params=self.model.num_params(), start_step=self.step, total_steps=self.cfg.max_chunks,
                 resumed_from=self._resume[0] if self._resume else None))
-            for note in (self.mfu.note, self.gpus.note if self.gpus and self.par.is_main else ""):
+            for note in (*self.notes, self.mfu.note, self.gpus.note if self.gpus and self.par.is_main else ""):
                 if note:
                     self._say(note, "warning")
             self._set_state(RunState.RUNNING)
@@ -301,7 +302,7 @@ class Trainer:
         if self._sample_now:
             started = time.perf_counter()
             self.bus.publish(self.text_sample())
-            self.schedule.samples.spend(time.perf_counter() - started)
+            self.schedule.sampled(time.perf_counter() - started)
 
     # ---- one step ---------------------------------------------------------------------------------
     def train_step(self) -> TrainingMetrics | None:
@@ -339,7 +340,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0 + read_ahead  # tokens/s counts the wait for data too
-        self.schedule.samples.earn(dt)
+        self.schedule.trained(dt)
         gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else 0.0
         metrics = TrainingMetrics(step=self.step, loss=loss_value, accuracy=accuracy, tokens_per_sec=tokens / dt,
                                   gpu_memory_mb=gpu_mb, learning_rate=lr, timestamp=time.time(),
@@ -348,6 +349,9 @@ class Trainer:
                                   data_time=read_ahead + self.batches.take_seconds(),
                                   **(self.gpus.latest() if self.gpus else {}))
         self._sample_now = par.job_metrics(self, metrics, par.is_main and self.schedule.sample_due(self.step))
+        if self.schedule.note:
+            self._say(self.schedule.note)
+            self.schedule.note = ""
         return metrics
 
     def _accumulate(self) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from .config import TOKENIZER_NAMES, TrainingConfig, check_field, check_min_lr, fields
+from .config import SAMPLE_DATASET, TOKENIZER_NAMES, TrainingConfig, check_field, check_min_lr, fields
 from .flags import ConfigError
 
 
@@ -76,6 +78,32 @@ def _check_paths(cfg: TrainingConfig) -> None:
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"--run-dir: {run_dir} is not writable")
+    if streams_from_hub(cfg) and (why := hub_unreachable()):
+        raise ConfigError(f"cannot reach the Hugging Face hub to stream {cfg.dataset} ({why}); train offline on "
+                          f"the bundled sample with --dataset sample, or on local files with --data-files 'DIR/*.jsonl.zst'")
+
+
+def streams_from_hub(cfg: TrainingConfig) -> bool:
+    """The training data comes from the hub (not --data-files, the sample or a local path)."""
+    return not cfg.data_files and cfg.dataset != SAMPLE_DATASET and not Path(cfg.dataset).exists()
+
+
+def hub_unreachable(timeout: float = 3.0) -> str:
+    """Why the hub cannot be reached from here, in a few words ('' where it can): offline mode, or
+    one connection to its host that fails within `timeout` seconds, instead of `datasets`
+    retrying for most of a minute before it says so."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{name}={os.environ[name]}"
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except TimeoutError:
+        return f"{host}:{port}: no answer within {timeout:g}s"
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or type(exc).__name__}"
+    return ""
 
 
 def expand_files(pattern: str) -> list[str]:

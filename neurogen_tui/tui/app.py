@@ -88,13 +88,16 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
     state: var[str] = var(RunState.STARTING)
     step: var[int] = var(0)
 
-    def __init__(self, source: RunSource, ui_budget: float | None = None, on_hangup: str = "continue") -> None:
+    def __init__(self, source: RunSource, ui_budget: float | None = None, on_hangup: str = "continue",
+                 close_when_done: bool = False) -> None:
         # NO_COLOR: Textual alone would only turn colours to greys; native ANSI colours let its
         # NoColor filter drop them altogether (app.tcss marks the state by reverse video instead)
         super().__init__(ansi_color=True if "NO_COLOR" in os.environ else None)
         self.source = source
         self.caps = source.caps
         self.on_hangup = on_hangup
+        self.close_when_done = close_when_done  # --test: the smoke run's screen closes when it ends
+        self._end_said = False
         self.run_state = RunView(source.title, read_only=not self.caps.control, run_dir=source.run_dir)
         self.monitor = MonitorScreen()
         self._started = False
@@ -179,8 +182,11 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
                 screen.header.info = rs.header()
                 self._header_at, self._header_state = now, rs.state
         self.state, self.step = rs.state, rs.step
-        if rs.done is not None and self.exit_requested:
+        if rs.done is not None and (self.exit_requested or self.close_when_done):
             self.exit(rs.done.exit_code, return_code=rs.done.exit_code)
+        elif rs.done is not None and not self._end_said:  # ended without a q from here: ctl stop, another viewer
+            self._end_said = True
+            rs.log("info", f"the run has ended ({rs.state.lower()}); q closes this screen")  # shown next tick
 
     def draw_charts(self, force: bool = False) -> None:
         """Redraw the charts when the history or the size changed: new rows and captions here,
@@ -281,6 +287,8 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
         def send(texts: dict | None) -> None:
             if texts:
                 self._say(self.source.set_settings(texts))
+            elif texts is not None:  # Enter with nothing changed (Esc: None, nothing to say)
+                self._say("settings: nothing changed")
 
         self.push_screen(SettingsScreen(self.source.settings()), send)
 
@@ -326,7 +334,7 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
             return
         self.detached = True
         self._say("detaching: the run goes on")
-        self.source.close()
+        self.source.detach()
 
     def action_interrupt(self) -> None:
         """Ctrl+C: stops a run this screen owns, detaches from one it is attached to, closes a viewer."""
@@ -338,12 +346,12 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
     def _handle_exception(self, error: Exception) -> None:
         # a bug in the app: Textual shows the traceback on exit; the run's log keeps it too
         log.error("the app failed", exc_info=error)
-        if self.run_state.done is None:
+        if self.run_state.done is None and not self.detached:
             self.source.close()  # the worker thread must end, or the process cannot exit
         super()._handle_exception(error)
 
     def on_unmount(self) -> None:
         # whatever ends the screen, the producer ends too: a trainer of this process stops (the
         # worker thread must end for the process to exit); a followed run goes on
-        if self.run_state.done is None:
+        if self.run_state.done is None and not self.detached:
             self.source.close()

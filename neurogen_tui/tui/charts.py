@@ -25,21 +25,13 @@ from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
 
 from ..core.text import format_count, format_duration
+from ..core.palette import OKABE_ITO, hex_style
 from ..run.history import MetricsHistory
 from .chartsettings import ChartSettings
 from .series import ChartSeries
 
-# Okabe & Ito's colour-blind-safe palette (tbtui's default too): the hues stay apart for protan,
-# deutan and tritan vision. Shape says what colour says as well: the raw value is a faint braille line,
-# its smoothed line half blocks, validation points dots, and each caption names its numbers.
-OKABE_ITO = {"orange": (230, 159, 0), "sky_blue": (86, 180, 233), "bluish_green": (0, 158, 115),
-             "yellow": (240, 228, 66), "blue": (0, 114, 178), "vermillion": (213, 94, 0),
-             "reddish_purple": (204, 121, 167)}
-
-
-def hex_style(rgb: tuple[int, int, int]) -> str:
-    """A colour as a rich style, for the caption in the line's own colour."""
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
+# Shape says what colour says as well: the raw value is a faint braille line, its smoothed line
+# half blocks, validation points dots, and each caption names its numbers (colours: core/palette.py).
 
 
 @dataclass(frozen=True)
@@ -52,16 +44,18 @@ class ChartSpec:
     log_y: bool = False  # the default; `y` changes it for this chart
     val_column: str | None = None
     fmt: str = "{:.4f}"
+    raw_in_caption: bool = True  # False: the caption says the smoothed value alone (one throughput, not two)
 
 
 CHARTS = (
     ChartSpec("loss", "loss", OKABE_ITO["sky_blue"], smooth=True, val_column="val_loss"),
     ChartSpec("accuracy %", "accuracy", OKABE_ITO["bluish_green"], scale=100.0, smooth=True, fmt="{:.1f}"),
-    ChartSpec("tokens/s", "throughput", OKABE_ITO["reddish_purple"], smooth=True, fmt="{:,.0f}"),
+    ChartSpec("tokens/s", "throughput", OKABE_ITO["reddish_purple"], smooth=True, fmt="{:,.0f}", raw_in_caption=False),
     ChartSpec("learning rate", "learning_rate", OKABE_ITO["yellow"], log_y=True, fmt="{:.2e}"),
 )
 VAL_COLOR = OKABE_ITO["vermillion"]
-MARK_COLORS = {"setting": OKABE_ITO["blue"], "guard": OKABE_ITO["orange"]}  # vertical lines: settings changed, guard acted
+MARK_COLORS = {"setting": OKABE_ITO["blue"], "guard": OKABE_ITO["orange"]}
+MARK_LABELS = {"setting": "set", "guard": "guard"}  # vertical lines: settings changed, guard acted
 SMOOTH_MARKER, VALUE_MARKER, VAL_MARKER = "hd", "braille", "dot"
 FAINT = 0.55  # how far the raw line behind a smoothed one fades towards the background
 
@@ -90,7 +84,7 @@ def y_ticks(lo: float, hi: float, n: int, log: bool = False) -> tuple[list[float
     """`n` evenly spaced ticks (geometric on a log axis) with short labels: 35.5k, 0.42, 3.2e-04."""
     if log and lo > 0:
         values = np.geomspace(lo, hi, n) if hi > lo else np.array([lo])
-        return values.tolist(), [f"{v:.1e}" for v in values]
+        return values.tolist(), [plain(v) for v in values]
     if hi <= lo:
         return [lo], [f"{lo:.4g}"]
     values = np.linspace(lo, hi, n)
@@ -99,6 +93,15 @@ def y_ticks(lo: float, hi: float, n: int, log: bool = False) -> tuple[list[float
     step = (hi - lo) / (n - 1)
     decimals = int(min(4, max(0, 1 - math.floor(math.log10(step)))))
     return values.tolist(), [f"{v:.{decimals}f}" for v in values]
+
+
+def plain(value: float) -> str:
+    """A log axis' label as a plain number where that is short (5.6, 0.0003, 120), else 3.2e-05."""
+    text = f"{value:.2g}"
+    return text if "e" not in text else f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+X_NAMES = {"step": "step", "tokens": "tok", "time": "time"}
 
 
 def x_label(value: float, axis: str) -> str:
@@ -120,6 +123,7 @@ class MetricChart(PlotextPlot):
         self.settings = ChartSettings()
         self.marks: list[tuple[float, str]] = []  # (x, kind) of the setting changes and guard actions drawn
         self.points = 0
+        self.x_span = ""  # the X range, said in the caption where the chart has no axis labels
         self._text = Text("")
 
     @property
@@ -158,6 +162,10 @@ class MetricChart(PlotextPlot):
         if not framed:
             plt.xticks([])
         series = self.series.points(max(16, 2 * width), settings.window)  # braille: two dots per column
+        x = series["value"][0]
+        # no axis labels on a small chart: its caption says the X range instead
+        self.x_span = "" if framed or not len(x) else (
+            f"{X_NAMES.get(settings.x, settings.x)} {x_label(x[0], settings.x)}–{x_label(x[-1], settings.x)}")
         if log_y:
             series = {key: (x[y > 0], y[y > 0]) for key, (x, y) in series.items()}
             if len(series["value"][0]):
@@ -173,12 +181,15 @@ class MetricChart(PlotextPlot):
         if "val" in series and len(series["val"][0]):
             x, y = series["val"]
             plt.scatter(x.tolist(), y.tolist(), marker=VAL_MARKER, color=VAL_COLOR)
+        ys = [y for _, y in series.values() if len(y)]
         shown_x = series["value"][0]
-        if len(shown_x):
+        if len(shown_x) and ys:
+            top = max(float(y.max()) for y in ys)
             for mark_x, kind in self.marks:
                 if shown_x[0] <= mark_x <= shown_x[-1]:
-                    plt.vline(mark_x, MARK_COLORS.get(kind, MARK_COLORS["setting"]))
-        ys = [y for _, y in series.values() if len(y)]
+                    colour = MARK_COLORS.get(kind, MARK_COLORS["setting"])
+                    plt.vline(mark_x, colour)
+                    plt.text(MARK_LABELS.get(kind, "set"), mark_x, top, color=colour)  # told apart from a frame
         if ys:
             values, labels = y_ticks(min(float(y.min()) for y in ys), max(float(y.max()) for y in ys),
                                      max(2, min(5, (height + 1) // 2)), log_y)
@@ -256,11 +267,15 @@ class ChartPanel(Vertical, can_focus=True):
             text.append(" log", "dim")
         if not series.seen:
             return text
-        text.append(" ")
-        text.append(spec.fmt.format(last["value"]), hex_style(spec.color))
+        has_ema = "smooth" in last and last["smooth"] == last["smooth"]  # not NaN
+        if spec.raw_in_caption or not has_ema:
+            text.append(" ")
+            text.append(spec.fmt.format(last["value"]), hex_style(spec.color))
         for name, label, style in (("smooth", "ema", hex_style(spec.color) + " bold"),
                                    ("val", "val", hex_style(VAL_COLOR))):
             if name in last and last[name] == last[name]:  # not NaN
                 text.append(f" {label} ", "dim")  # single spaces: three numbers fit 39 columns (80x24)
                 text.append(spec.fmt.format(last[name]), style)
+        if self.chart.x_span:
+            text.append(f" · {self.chart.x_span}", "dim")
         return text

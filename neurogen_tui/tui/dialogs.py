@@ -54,14 +54,23 @@ class SettingsScreen(ModalScreen[dict | None]):
                 with Horizontal(classes="setting"):
                     yield Label(option(name), classes="setting-name")
                     yield Input(value=self.current[name], placeholder="(not set)", id=f"set-{name}")
+            yield Label("", id="dialog-problem")
 
     def changed(self) -> dict:
         out = {}
         for name in LIVE_SETTINGS:
             value = self.query_one(f"#set-{name}", Input).value.strip()
-            if value != self.current[name] and value:
+            if value != self.current[name]:
                 out[name] = value
         return out
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(self.changed() or None)
+        """Sends what changed ({}: nothing did, said by the app); a field left empty that had a
+        value is not a value: the dialog stays, saying so."""
+        changed = self.changed()
+        cleared = [option(name) for name, value in changed.items() if not value]
+        if cleared:
+            self.query_one("#dialog-problem", Label).update(
+                Text(f"{', '.join(cleared)}: give a value (a cleared field is not one); Esc cancels", style="bold red"))
+            return
+        self.dismiss(changed)

@@ -27,12 +27,17 @@ from ..run.info import liveness, read_run_info
 from ..run.layout import CHECKPOINT_NAME, END_LOGGER, ENDED_STATES, METRICS_FILE, SAMPLES_JSON, RunLayout, RunState
 from ..run.metricsfile import read_metrics
 from ..run.reader import load_samples
+from ..run.timeline import describe
 from .source import HistoryReset, MetricsRows, RunInfo, trained_seconds
 
 SAMPLE_FIELDS = ("step", "input", "target", "output", "accuracy")
+# the timeline's kinds a viewer shows in its log pane (a guard action is in the log's own error
+# line; dashboards and the run's end are said otherwise)
+REPLAYED = {"started", "resumed", "checkpoint", "checkpoint skipped", "eval", "setting", "paused", "unpaused",
+            "hangup", "viewer attached", "viewer detached", "storage", "run dir"}
 IDLE_AFTER = 30.0  # seconds without a new metrics line before a run without run.json is shown as idle
 LOG_TAIL = 256 * 1024  # bytes of an existing log read at start
-_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$")
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ (INFO|WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$")
 LOG_LEVELS = {"WARNING": "warning", "ERROR": "error", "CRITICAL": "error"}
 
 
@@ -92,12 +97,16 @@ class FilesFollower:
         self.metrics.offset = table.end
         if len(table):
             self._last_growth = time.time()
-            self.put(MetricsRows(history_columns(table.columns), table.tail_rows(100),
-                                 float(np.nansum(table.columns["step_time"]))))
+            cols = table.columns
+            started = float(cols["timestamp"][0] - np.nan_to_num(cols["step_time"][0]))
+            self.put(MetricsRows(history_columns(cols), table.tail_rows(100), float(np.nansum(cols["step_time"])),
+                                 started if np.isfinite(started) and started > 0 else None))
         return True
 
     def _poll_events(self) -> None:
-        """The timeline's setting changes and guard actions, for the charts to mark."""
+        """The timeline: setting changes and guard actions for the charts to mark, and what
+        happened (checkpoints, evaluations, changes, pauses, ...) for the log pane, each at the
+        time it happened, so a viewer opened late shows the run as it went."""
         if not self.events.path.exists() and self.events.ident is None:
             return
         rows, _ = self.events.read()
@@ -110,6 +119,10 @@ class FilesFollower:
             elif kind == "guard":
                 self.put(GuardFired(step, str(row.get("trouble") or ""), str(row.get("detail") or ""),
                                     str(row.get("action") or ""), str(row.get("outcome") or "")))
+            if kind in REPLAYED:
+                when = row.get("time")
+                self.put(LogMessage("warning" if kind in ("checkpoint skipped", "storage", "run dir") else "info",
+                                    describe(row), when if isinstance(when, (int, float)) and when > 0 else None))
 
     def _poll_samples(self) -> None:
         if self.samples.offset == 0 and self.samples.mark_start():  # a long run's: only the newest, from its end
@@ -141,6 +154,8 @@ class FilesFollower:
         return load_samples(self.layout.viz, limit=200)
 
     def _poll_checkpoints(self) -> None:
+        if self.layout.events.exists():  # the timeline says when each was written
+            return
         try:
             names = {p.name: p for p in self.layout.checkpoints.iterdir() if CHECKPOINT_NAME.match(p.name)}
         except FileNotFoundError:
@@ -157,7 +172,8 @@ class FilesFollower:
         if info is None:
             self.record, self._recorded_state = {}, ""
             return
-        run_info = RunInfo(run_name=str(info.get("run_name") or ""), total=info.get("total_steps"))
+        run_info = RunInfo(run_name=str(info.get("run_name") or ""), total=info.get("total_steps"),
+                           started_at=_when(info.get("started_at")), ended_at=_when(info.get("ended_at")))
         if run_info != self._run_info:
             self._run_info = run_info
             self.put(run_info)
@@ -193,8 +209,8 @@ class FilesFollower:
         self._log_offset += end
         for raw in data[:end].decode("utf-8", "replace").splitlines():
             m = _LOG_LINE.match(raw)
-            if m and m.group(1) in LOG_LEVELS and m.group(2) != END_LOGGER:
-                self.put(LogMessage(LOG_LEVELS[m.group(1)], m.group(3)))
+            if m and m.group(2) in LOG_LEVELS and m.group(3) != END_LOGGER:
+                self.put(LogMessage(LOG_LEVELS[m.group(2)], m.group(4), _log_time(m.group(1))))
 
     def _update_state(self) -> None:
         recorded = self._recorded_state
@@ -212,6 +228,18 @@ class FilesFollower:
         if state in ENDED_STATES:
             self.put(ended_event(self.record))
         self.put(StateChanged(state))
+
+
+def _when(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def _log_time(stamp: str) -> float | None:
+    """A log line's local time (logging's asctime) as a Unix time."""
+    try:
+        return time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
 
 
 def ended_event(info: dict) -> RunFinished | RunFailed:

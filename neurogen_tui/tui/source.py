@@ -17,6 +17,7 @@ signal does and whether the screen keeps to its CPU budget. The app never asks f
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections import deque
@@ -57,6 +58,7 @@ class MetricsRows:
     columns: dict
     tail: list[dict]
     trained: float = 0.0  # seconds the rows trained for (their step_time): what the screen's budget earns
+    started: float | None = None  # when the first of them began (the run's start, where they are all of it)
 
 
 @dataclass
@@ -73,6 +75,8 @@ class RunInfo:
     run_name: str = ""
     device: str = ""
     total: int | None = None
+    started_at: float | None = None  # run.json's: the viewer's clock is the run's, not its own
+    ended_at: float | None = None
 
 
 def trained_seconds(rows: list[dict]) -> float:
@@ -109,6 +113,10 @@ class RunSource:
 
     def close(self) -> None:
         """The screen is going away: stop producing (a trainer of this process stops with it)."""
+
+    def detach(self) -> None:
+        """The screen closes and the run goes on (x): stop producing, leave the run alone."""
+        self.close()
 
     # ---- the keys -------------------------------------------------------------------------------
     @property
@@ -151,11 +159,13 @@ class InProcessSource(RunSource):
     After the trainer returns, run.close() writes the final dashboard and JSON (off the UI thread),
     then SourceDone carries the exit status: 0 finished or stopped, 1 failed."""
 
-    caps = Capabilities(control=True, owns=True, shares_gil=True)
+    caps = Capabilities(control=True, owns=True, detach=True, shares_gil=True)
 
     def __init__(self, run) -> None:
         super().__init__()
-        self.trainer, self.viz, self._finish = run.trainer, run.viz, run.close
+        self.trainer, self.viz, self._finish, self._bus = run.trainer, run.viz, run.close, run.bus
+        self.training: threading.Thread | None = None  # the trainer's own thread (it outlives a detached screen)
+        self._released = threading.Event()  # produce() returns: the run ended, or the screen let it go
         self.title, self.run_dir = run.trainer.cfg.display_name, run.trainer.cfg.run_dir
         self._last_step_png = float("-inf")
         self._produced = False
@@ -193,9 +203,21 @@ class InProcessSource(RunSource):
         self.put(LogMessage("info", f"{kind} written: {detail}"))
 
     def produce(self) -> None:
+        """Trains on a thread of its own and waits for it, or for the screen to let it go (x): the
+        app's worker must end for the app to close, the run must not."""
         if self._produced:
             raise RuntimeError("InProcessSource.produce() runs once: a trainer is not re-entrant")
         self._produced = True
+        self.training = threading.Thread(target=self._train, name="trainer")
+        self.training.start()
+        self._released.wait()
+
+    def detach(self) -> None:
+        self._bus.unsubscribe(self.put)  # nobody drains the queue any more: the run's display takes over
+        self.put(SourceDone(EXIT_OK))
+        self._released.set()
+
+    def _train(self) -> None:
         code = EXIT_OK
         try:
             code = EXIT_FAILED if isinstance(self.trainer.run(), RunFailed) else EXIT_OK
@@ -209,6 +231,7 @@ class InProcessSource(RunSource):
             log.exception("writing the final exports failed")
             self.put(LogMessage("error", f"final exports failed: {type(exc).__name__}: {exc}"))
         self.put(SourceDone(code))
+        self._released.set()
 
     def close(self) -> None:
         self.trainer.request_stop()  # the worker thread must end, or the process cannot exit

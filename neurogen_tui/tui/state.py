@@ -141,6 +141,8 @@ class RunView:
         if isinstance(event, TrainingMetrics):
             self._metrics(vars(event))
         elif isinstance(event, MetricsRows):
+            if self.started_at is None and event.started:
+                self.started_at = event.started
             self.history.extend_columns(event.columns)
             self.trained += event.trained
             for row in event.tail:
@@ -161,7 +163,7 @@ class RunView:
         elif isinstance(event, CheckpointSaved):
             self.log("info", f"checkpoint @ step {event.step}: {event.path}")
         elif isinstance(event, LogMessage):
-            self.log(event.level, event.text)
+            self.log(event.level, event.text, event.time)
         elif isinstance(event, RunFinished):
             self._finished(event)
         elif isinstance(event, RunFailed):
@@ -172,6 +174,8 @@ class RunView:
             self.run_name = event.run_name or self.run_name
             self.device = event.device or self.device
             self.total = event.total if event.total else self.total
+            self.started_at = event.started_at or self.started_at
+            self.ended_at = event.ended_at or self.ended_at
         elif isinstance(event, HistoryReset):
             self._reset(event.samples_only)
 
@@ -182,7 +186,7 @@ class RunView:
             self.log("info", f"answer @ step {event.step}: {event.input[-40:]} → {event.output[:80]}")
 
     def _finished(self, event: RunFinished) -> None:
-        self.result, self.ended_at = event, time.time()
+        self.result, self.ended_at = event, self.ended_at or time.time()  # a viewer knows when it really ended
         self.set_state(RunState.FINISHED)
         where = f"; final checkpoint {event.checkpoint}" if event.checkpoint else ""
         if event.reason == EndReason.DATA_EXHAUSTED and self.total:
@@ -249,7 +253,7 @@ class RunView:
             self._new_logs.append(LogLine("info", f"run dir {self.run_dir} (paths below are inside it)"))
 
     def _failed(self, event: RunFailed) -> None:
-        self.result, self.ended_at = event, time.time()
+        self.result, self.ended_at = event, self.ended_at or time.time()
         self.set_state(RunState.FAILED)
         self.log("error", f"failed at step {event.step}: {event.error}")
         for frame in last_frames(event.traceback):
@@ -264,10 +268,10 @@ class RunView:
             return  # a live run's end is final (watch follows a directory that may be reused)
         self.state = state
 
-    def log(self, level: str, text: str) -> None:
+    def log(self, level: str, text: str, when: float | None = None) -> None:
         if self.run_dir and self.run_dir + os.sep in text:  # paths inside the run dir, shortened
             text = text.replace(self.run_dir + os.sep, "")
-        self._new_logs.append(LogLine(level, text))
+        self._new_logs.append(LogLine(level, text, when) if when else LogLine(level, text))
 
     def log_exception(self, where: str, exc: BaseException) -> None:
         self.log("error", f"{where}: {type(exc).__name__}: {exc}")
@@ -297,8 +301,8 @@ class RunView:
     def header(self, now: float | None = None) -> HeaderInfo:
         now = time.time() if now is None else now
         end = self.ended_at or now
-        if self.read_only and self.state != RunState.WATCHING and self.last_timestamp:
-            end = self.last_timestamp  # a run that is not growing: its own duration, not ours
+        if self.read_only and not self.ended_at and self.state != RunState.WATCHING and self.last_timestamp:
+            end = self.last_timestamp  # a run that is not growing, with no recorded end: its last step
         elapsed = max(0.0, end - self.started_at) if self.started_at else 0.0
         return HeaderInfo(run_name=self.run_name, device=self.device, state=self.state, step=self.step,
                           total=self.total, elapsed=int(elapsed), eta=self.eta(), tokens_seen=self.tokens_seen,

@@ -14,6 +14,7 @@ from collections import deque
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.geometry import Size
 from textual.reactive import Reactive, reactive
 from textual.screen import ModalScreen
@@ -66,8 +67,9 @@ class RunHeader(Widget):
         top.append(charts, label)
         bottom = Text(no_wrap=True, overflow="ellipsis")
         eta = "paused" if i.state == RunState.PAUSED else format_duration(i.eta)
+        # throughput is the tokens/s chart's caption (smoothed): one figure, said once
         parts = [("elapsed", format_duration(i.elapsed)), ("ETA", eta if i.total else "-"),
-                 ("tokens", format_count(i.tokens_seen)), ("tok/s", format_count(i.tokens_per_sec))]
+                 ("tokens", format_count(i.tokens_seen))]
         if i.mfu is not None:
             parts.append(("MFU", f"{i.mfu * 100:.1f}%"))
         if i.gpu:
@@ -227,23 +229,31 @@ class LogPane(OwnScroll, RichLog):
 
 
 # ---- help ---------------------------------------------------------------------------------------
-KEYS = (  # short enough for one line each in the help at 80x24
-    ("p", "pause / resume (the trainer waits at a step boundary)"),
-    ("c", "write a checkpoint now"),
-    ("d", "draw the dashboard PNG and JSON now"),
-    ("q ^C ^Q", "stop: final checkpoint, dashboard and JSON, then exit"),
-    ("q q q", "while stopping, after 5 s: leave without them"),
-    ("Tab arrows", "focus a chart, the samples or the log; scroll"),
-    ("Enter", "on a sample: show it in full"),
-    ("y", "log / linear Y axis of the focused chart"),
-    ("s / S", "more / less smoothing (TensorBoard's EMA)"),
-    ("t", "X axis: step, tokens seen, wall time"),
-    ("z", "window: whole run, last 10k, 1k, 100 steps"),
-    ("0", "reset the charts (they are kept for next time)"),
-    ("g", "prompt the model as it is now (answer in the samples)"),
-    ("e", "change live settings (learning rate, intervals, ...)"),
-    ("?", "this help (Esc closes it)"),
+KEYS = (  # short enough for one line each in the help at 80x24; the third field: who has the key
+    ("p", "pause / resume (the trainer waits at a step boundary)", "control"),
+    ("c", "write a checkpoint now", "control"),
+    ("d", "draw the dashboard PNG and JSON now", "control"),
+    ("q ^C ^Q", "stop: final checkpoint, dashboard and JSON, then exit", "control"),
+    ("q q q", "while stopping, after 5 s: leave without them", "control"),
+    ("q ^C", "close this viewer (the run goes on)", "read-only"),
+    ("x", "close this screen, the run goes on (attach reopens it)", "detach"),
+    ("Tab arrows", "focus a chart, the samples or the log; scroll", ""),
+    ("Enter", "on a sample: show it in full", ""),
+    ("y", "log / linear Y axis of the focused chart", ""),
+    ("s / S", "more / less smoothing (TensorBoard's EMA)", ""),
+    ("t", "X axis: step, tokens seen, wall time", ""),
+    ("z", "window: whole run, last 10k, 1k, 100 steps", ""),
+    ("0", "reset the charts (they are kept for next time)", ""),
+    ("g", "prompt the model as it is now (answer in the samples)", "control"),
+    ("e", "change live settings (learning rate, intervals, ...)", "control"),
+    ("?", "this help (Esc closes it)", ""),
 )
+
+
+def keys_for(caps: Capabilities) -> list[tuple[str, str]]:
+    """The keys that do something for this source: a read-only viewer is not told of p, c or e."""
+    has = {"": True, "control": caps.control, "read-only": not caps.control, "detach": caps.detach}
+    return [(key, what) for key, what, who in KEYS if has[who]]
 
 
 def help_notes(caps: Capabilities) -> list[str]:
@@ -253,7 +263,7 @@ def help_notes(caps: Capabilities) -> list[str]:
     notes = ["Closing the terminal (or losing the SSH connection) detaches: training goes on, "
              "and `neurogen-tui attach RUN_DIR` brings this screen back."]
     if caps.detach and caps.owns:
-        notes.append("x closes this screen and leaves the run going (this terminal waits for it; "
+        notes.append("x closes this screen and leaves the run going (this terminal follows it; "
                      "`neurogen-tui attach` opens the screen again).")
     elif caps.detach:
         notes.append("attached: q stops the run itself (final checkpoint and exports, then the trainer exits); "
@@ -271,8 +281,9 @@ class HelpScreen(ModalScreen):
     def compose(self) -> ComposeResult:
         text = Text()
         text.append("neurogen-tui keys\n", "bold")
-        for key, what in KEYS:
+        for key, what in keys_for(self.caps):
             text.append(f"{key:>10}  ", "bold")
             text.append(what + "\n")
         text.append("\n" + "\n".join(help_notes(self.caps)), "italic")
-        yield Static(text, id="help-text")
+        with VerticalScroll(id="help-text"):  # a small terminal scrolls it rather than cutting it
+            yield Static(text)

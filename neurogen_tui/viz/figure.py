@@ -17,7 +17,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..core.text import sanitize, tail
-from ..run.history import minmax_downsample, moving_average
+from ..core.palette import hex_style, run_colour
+from ..run.history import debiased_ema, minmax_downsample, moving_average
 from ..run.layout import STEP_PNG
 
 MA_WINDOW = 50  # the seed's 50-step moving averages
@@ -284,30 +285,43 @@ def render_png(columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], ru
     return figure_png((reuse or Dashboard()).update(columns, samples, run_name, display_samples, max_points, marks))
 
 
-def compare_figure(runs: list[tuple[str, Mapping[str, np.ndarray]]], max_points: int = MAX_POINTS):
-    """`neurogen-tui compare`: loss, accuracy, throughput and LR of several runs overlaid, one colour
-    and label per run: the raw series faint, its 50-step moving average (over the full data) solid."""
+COMPARE_SMOOTHING = 0.6  # TensorBoard's default weight, and the terminal charts' (chart key s)
+LINE_STYLES = ("-", "--", ":", "-.")  # a run's line past the palette's seven colours
+
+
+def compare_figure(runs: list[tuple[str, Mapping[str, np.ndarray]]], max_points: int = MAX_POINTS,
+                   smoothing: float = COMPARE_SMOOTHING):
+    """`neurogen-tui compare`: loss, accuracy, throughput and LR of several runs overlaid, one
+    Okabe-Ito colour and label per run. Every run is smoothed alike, whatever its length: the raw
+    series faint, TensorBoard's debiased EMA (`smoothing`, as the terminal charts) solid; validation
+    loss as points in the run's colour where the run has it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(fig)
-    fig.suptitle(f"Comparing {len(runs)} training runs", fontsize=16, fontweight="bold")
+    fig.suptitle(f"Comparing {len(runs)} training runs (EMA {smoothing:g})", fontsize=16, fontweight="bold")
     axes = fig.subplots(2, 2, gridspec_kw=dict(hspace=0.25, wspace=0.15, left=0.05, right=0.98, top=0.92, bottom=0.06))
-    colours = [f"C{i % 10}" for i in range(len(runs))]
     for ax, (column, title, ylabel, log_scale) in zip(axes.flat, COMPARE_PANELS):
         ax.set_title(title, fontweight="bold", y=1.0)
         step_axis(ax)
         ax.set_ylabel(ylabel)
-        for (name, cols), colour in zip(runs, colours):
+        for index, (name, cols) in enumerate(runs):
+            rgb, round_ = run_colour(index)
+            colour, style = hex_style(rgb), LINE_STYLES[round_ % len(LINE_STYLES)]
             x, y = cols["steps"], cols[column] * (100.0 if column == "accuracy" else 1.0)
             label = sanitize(name, limit=40)
-            smooth = column in ("loss", "accuracy", "throughput") and len(y) >= MA_WINDOW
-            ax.plot(*minmax_downsample(x, y, max_points), color=colour, lw=1, alpha=0.3 if smooth else 1.0,
+            smooth = column in ("loss", "accuracy", "throughput") and smoothing > 0
+            ax.plot(*minmax_downsample(x, y, max_points), color=colour, lw=1, ls=style, alpha=0.25 if smooth else 1.0,
                     label=None if smooth else label)
             if smooth:
-                ax.plot(*minmax_downsample(x, moving_average(y, MA_WINDOW), max_points), color=colour, lw=2,
-                        label=label)
+                ax.plot(*minmax_downsample(x, debiased_ema(y, smoothing)[0], max_points), color=colour, lw=2,
+                        ls=style, label=label)
+            val = cols.get("val_loss") if column == "loss" else None
+            if val is not None and np.isfinite(val).any():
+                keep = np.isfinite(val)
+                ax.plot(x[keep], val[keep], "o", color=colour, ms=5, mec="black", mew=0.5,
+                        label=f"{label} (validation)")
         if log_scale and any((cols[column][np.isfinite(cols[column])] > 0).any() for _, cols in runs):
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
