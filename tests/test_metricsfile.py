@@ -3,6 +3,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 import pyarrow as pa
 from neurogen_tui.core.events import TrainingMetrics
 from neurogen_tui.run.files import dumps
@@ -211,3 +212,31 @@ def test_a_file_read_in_blocks_reads_the_same_whatever_the_block(tmp_path, monke
         assert list(got.columns["step"]) == list(range(1, 41)) == list(whole.columns["step"]), block
         assert got.end == whole.end == path.read_bytes().rfind(b"\n") + 1
         same_as_reference(got, python_rows(path))
+
+
+def test_any_numeric_key_is_a_column_and_a_late_key_widens_the_sidecar(tmp_path):
+    """A loop that is not our trainer logs its own names; one appears only at its evaluations."""
+    from neurogen_tui.run.files import JsonlWriter
+    from neurogen_tui.run.metricsfile import SidecarWriter
+
+    viz = tmp_path / "training_viz"
+    viz.mkdir()
+    lines, side = JsonlWriter(viz / "metrics.jsonl"), SidecarWriter(viz)
+    for step in range(1, 701):
+        row = {"step": step, "timestamp": 1000.0 + step, "train/loss": 3.0 - step / 1000, "note": "text is no column"}
+        if step % 100 == 0:
+            row["eval/acc"] = step / 1000  # first seen at step 100, after a batch of 256 is out... and again
+        side.add(row, lines.write(row))
+    live = read_metrics(viz)  # the sidecar's 512 rows, the rest parsed
+    side.close()
+    lines.close()
+    table = read_metrics(viz)
+    for t in (live, table):
+        assert len(t) == 700 and t.extra == ("train/loss", "eval/acc")
+        assert t.columns["train/loss"][-1] == pytest.approx(2.3)
+        acc = t.columns["eval/acc"]
+        assert np.isnan(acc[:99]).all() and acc[99] == pytest.approx(0.1) and acc[699] == pytest.approx(0.7)
+        assert "note" not in t.columns
+    with_side = read_sidecar(viz / "metrics.arrows")
+    assert len(with_side) == 700 and with_side.extra == ("train/loss", "eval/acc")
+    assert pa.ipc.open_stream((viz / "metrics.arrows").read_bytes()).read_all().column("eval/acc").null_count == 693

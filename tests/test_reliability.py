@@ -12,7 +12,7 @@ import pytest
 from neurogen_tui.train import checkpoint as ckpt
 from neurogen_tui.cli.entry import main
 from neurogen_tui.run.files import read_jsonl
-from neurogen_tui.cli.prepare import RunLock
+from neurogen_tui.run.lock import RunLock
 
 
 class Boom:

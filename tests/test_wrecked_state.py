@@ -331,7 +331,7 @@ def test_a_deleted_run_dir_stops_the_run_with_a_final_checkpoint_in_a_dir_of_its
 
 
 def test_a_deleted_run_dir_taken_by_another_trainer_gets_nothing_from_the_first(tmp_path):
-    from neurogen_tui.cli.prepare import RunLock
+    from neurogen_tui.run.lock import RunLock
 
     run_dir = tmp_path / "run"
     proc = start_run(run_dir)

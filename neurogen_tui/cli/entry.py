@@ -6,7 +6,7 @@ import argparse
 import difflib
 import sys
 
-from .. import __version__
+from ..core.version import __version__
 from ..train.config import GROUPS, TrainingConfig, fields
 from ..train.flags import TYPES, ConfigError, Flag, option
 from .commands import fail, run_subcommand

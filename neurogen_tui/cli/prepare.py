@@ -3,7 +3,6 @@ default) and locked, and what is worth saying about it before it starts."""
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import os
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from ..run.layout import CHECKPOINT_DIR, RUNS_HOME, RunLayout
 from ..run.listing import newest_run
+from ..run.lock import NoLock, RunLock
 from ..train.checkpoint import CheckpointError, check_world_size, list_checkpoints, resolve_resume
 from ..train.config import TrainingConfig, apply_flags, warmup_note
 from ..train.env import holds_run_dir, job_world_size, under_launcher
@@ -18,38 +18,6 @@ from ..train.flags import ConfigError
 from ..train.validate import validate
 
 log = logging.getLogger(__name__)
-
-
-class RunLock:
-    """An exclusive flock on <run-dir>/.neurogen-tui.lock for the life of the process: a second
-    neurogen-tui writing the same run dir is refused, and a lock left by a dead process is no
-    lock at all (the kernel drops it), so there is never a stale lock to clean up."""
-
-    def __init__(self, run_dir: str | Path):
-        path = RunLayout(run_dir).lock
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "another process"
-            os.close(self._fd)
-            raise ConfigError(f"{run_dir} is in use by a running neurogen-tui (pid {holder}); "
-                              f"watch it with `neurogen-tui attach {run_dir}` or pick another --run-dir") from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-class NoLock:
-    """What a rank that does not own the run dir holds: nothing."""
-
-    def release(self) -> None:
-        pass
 
 
 NOTES: list[str] = []  # said before the run starts, and again on its screen and in its log once it has one

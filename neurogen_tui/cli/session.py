@@ -28,7 +28,8 @@ from ..train.trainer import Trainer
 from ..tui.source import InProcessSource
 from ..viz.formats import EventsFollower
 from ..viz.writer import VisualizationManager
-from .prepare import NOTES, RunLock
+from ..run.lock import RunLock
+from .prepare import NOTES
 from .signals import HeadlessHangup, continue_app_after_hangup, install_stop_signals
 
 log = logging.getLogger(__name__)

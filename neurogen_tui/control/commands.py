@@ -17,6 +17,9 @@ from ..train.config import ConfigError, live_changes
 from ..train.prompts import prompt_line
 from .protocol import WAIT_LIMIT, event_message
 
+# what a run can be asked, where it does not say (our trainer takes every request)
+EVERY_REQUEST = frozenset({"pause", "stop", "checkpoint", "draw", "set", "prompt"})
+
 
 class RunCommands:
     """Notes what the trainer and the dashboards did (their events), and carries out requests.
@@ -105,7 +108,21 @@ class RunCommands:
                 "step": max(self._step, getattr(t, "step", 0)), "loss": self._loss, "pid": os.getpid(),
                 "run_dir": str(self.run_dir),
                 "last_checkpoint": ckpt[1] if ckpt else getattr(t, "last_checkpoint", None),
-                "settings": t.steer.settings() if hasattr(t, "steer") else {}}
+                "settings": t.steer.settings() if hasattr(t, "steer") else {},
+                "supports": sorted(self.supports)}
+
+    @property
+    def supports(self) -> frozenset:
+        """The requests this run takes: a run declares them (the logging API); our trainer takes all
+        (the dashboard only where there is a dashboard writer)."""
+        declared = getattr(self.trainer, "supports", None)
+        return frozenset(declared) if declared is not None else EVERY_REQUEST - ({"draw"} if self.viz is None else set())
+
+    def _unsupported(self, what: str) -> dict | None:
+        if what in self.supports:
+            return None
+        why = getattr(self.trainer, "why_not", lambda w: "")(what)
+        return {"error": f"this run does not take {what} requests" + (f": {why}" if why else "")}
 
     def do_status(self) -> dict:
         return self.status()
@@ -142,7 +159,7 @@ class RunCommands:
         return {"state": t.state, "step": t.step}
 
     def do_checkpoint(self) -> dict:
-        refused = self._refuse_if_over("checkpoint")
+        refused = self._unsupported("checkpoint") or self._refuse_if_over("checkpoint")
         if refused:
             return refused
         with self._cond:
@@ -178,19 +195,21 @@ class RunCommands:
             return {"error": "the run has already ended"}
         already = t.stop_requested
         t.request_stop()
+        note = getattr(t, "stop_note", lambda: "")()
         return {"state": RunState.STOPPING, "step": t.step,
-                "message": "already stopping" if already else "stopping after this step: final checkpoint and exports"}
+                "message": "already stopping" if already else note or "stopping after this step: final checkpoint and exports"}
 
     def do_set(self, settings) -> dict:
         """Live settings, checked as the flags are (a refusal leaves the run untouched), applied at
         the next step boundary on every rank; answered once they took effect."""
         if not isinstance(settings, dict):
             return {"error": "set: expected \"settings\": {\"NAME\": \"VALUE\", ...}", "usage": True}
-        refused = self._refuse_if_over("change settings")
+        refused = self._unsupported("set") or self._refuse_if_over("change settings")
         if refused:
             return refused
+        check = getattr(self.trainer, "check_settings", None)  # a run that declares its own settings
         try:
-            changes = live_changes(self.trainer.cfg, settings)
+            changes = check(settings) if check else live_changes(self.trainer.cfg, settings)
         except ConfigError as exc:
             return {"error": str(exc), "usage": True}
         with self._cond:
@@ -214,11 +233,12 @@ class RunCommands:
         `temperature=0.8 top_k=40 ...`); answered with the answer, also in samples.jsonl."""
         if not isinstance(text, str):
             return {"error": "prompt: expected \"text\": \"...\"", "usage": True}
-        refused = self._refuse_if_over("answer a prompt")
+        refused = self._unsupported("prompt") or self._refuse_if_over("answer a prompt")
         if refused:
             return refused
+        tokens = getattr(self.trainer, "prompt_tokens", None) or self.trainer.cfg.prompt_tokens
         try:
-            prompt, options = prompt_line(text, self.trainer.cfg.prompt_tokens)
+            prompt, options = prompt_line(text, tokens)
         except ConfigError as exc:
             return {"error": str(exc), "usage": True}
         answers = self.trainer.steer.answers

@@ -311,8 +311,16 @@ class RunService:
 
     @classmethod
     def start(cls, cfg, trainer, bus, viz=None) -> "RunService":
-        commands = RunCommands(trainer, viz, cfg.run_dir)
-        server = ControlServer(commands, cfg.run_dir)
+        """Our trainer's: its config is the run's config."""
+        return cls.serve(cfg.run_dir, cfg.display_name, cfg.max_chunks, cfg.checkpoint_dict(), trainer, bus, viz)
+
+    @classmethod
+    def serve(cls, run_dir, run_name: str, total_steps: int | None, config: dict, trainer, bus, viz=None,
+              writer: str = "trainer") -> "RunService":
+        """Any writer's: `trainer` is what the requests act on (our Trainer, or the logging API's
+        loop control, which offers the same methods and says what it supports)."""
+        commands = RunCommands(trainer, viz, run_dir)
+        server = ControlServer(commands, run_dir)
         try:
             server.start()
         except (ControlError, OSError) as exc:
@@ -322,7 +330,8 @@ class RunService:
             bus.subscribe(commands.on_event)
             if viz is not None:
                 viz.add_listener(commands.on_viz)
-        record = RunRecord(cfg, socket_path=str(server.path) if server else None)
+        record = RunRecord(run_dir, run_name, total_steps, config, socket_path=str(server.path) if server else None,
+                           writer=writer)
         bus.subscribe(record)
         return cls(record, server)
 

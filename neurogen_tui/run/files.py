@@ -170,6 +170,27 @@ class JsonlWriter:
         self._keep(line)
         return self._retry()
 
+    def extend(self, rows: list[dict]) -> list[tuple[dict, int]]:
+        """Append many rows in one write (a writer thread's batch): as append() for each."""
+        if self.held or len(rows) < 2:
+            return [pair for row in rows for pair in self.append(row)]
+        lines = [(dumps(row) + "\n").encode("utf-8") for row in rows]
+        start = self.size
+        try:
+            self._put(b"".join(lines))
+        except OSError as exc:  # cut back whole (_put): each line is then held as append() holds it
+            if not self.hold:
+                raise
+            self._trouble(exc)
+            for line in lines:
+                self._keep(line)
+            return self._retry()
+        out, end = [], start
+        for row, line in zip(rows, lines):
+            end += len(line)
+            out.append((row, end))
+        return out
+
     def _keep(self, line: bytes) -> None:
         if len(self.held) >= self.hold:
             self.held.popleft()

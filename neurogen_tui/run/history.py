@@ -31,6 +31,33 @@ COLUMNS: dict[str, type] = {
 }
 # metrics.jsonl / TrainingMetrics field for each column
 SOURCE_FIELD = {"steps": "step", "throughput": "tokens_per_sec"}
+# The names other loops log the seed's series under, first found first: the logging API keeps a
+# run's keys as it named them, and the charts recognise the usual ones (HF Trainer, Lightning,
+# torchtitan, nanoGPT forks). Ours come first.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "loss": ("loss", "train/loss", "train_loss", "training_loss", "train/loss_step", "loss_step",
+             "loss_metrics/global_avg_loss"),
+    "accuracy": ("accuracy", "acc", "train/accuracy", "train/acc", "train_acc", "train_accuracy"),
+    "throughput": ("tokens_per_sec", "tokens_per_second", "throughput", "tok/s", "train/tokens_per_sec",
+                   "perf/tokens_per_sec", "train/throughput", "wps"),
+    "learning_rate": ("learning_rate", "lr", "train/lr", "train/learning_rate", "opt/lr", "lr-AdamW"),
+    "val_loss": ("val_loss", "val/loss", "eval/loss", "eval_loss", "validation/loss", "valid/loss",
+                 "validation_loss", "test/loss"),
+}
+
+
+def keys_of(name: str) -> tuple[str, ...]:
+    """The metrics keys a history column is read from, in order of preference."""
+    return ALIASES.get(name, (SOURCE_FIELD.get(name, name),))
+
+
+def row_value(row: dict, name: str):
+    """A history column's value in one metrics row (under any of its names), or None."""
+    for key in keys_of(name):
+        value = row.get(key)
+        if value is not None:
+            return value
+    return None
 
 
 def number(value) -> float:
@@ -46,18 +73,23 @@ def columns_from_rows(rows: list[dict]) -> dict[str, np.ndarray]:
     that is missing or not a number NaN: many rows go into the history in one bulk append."""
     out = {}
     for name, dtype in COLUMNS.items():
-        key = SOURCE_FIELD.get(name, name)
         if dtype == np.int64:
-            out[name] = np.array([v if isinstance(v := r.get(key), int) else 0 for r in rows], dtype=np.int64)
+            out[name] = np.array([v if isinstance(v := r.get("step"), int) else 0 for r in rows], dtype=np.int64)
         else:
-            out[name] = np.array([number(r.get(key)) for r in rows], dtype=np.float64).astype(dtype)
+            out[name] = np.array([number(row_value(r, name)) for r in rows], dtype=np.float64).astype(dtype)
     return out
 
 
 def history_columns(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Columns keyed by metrics.jsonl field (metricsfile.MetricsTable) as the history's columns."""
-    return {name: np.asarray(fields[key], dtype=dtype) for name, dtype in COLUMNS.items()
-            if (key := SOURCE_FIELD.get(name, name)) in fields}
+    """Columns keyed by metrics.jsonl field (metricsfile.MetricsTable) as the history's columns,
+    each from the first of its names that has a value."""
+    out = {}
+    for name, dtype in COLUMNS.items():
+        found = [fields[k] for k in keys_of(name) if k in fields]
+        best = next((f for f in found if len(f) and np.isfinite(f).any()), found[0] if found else None)
+        if best is not None:
+            out[name] = np.asarray(best, dtype=dtype)
+    return out
 
 
 class MetricsHistory:
@@ -83,8 +115,8 @@ class MetricsHistory:
                 for name, dtype in COLUMNS.items():
                     self._chunks[name].append(np.full(CHUNK, np.nan if dtype != np.int64 else 0, dtype=dtype))
             for name in COLUMNS:
-                value = row.get(SOURCE_FIELD.get(name, name))
-                if value is not None:
+                value = row_value(row, name)
+                if isinstance(value, (int, float)):
                     self._chunks[name][-1][i] = value
             self._n += 1
 

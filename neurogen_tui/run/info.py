@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from .. import __version__
+from ..core.version import __version__
 from ..core.events import (CheckpointSaved, RunFailed, RunFinished, RunStarted, SettingChanged, StateChanged,
                            TrainingMetrics)
 from .files import write_json
@@ -139,10 +139,11 @@ class RunRecord:
     """Keeps run.json up to date for one trainer. Subscribe it to the trainer's bus; close() once
     the trainer and the final exports are done (it marks the final state)."""
 
-    def __init__(self, cfg, socket_path: str | None = None, clock=time.time):
-        layout = RunLayout(cfg.run_dir)
+    def __init__(self, run_dir, run_name: str, total_steps: int | None, config: "dict | Config",
+                 socket_path: str | None = None, clock=time.time, writer: str = "trainer"):
+        layout = RunLayout(run_dir)
         self.path = layout.run_file
-        self.config = Config(layout.config, cfg.checkpoint_dict())
+        self.config = config if isinstance(config, Config) else Config(layout.config, config)
         self._clock = clock
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -153,9 +154,9 @@ class RunRecord:
             "format": RUN_FORMAT, "version": __version__, "state": RunState.STARTING,
             "pid": pid, "pid_start": process_start(pid), "host": socket.gethostname(), "boot_id": boot_id(),
             "started_at": now, "updated_at": now, "ended_at": None,
-            "run_name": cfg.display_name, "run_dir": str(Path(cfg.run_dir).resolve()),
+            "run_name": run_name, "run_dir": str(Path(run_dir).resolve()), "writer": writer,
             "log": str(layout.log.resolve()),
-            "socket": socket_path, "step": 0, "total_steps": cfg.max_chunks, "loss": None,
+            "socket": socket_path, "step": 0, "total_steps": total_steps, "loss": None,
             "last_checkpoint": None, "reason": None, "error": None,
         }
         self.write()
@@ -179,10 +180,16 @@ class RunRecord:
         while not self._closed.wait(HEARTBEAT):
             self.write()
 
+    def progress(self, step: int, loss: float | None) -> None:
+        """The newest step (in memory: the heartbeat and the next state change write it)."""
+        self.info["step"] = step
+        if loss is not None:
+            self.info["loss"] = loss
+
     def __call__(self, event) -> None:
         """Bus subscriber (trainer thread): progress in memory, a rewrite only on state changes."""
         if isinstance(event, TrainingMetrics):
-            self.info["step"], self.info["loss"] = event.step, event.loss
+            self.progress(event.step, event.loss)
         elif isinstance(event, StateChanged):
             self.write(state=event.state if event.state in LIVE_STATES else RunState.STOPPING)
         elif isinstance(event, RunStarted):

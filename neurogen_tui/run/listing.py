@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..core.text import sanitize
 from .files import read_jsonl, tail_jsonl
+from .history import row_value
 from .info import liveness, read_config, read_run_info
 from .layout import CHECKPOINT_DIR, LIVE_STATES, PREVIOUS_RUNS, VIZ_DIR, RunLayout, RunState
 from .timeline import describe
@@ -79,7 +80,7 @@ def summarize(run_dir: Path, root: Path, now: float | None = None) -> dict:
            "total_steps": config.get("max_chunks"), "lr": config.get("lr"), "model": config.get("model"),
            "updated": mtime, "note": "", "last_event": last_event(run_dir), "config": config}
     if row is not None:
-        out["step"], out["loss"] = row.get("step"), row.get("loss")
+        out["step"], out["loss"] = row.get("step"), row_value(row, "loss")
     if info is None:
         out["note"] = "no run.json (an older run, or not started by neurogen-tui)"
         return out

@@ -8,8 +8,12 @@ that its last row is the line ending at that offset, and parses only the lines a
 that is missing (runs of older versions), torn by a crash, from another schema or out of step with
 metrics.jsonl is not trusted: the whole JSONL file is parsed instead, by pyarrow's multi-threaded
 JSON reader, and by a line-by-line loop only for a block pyarrow refuses (a corrupt line). A torn
-last line is never read; a null or missing value reads as NaN; fields added by a newer version are
-ignored.
+last line is never read; a null or missing value reads as NaN.
+
+Beside our trainer's fields (FIELDS), any other numeric key a writer logs (`train/loss`,
+`eval/acc`: the logging API, a TensorBoard run's tags) is kept as a column of its own under the
+name it was given, in the sidecar too: a key that first appears mid-run widens the sidecar's
+schema once (it is rewritten with the new column). Text and nested values are not columns.
 """
 from __future__ import annotations
 
@@ -44,14 +48,21 @@ def _arrow():
     return pa
 
 
-def schema(sidecar: bool = True):
-    """The sidecar's schema (the fields, then `jsonl_end`), or (sidecar=False) the fields read from JSON."""
+def schema(sidecar: bool = True, extra: tuple[str, ...] = ()):
+    """The sidecar's schema (the fields, the `extra` keys as float64, then `jsonl_end`), or
+    (sidecar=False) the fields read from JSON."""
     pa = _arrow()
     types = {"step": pa.int64(), "tokens_seen": pa.int64(), "skipped": pa.bool_()}
     fields = [pa.field(name, types.get(name, pa.float64())) for name in FIELDS]
+    fields += [pa.field(name, pa.float64()) for name in extra if name not in FIELDS]
     if not sidecar:
         return pa.schema(fields)
     return pa.schema([*fields, pa.field("jsonl_end", pa.int64())], metadata={b"neurogen_tui.sidecar": SIDECAR_VERSION})
+
+
+def extra_keys(columns: dict) -> tuple[str, ...]:
+    """The columns beyond our trainer's fields, in the order they came."""
+    return tuple(name for name in columns if name not in FIELDS)
 
 
 @dataclass
@@ -65,6 +76,10 @@ class MetricsTable:
 
     def __len__(self) -> int:
         return len(self.columns["step"])
+
+    @property
+    def extra(self) -> tuple[str, ...]:
+        return extra_keys(self.columns)
 
     def select(self, keep: np.ndarray) -> "MetricsTable":
         return MetricsTable({k: v[keep] for k, v in self.columns.items()}, self.ends[keep], self.end)
@@ -91,7 +106,9 @@ def _concat(tables: list[MetricsTable], end: int) -> MetricsTable:
         return MetricsTable(end=end)
     if len(tables) == 1:
         return MetricsTable(tables[0].columns, tables[0].ends, end)
-    return MetricsTable({k: np.concatenate([t.columns[k] for t in tables]) for k in FIELDS},
+    names = list(dict.fromkeys(k for t in tables for k in t.columns))  # a key one part lacks is NaN there
+    return MetricsTable({k: np.concatenate([t.columns[k] if k in t.columns else np.full(len(t), np.nan)
+                                            for t in tables]) for k in names},
                         np.concatenate([t.ends for t in tables]), end)
 
 
@@ -103,24 +120,30 @@ def _from_arrow(table) -> tuple[dict[str, np.ndarray], np.ndarray]:
     if table.num_rows and table.column("step").null_count:
         table = table.filter(pc.is_valid(table.column("step")))
     cols = {}
-    for name in FIELDS:
+    names = list(FIELDS) + [n for n in table.column_names if n not in FIELDS and n != "jsonl_end"]
+    for name in names:
         if name not in table.column_names:
             cols[name] = np.full(table.num_rows, np.nan) if name != "step" else np.zeros(table.num_rows, np.int64)
             continue
         col = table.column(name)
         if name == "step":
             cols[name] = col.to_numpy().astype(np.int64, copy=False)
-        else:
+        elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type) \
+                or pa.types.is_null(col.type):
             cols[name] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        # other keys (text, nested values) are not columns
     ends = (table.column("jsonl_end").to_numpy().astype(np.int64, copy=False) if "jsonl_end" in table.column_names
             else np.full(table.num_rows, -1, np.int64))
     return cols, ends
 
 
 def fields_from_rows(rows: list[dict]) -> dict[str, np.ndarray]:
-    """Metrics rows (dicts) as the table's columns: a value missing or not a number is NaN."""
+    """Metrics rows (dicts) as the table's columns: our fields, then every other key with a number
+    in some row; a value missing or not a number is NaN."""
+    extra = dict.fromkeys(k for r in rows for k, v in r.items()
+                          if k not in FIELDS and isinstance(v, (int, float)) and not isinstance(v, bool))
     return {name: (np.array([r["step"] for r in rows], np.int64) if name == "step"
-                   else np.array([number(r.get(name)) for r in rows], np.float64)) for name in FIELDS}
+                   else np.array([number(r.get(name)) for r in rows], np.float64)) for name in (*FIELDS, *extra)}
 
 
 def _parse_lines(data: bytes, base: int) -> MetricsTable:
@@ -144,7 +167,7 @@ def parse_jsonl(data: bytes, base: int = 0) -> MetricsTable:
     try:
         parsed = pj.read_json(pa.BufferReader(data), read_options=pj.ReadOptions(use_threads=True, block_size=1 << 22),
                               parse_options=pj.ParseOptions(explicit_schema=schema(sidecar=False),
-                                                            unexpected_field_behavior="ignore"))
+                                                            unexpected_field_behavior="infer"))
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError):
         return _parse_lines(data, base)
     cols, _ = _from_arrow(parsed)
@@ -258,15 +281,19 @@ def read_metrics(viz_dir: str | Path, max_step: int | None = None) -> MetricsTab
 
 def arrow_table(columns: dict[str, np.ndarray]):
     """Numpy columns (MetricsTable.columns) as an Arrow table of the sidecar's field types, NaN as
-    null (`export --format csv|parquet`)."""
-    return _arrow().table(_arrays(columns))
+    null, every extra key after our fields (`export --format csv|parquet`)."""
+    return _arrow().table(_arrays(columns, schema(sidecar=False, extra=extra_keys(columns))))
 
 
-def _arrays(columns: dict[str, np.ndarray]) -> dict:
+def _arrays(columns: dict[str, np.ndarray], sch) -> dict:
     pa = _arrow()
     arrays = {}
-    for f in schema(sidecar=False):
-        values = columns[f.name]
+    for f in sch:
+        if f.name == "jsonl_end":
+            continue
+        values = columns.get(f.name)
+        if values is None:
+            values = np.full(len(columns["step"]), np.nan)
         if f.name == "step":
             arrays[f.name] = pa.array(values, pa.int64())
             continue
@@ -280,7 +307,7 @@ def _arrays(columns: dict[str, np.ndarray]) -> dict:
 def _batches(table: MetricsTable, sch, size: int = 1 << 16):
     pa = _arrow()
     for start in range(0, len(table), size):
-        part = _arrays({k: v[start:start + size] for k, v in table.columns.items()})
+        part = _arrays({k: v[start:start + size] for k, v in table.columns.items()}, sch)
         yield pa.record_batch([*part.values(), pa.array(table.ends[start:start + size], pa.int64())], schema=sch)
 
 
@@ -290,21 +317,44 @@ class SidecarWriter:
 
     def __init__(self, viz_dir: Path, table: MetricsTable | None = None):
         self.path = Path(viz_dir) / METRICS_SIDECAR
-        self._schema = schema()
         table = table if table is not None else MetricsTable()
         known = table.ends >= 0
         if not known.all():  # rows whose end is not known cannot be checked against: leave them to the JSONL
             cut = int(np.argmin(known))
             table = table.select(np.arange(len(table)) < cut)
+        self._rows: list[dict] = []
+        self._ends: list[int] = []
+        self._fh = None
+        self._start(table)
+
+    def _start(self, table: MetricsTable) -> None:
+        """The sidecar written anew (atomically) with `table`'s rows and columns, then appended to."""
+        self.extra = table.extra
+        self._schema = schema(extra=self.extra)
         parts = [self._schema.serialize().to_pybytes()] + [b.serialize().to_pybytes() for b in _batches(table, self._schema)]
         atomic_write(self.path, b"".join(parts))
         self._fh = open(self.path, "ab")
-        self._rows: list[dict] = []
-        self._ends: list[int] = []
+
+    def _widen(self, row: dict) -> None:
+        """A key no row had before: the sidecar is written again with a column for it (once a key)."""
+        new = tuple(k for k, v in row.items() if k not in FIELDS and k not in self.extra
+                    and isinstance(v, (int, float)) and not isinstance(v, bool))
+        if not new:
+            return
+        self.flush()
+        if self._fh is None:
+            return
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        table = read_sidecar(self.path)
+        columns = {**table.columns, **{k: np.full(len(table), np.nan) for k in self.extra + new if k not in table.columns}}
+        self._start(MetricsTable(columns, table.ends, table.end))
 
     def add(self, row: dict, end: int) -> None:
         if self._fh is None:  # closed, or abandoned after a disk that stayed full
             return
+        if len(row) > len(FIELDS) or any(k not in FIELDS for k in row):
+            self._widen(row)
         self._rows.append(row)
         self._ends.append(end)
         if len(self._rows) >= FLUSH_ROWS:
@@ -314,6 +364,7 @@ class SidecarWriter:
         if not self._rows or self._fh is None:
             return
         batch = next(_batches(MetricsTable(fields_from_rows(self._rows), np.array(self._ends, np.int64)), self._schema))
+        # (a row's keys beyond the schema were widened for in add(): fields_from_rows' extras fit it)
         start = self._fh.tell()
         try:
             self._fh.write(batch.serialize().to_pybytes())  # one write: a crash leaves at most a torn last batch

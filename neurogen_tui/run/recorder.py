@@ -43,10 +43,19 @@ class MetricsRecorder:
 
     def __call__(self, event) -> None:
         if isinstance(event, TrainingMetrics):
-            for row, end in self.metrics.append(event.to_dict()):
-                self.columns.add(row, end)
+            self.write_row(event.to_dict())
         elif isinstance(event, TextSample):
             self.samples.append(event.to_dict())
+
+    def write_row(self, row: dict) -> None:
+        """One metrics row (`step` and any keys: our trainer's fields, or a loop's own names)."""
+        for written, end in self.metrics.append(row):
+            self.columns.add(written, end)
+
+    def write_rows(self, rows: list[dict]) -> None:
+        """Many rows in one write (the logging API's writer thread)."""
+        for written, end in self.metrics.extend(rows):
+            self.columns.add(written, end)
 
     def close(self) -> None:
         self.metrics.close()

@@ -35,6 +35,7 @@ from .state import RunView
 from .widgets import HelpScreen
 
 log = logging.getLogger(__name__)
+REQUEST_OF = {"pause": "pause", "checkpoint": "checkpoint", "draw": "draw", "prompt": "prompt", "settings": "set"}
 
 
 class ChartsBuilt(Message):
@@ -94,9 +95,9 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
         # NoColor filter drop them altogether (app.tcss marks the state by reverse video instead)
         super().__init__(ansi_color=True if "NO_COLOR" in os.environ else None)
         self.source = source
-        self.caps = source.caps
         self.on_hangup = on_hangup
         self.close_when_done = close_when_done  # --test: the smoke run's screen closes when it ends
+        self._caps_shown = source.caps
         self._end_said = False
         self.run_state = RunView(source.title, read_only=not self.caps.control, run_dir=source.run_dir)
         self.monitor = MonitorScreen()
@@ -125,6 +126,11 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
         self.run_state.charts = self.chart_settings.summary()
         self._charts_changed = False  # a key changed the settings: redraw now, whatever the timers say
         self._save_warned = False
+
+    @property
+    def caps(self):
+        """The source's capabilities as they are now (an attached run says what it takes once it answers)."""
+        return self.source.caps
 
     def get_default_screen(self) -> MonitorScreen:
         return self.monitor
@@ -182,6 +188,9 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
                 screen.header.info = rs.header()
                 self._header_at, self._header_state = now, rs.state
         self.state, self.step = rs.state, rs.step
+        if self.caps != self._caps_shown:  # an attached run said what it takes: the footer's keys follow
+            self._caps_shown = self.caps
+            self.refresh_bindings()
         if rs.done is not None and (self.exit_requested or self.close_when_done):
             self.exit(rs.done.exit_code, return_code=rs.done.exit_code)
         elif rs.done is not None and not self._end_said:  # ended without a q from here: ctl stop, another viewer
@@ -251,7 +260,7 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
         if action in ("stop", "close") and isinstance(self.screen, (PromptScreen, SettingsScreen)):
             return False  # q is a letter of the prompt being typed (Ctrl+Q and Ctrl+C still stop)
         if action in ("pause", "checkpoint", "draw", "prompt", "settings"):
-            return caps.control and self.run_state.done is None and (
+            return caps.control and REQUEST_OF[action] in caps.can and self.run_state.done is None and (
                 action in ("pause", "checkpoint", "draw") or self.screen is self.monitor)
         if action == "stop":
             return caps.control

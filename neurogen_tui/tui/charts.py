@@ -124,6 +124,7 @@ class MetricChart(PlotextPlot):
         self.marks: list[tuple[float, str]] = []  # (x, kind) of the setting changes and guard actions drawn
         self.points = 0
         self.x_span = ""  # the X range, said in the caption where the chart has no axis labels
+        self.rows = 0  # the history's rows when last built: with none of this chart's, the run does not log it
         self._text = Text("")
 
     @property
@@ -143,6 +144,7 @@ class MetricChart(PlotextPlot):
             self.series.configure(settings.smoothing if spec.smooth else 0.0, settings.x)
             self.series.wanted = [step for step, _ in marks]
             self.series.update(history)
+            self.rows = len(history)
             self.marks = self.series.mark_positions(marks)
             if width < 4 or height < 2:
                 return Text("")
@@ -265,7 +267,9 @@ class ChartPanel(Vertical, can_focus=True):
         text.append(spec.title, "bold")
         if self.chart.log_y:
             text.append(" log", "dim")
-        if not series.seen:
+        if not series.seen or last["value"] != last["value"]:  # no rows yet, or none with this series
+            if self.chart.rows:  # a loop that is not our trainer may not log this series at all
+                text.append(" not logged by this run", "dim")
             return text
         has_ema = "smooth" in last and last["smooth"] == last["smooth"]  # not NaN
         if spec.raw_in_caption or not has_ema:

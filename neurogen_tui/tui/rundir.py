@@ -16,6 +16,7 @@ shows the whole run at once, however late it opened.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -162,6 +163,8 @@ class RunDirSource(RunSource):
                 self._show_state(msg["state"])
             if isinstance(msg.get("settings"), dict):
                 self.remote_settings = msg["settings"]
+            if isinstance(msg.get("supports"), list):  # what the run takes: the keys and help follow
+                self.caps = dataclasses.replace(self.caps, can=frozenset(map(str, msg["supports"])))
             return
         event = message_event(msg)
         if isinstance(event, RunStarted) and self.caps.owns:  # this run just started: the header's clock starts now

@@ -32,9 +32,13 @@ from ..train.prompts import prompt_line
 log = logging.getLogger(__name__)
 
 
+EVERY_REQUEST = frozenset({"pause", "stop", "checkpoint", "draw", "set", "prompt"})
+
+
 @dataclass(frozen=True)
 class Capabilities:
     control: bool = False  # p, c, d and q reach the run (without: q closes the viewer)
+    can: frozenset = EVERY_REQUEST  # what the run takes (a logging-API run declares less): the keys follow
     owns: bool = False  # this process started the run: q, Ctrl+C, SIGTERM stop it; SIGHUP follows --on-hangup
     detach: bool = False  # x closes the screen and leaves the run going
     shares_gil: bool = False  # the trainer is a thread of this process: the screen's CPU is always training's

@@ -230,9 +230,9 @@ class LogPane(OwnScroll, RichLog):
 
 # ---- help ---------------------------------------------------------------------------------------
 KEYS = (  # short enough for one line each in the help at 80x24; the third field: who has the key
-    ("p", "pause / resume (the trainer waits at a step boundary)", "control"),
-    ("c", "write a checkpoint now", "control"),
-    ("d", "draw the dashboard PNG and JSON now", "control"),
+    ("p", "pause / resume (the trainer waits at a step boundary)", "pause"),
+    ("c", "write a checkpoint now", "checkpoint"),
+    ("d", "draw the dashboard PNG and JSON now", "draw"),
     ("q ^C ^Q", "stop: final checkpoint, dashboard and JSON, then exit", "control"),
     ("q q q", "while stopping, after 5 s: leave without them", "control"),
     ("q ^C", "close this viewer (the run goes on)", "read-only"),
@@ -244,8 +244,8 @@ KEYS = (  # short enough for one line each in the help at 80x24; the third field
     ("t", "X axis: step, tokens seen, wall time", ""),
     ("z", "window: whole run, last 10k, 1k, 100 steps", ""),
     ("0", "reset the charts (they are kept for next time)", ""),
-    ("g", "prompt the model as it is now (answer in the samples)", "control"),
-    ("e", "change live settings (learning rate, intervals, ...)", "control"),
+    ("g", "prompt the model as it is now (answer in the samples)", "prompt"),
+    ("e", "change live settings (learning rate, intervals, ...)", "set"),
     ("?", "this help (Esc closes it)", ""),
 )
 
@@ -253,7 +253,7 @@ KEYS = (  # short enough for one line each in the help at 80x24; the third field
 def keys_for(caps: Capabilities) -> list[tuple[str, str]]:
     """The keys that do something for this source: a read-only viewer is not told of p, c or e."""
     has = {"": True, "control": caps.control, "read-only": not caps.control, "detach": caps.detach}
-    return [(key, what) for key, what, who in KEYS if has[who]]
+    return [(key, what) for key, what, who in KEYS if has.get(who, caps.control and who in caps.can)]
 
 
 def help_notes(caps: Capabilities) -> list[str]:

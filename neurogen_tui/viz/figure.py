@@ -74,11 +74,12 @@ def dashboard_title(run_name: str, columns: Mapping[str, np.ndarray]) -> str:
     steps = columns["steps"]
     if not len(steps):
         return f"{sanitize(run_name, limit=80)} — no steps yet"
-    acc = float(columns["accuracy"][-1]) * 100
+    acc, loss = float(columns["accuracy"][-1]) * 100, float(columns["loss"][-1])
     mfu = columns.get("mfu")
-    mfu_text = f", MFU {float(mfu[-1]) * 100:.1f}%" if mfu is not None and len(mfu) and np.isfinite(mfu[-1]) else ""
-    return (f"{sanitize(run_name, limit=80)} — step {int(steps[-1]):,}   "
-            f"(loss {float(columns['loss'][-1]):.4f}, accuracy {acc:.1f}%{mfu_text})")
+    parts = [f"loss {loss:.4f}" if np.isfinite(loss) else "", f"accuracy {acc:.1f}%" if np.isfinite(acc) else "",
+             f"MFU {float(mfu[-1]) * 100:.1f}%" if mfu is not None and len(mfu) and np.isfinite(mfu[-1]) else ""]
+    said = ", ".join(p for p in parts if p)  # a run that does not log a series: not "nan"
+    return f"{sanitize(run_name, limit=80)} — step {int(steps[-1]):,}" + (f"   ({said})" if said else "")
 
 
 MAX_MARKS = 200  # setting changes and guard actions marked, the newest
@@ -174,8 +175,11 @@ class Dashboard:
             if ax is not self.axes[4]:  # relim() ignores collections: the scatter sets its own limits
                 ax.relim()
             ax.autoscale_view()
-        for ax, text in zip(self.axes, self.empty):
-            text.set_visible(not len(x))
+        lacks = {1: acc, 2: c["throughput"], 3: c["learning_rate"], 4: acc}  # panels of a series a run may not log
+        for i, (ax, text) in enumerate(zip(self.axes, self.empty)):
+            missing = len(x) and i in lacks and not np.isfinite(lacks[i]).any()
+            text.set_text("not logged by this run" if missing else "no data yet")
+            text.set_visible(not len(x) or bool(missing))
         self._update_table(list(samples)[-display_samples:] if display_samples > 0 else [])
         self._update_marks(marks, int(x[-1]) if len(x) else 0)
         return self.fig

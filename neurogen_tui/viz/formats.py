@@ -27,7 +27,7 @@ from ..run.files import TailedFile
 from ..run.history import number
 from ..run.info import liveness, read_run_info
 from ..run.layout import ENDED_STATES, SAMPLES_FILE, TENSORBOARD_DIR, RunLayout
-from ..run.metricsfile import arrow_table, parse_jsonl, read_metrics
+from ..run.metricsfile import arrow_table, extra_keys, parse_jsonl, read_metrics
 from ..run.reader import load_samples
 
 FORMATS = ("tensorboard", "csv", "parquet")
@@ -91,6 +91,7 @@ class EventsWriter:
         S = self._summary
         steps, stamps = columns["step"].tolist(), columns["timestamp"].tolist()
         series = [(tag, columns[name].tolist()) for name, tag in TAGS.items()]
+        series += [(name, columns[name].tolist()) for name in extra_keys(columns)]  # a loop's own keys, as named
         for i, step in enumerate(steps):
             values = [S.Value(tag=tag, simple_value=v[i]) for tag, v in series if not math.isnan(v[i])]
             if values:
