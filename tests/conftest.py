@@ -7,6 +7,10 @@ import zstandard
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the network
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the suite runs on as many workers as cores (pyproject.toml): one torch thread each (and in the
+    # trainers they start), or OpenMP's spinning threads fight over the cores and everything crawls
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

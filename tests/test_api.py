@@ -329,6 +329,7 @@ def test_a_hugging_face_trainer_run_shows_in_watch_and_stops_on_ctl_with_a_saved
     assert info["state"] == "stopped" and json.loads((run / "config.json").read_text())["model.n_layer"] == 2
 
 
+@pytest.mark.slow  # Lightning's import alone is seconds; the HF Trainer's test covers an adapter in the default suite
 def test_a_lightning_run_logs_through_the_logger_and_takes_a_checkpoint_and_a_stop_from_ctl(tmp_path):
     pytest.importorskip("lightning")
     script = tmp_path / "lit.py"

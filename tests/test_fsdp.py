@@ -88,6 +88,7 @@ def test_fsdp_trains_like_ddp_on_the_same_global_batch(fsdp_run, tmp_path):
         torch.testing.assert_close(fsdp_model[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
 
 
+@pytest.mark.slow  # two more 2-rank runs; the sharded checkpoints' writing and the match with DDP stay in the default suite
 def test_fsdp_resume_from_a_sharded_checkpoint_continues_exactly(fsdp_run, tmp_path):
     """Steps 1-2, checkpoint, then 3-4 in a new job resumed from the DCP directory: the same
     losses and weights as the job that ran 1-4 straight."""

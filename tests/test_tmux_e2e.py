@@ -80,8 +80,10 @@ def command(run_dir: Path, *flags: str, pid_file: Path | None = None) -> str:
 def test_app_in_tmux_at_80x24_trains_every_panel_the_chart_keys_and_x_leaves_it_going(tmux, tmp_path):
     t = tmux(80, 24)
     run_dir = tmp_path / "run"
-    t.start(command(run_dir, "--test", "--max-chunks", "100000", "--epochs", "0"))
-    screen = t.wait_for(r"RUNNING .*step \d*[3-9]/")
+    # --on-hangup stop: if this test fails half way, the fixture's kill-server stops the run with it
+    t.start(command(run_dir, "--test", "--max-chunks", "100000", "--epochs", "0", "--on-hangup", "stop"))
+    t.wait_for(r"RUNNING .*step \d*[3-9]/")
+    screen = t.wait_for(r"(?s)loss .*accuracy % .*learning rate .*model output")  # the first charts drawn (a loaded machine is slower)
     lines = screen.splitlines()
     assert re.search(r"step \d+/100,000 +━*─+ +\d+%", lines[0]), lines[0]
     assert "elapsed" in lines[1] and "RSS" in lines[1]

@@ -133,8 +133,8 @@ def test_rotation_never_deletes_the_newest_trusted_checkpoint(tmp_path):
         "checkpoint_step_000010.pt", "checkpoint_step_000030.pt", "checkpoint_step_000040.pt"]
 
 
-@pytest.mark.parametrize("order", [pytest.param(("lr=50", "eval_interval=100", "checkpoint"), marks=pytest.mark.slow),
-                                   ("lr=50", "checkpoint", "eval_interval=100")])
+@pytest.mark.slow  # the in-process tests above take the same requests at exact boundaries in the default suite
+@pytest.mark.parametrize("order", [("lr=50", "eval_interval=100", "checkpoint"), ("lr=50", "checkpoint", "eval_interval=100")])
 def test_end_to_end_harm_then_change_and_checkpoint_then_sigkill_and_resume_ends_healthy(tmp_path, order):
     """As a user does it, in every order: a run in one process; from another, one request after the
     other as fast as a client can (each lands at the next step boundary); SIGKILL; --resume latest."""

@@ -14,7 +14,7 @@ from ..core.text import sanitize
 from ..run.files import atomic_write, tail_jsonl
 from ..run.info import liveness, read_run_info
 from ..run.layout import EXIT_FAILED, EXIT_OK, EXIT_USAGE, LIVE_STATES, METRICS_FILE, RENDER_PNG, VIZ_DIR, RunState
-from ..run.listing import find_runs, format_table, newest_run, summarize
+from ..run.listing import find_runs, format_table, is_our_run, newest_run, summarize
 from ..run.reader import RunDirError, find_viz_dir, load_run
 from ..run.timeline import describe, digest, read_events
 from ..run.timeline import marks as timeline_marks
@@ -81,11 +81,37 @@ def main_compare(argv: list[str]) -> int:
 
 
 # ---- watch, attach -----------------------------------------------------------------------------------
-def _show(source, ui_budget: float | None) -> int:
+def _show(source, ui_budget: float | None, back: bool = False):
+    """One run's screen; with `back`, Esc leaves it for the workspace it was opened from ("back")."""
     from ..tui.app import MonitorApp  # Textual, only for the commands that open the screen
 
-    code = MonitorApp(source, ui_budget=ui_budget).run()
+    app = MonitorApp(source, ui_budget=ui_budget, back=back)
+    code = app.run()
+    if app.went_back:
+        return "back"
     return EXIT_FAILED if code is None else int(code)
+
+
+def is_workspace(root: Path) -> bool:
+    """A directory holding runs (more than one, or one below it), not a run of ours itself: the
+    workspace. A TensorBoard logdir opens there too (the single-run screen reads our files)."""
+    return root.is_dir() and not is_our_run(root) and bool(find_runs(root))
+
+
+def workspace(root: Path, control: bool, poll: float, ui_budget: float | None) -> int:
+    """The runs workspace; Enter opens one run as its own screen, Esc comes back."""
+    from ..tui.workspace import WorkspaceApp
+
+    state = None  # the runs, their selection and lines, kept while one run is open
+    while True:
+        app = WorkspaceApp(root, control=control, ws=state)
+        result = app.run()
+        state = app.ws
+        if not (isinstance(result, tuple) and result[0] == "open"):
+            return EXIT_OK
+        source = attach_source(result[1], poll) if control else RunDirSource(result[1], poll=poll)
+        if _show(source, ui_budget, back=True) != "back":
+            return EXIT_OK
 
 
 def main_watch(argv: list[str]) -> int:
@@ -97,6 +123,8 @@ def main_watch(argv: list[str]) -> int:
         if not args.wait:
             return fail(f"watch: {run_dir}: no such directory (--wait waits for a run to start writing there)")
         print(f"neurogen-tui: {run_dir} does not exist yet; waiting for the run to start writing")
+    if is_workspace(run_dir):
+        return workspace(run_dir, False, max(0.05, args.poll), args.ui_budget)
     return _show(RunDirSource(run_dir, poll=max(0.05, args.poll)), args.ui_budget)
 
 
@@ -144,6 +172,8 @@ def find_run(run_dir: str) -> Path | int:
 
 def main_attach(argv: list[str]) -> int:
     args = attach_parser().parse_args(argv)
+    if is_workspace(Path(args.run_dir)) and len(find_runs(Path(args.run_dir))) > 1:
+        return workspace(Path(args.run_dir), True, max(0.05, args.poll), args.ui_budget)
     run = find_run(args.run_dir)
     if isinstance(run, int):
         return run

@@ -267,11 +267,12 @@ def tail_jsonl(path: str | os.PathLike, n: int) -> tuple[list[dict], int]:
         return seen[0] > n + 16
 
     try:
-        data, start, end = _backwards(Path(path), enough)
+        data, start, end = _backwards(Path(path), enough, block=1 << 16)
     except FileNotFoundError:
         return [], 0
     data, _ = _whole_lines(data, start)
-    return [row for row, _ in jsonl_objects(data)][-n:], end
+    keep = data.split(b"\n")[-(n + 17):]  # only the last lines are parsed (a block holds thousands)
+    return [row for row, _ in jsonl_objects(b"\n".join(keep))][-n:], end
 
 
 def _whole_lines(data: bytes, start: int) -> tuple[bytes, int]:

@@ -18,24 +18,33 @@ from ..core.text import sanitize
 from .files import read_jsonl, tail_jsonl
 from .history import row_value
 from .info import liveness, read_config, read_run_info
-from .layout import CHECKPOINT_DIR, LIVE_STATES, PREVIOUS_RUNS, VIZ_DIR, RunLayout, RunState
+from .layout import CHECKPOINT_DIR, LIVE_STATES, PREVIOUS_RUNS, TENSORBOARD_DIR, VIZ_DIR, RunLayout, RunState
+from .tensorboard import is_tensorboard_dir
 from .timeline import describe
 
 SKIP_DIRS = {VIZ_DIR, CHECKPOINT_DIR, PREVIOUS_RUNS, "__pycache__", "node_modules"}
 TAIL_BYTES = 64 * 1024
 
 
-def is_run_dir(path: Path) -> bool:
+def is_our_run(path: Path) -> bool:
+    """A run directory written by our trainer or the logging API."""
     layout = RunLayout(path)
     return layout.run_file.is_file() or layout.metrics.is_file()
 
 
+def is_run_dir(path: Path) -> bool:
+    """A run directory: ours, or a TensorBoard logdir (one run a directory of event files)."""
+    return is_our_run(path) or is_tensorboard_dir(path)
+
+
 def find_runs(root: Path, depth: int = 3) -> list[Path]:
-    """Run directories at `root` and below it, at most `depth` levels down, hidden dirs skipped."""
+    """Run directories at `root` and below it, at most `depth` levels down, hidden dirs skipped
+    (and a run's own TensorBoard events and exports: they are that run, not another)."""
     found: list[Path] = []
 
     def walk(directory: Path, level: int) -> None:
-        if is_run_dir(directory):
+        ours = is_our_run(directory)
+        if ours or is_tensorboard_dir(directory):
             found.append(directory)
         if level >= depth:
             return
@@ -48,7 +57,8 @@ def find_runs(root: Path, depth: int = 3) -> list[Path]:
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 continue
-            if is_dir and not entry.name.startswith(".") and entry.name not in SKIP_DIRS:
+            if is_dir and not entry.name.startswith(".") and entry.name not in SKIP_DIRS and not (
+                    ours and entry.name in (TENSORBOARD_DIR, "export")):
                 walk(Path(entry.path), level + 1)
 
     walk(root, 0)
@@ -56,15 +66,21 @@ def find_runs(root: Path, depth: int = 3) -> list[Path]:
 
 
 def last_metrics_row(path: Path) -> dict | None:
-    """The newest complete, valid line of a metrics.jsonl, reading only its tail."""
+    """The newest complete, valid line of a metrics.jsonl, reading only its tail (8 KB, more where
+    the lines are long)."""
     try:
-        rows, _ = read_jsonl(path, max(0, path.stat().st_size - TAIL_BYTES))  # a line cut at the start is skipped
+        size = path.stat().st_size
+        for tail in (8 * 1024, TAIL_BYTES):
+            rows, _ = read_jsonl(path, max(0, size - tail))  # a line cut at the start is skipped
+            row = next((r for r in reversed(rows) if isinstance(r.get("step"), int)), None)
+            if row is not None or tail >= size:
+                return row
     except OSError:
         return None
-    return next((row for row in reversed(rows) if isinstance(row.get("step"), int)), None)
+    return None
 
 
-def summarize(run_dir: Path, root: Path, now: float | None = None) -> dict:
+def summarize(run_dir: Path, root: Path, now: float | None = None, events: bool = True) -> dict:
     """One run's line for `ls` (and --json): name, state, step, loss, updated, note."""
     now = time.time() if now is None else now
     info = read_run_info(run_dir)
@@ -78,9 +94,11 @@ def summarize(run_dir: Path, root: Path, now: float | None = None) -> dict:
     config = read_config(run_dir)
     out = {"path": str(run_dir), "name": rel, "run_name": None, "state": RunState.UNKNOWN, "step": None, "loss": None,
            "total_steps": config.get("max_chunks"), "lr": config.get("lr"), "model": config.get("model"),
-           "updated": mtime, "note": "", "last_event": last_event(run_dir), "config": config}
+           "updated": mtime, "note": "", "last_event": last_event(run_dir) if events else None, "config": config}
     if row is not None:
         out["step"], out["loss"] = row.get("step"), row_value(row, "loss")
+    if info is None and row is None and is_tensorboard_dir(run_dir):
+        return tensorboard_summary(run_dir, out, now)
     if info is None:
         out["note"] = "no run.json (an older run, or not started by neurogen-tui)"
         return out
@@ -96,6 +114,17 @@ def summarize(run_dir: Path, root: Path, now: float | None = None) -> dict:
     if out["total_steps"] is None and isinstance(info.get("total_steps"), int):
         out["total_steps"] = info["total_steps"]
     out["note"] = _note(info, state)
+    return out
+
+
+def tensorboard_summary(run_dir: Path, out: dict, now: float) -> dict:
+    """A TensorBoard logdir's line: growing (written in the last half minute) or idle."""
+    try:
+        mtime = max(e.stat().st_mtime for e in os.scandir(run_dir) if e.is_file())
+    except (OSError, ValueError):
+        mtime = None
+    out.update(updated=mtime, note="TensorBoard logdir", kind="tensorboard",
+               state=RunState.WATCHING if mtime and now - mtime < 30 else RunState.IDLE)
     return out
 
 

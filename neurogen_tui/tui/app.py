@@ -72,6 +72,7 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
         # the cockpit: talk to the model, change the live run
         Binding("g", "prompt", "prompt", show=False),
         Binding("e", "settings", "settings", show=False),
+        Binding("escape", "back", "workspace", show=False),
     ]
     CHART_ACTIONS = {"chart_log", "smoothing", "x_axis", "window", "chart_reset"}
     # Keys do not wait for these timers; they only set how fresh the numbers on screen are.
@@ -90,13 +91,15 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
     step: var[int] = var(0)
 
     def __init__(self, source: RunSource, ui_budget: float | None = None, on_hangup: str = "continue",
-                 close_when_done: bool = False) -> None:
+                 close_when_done: bool = False, back: bool = False) -> None:
         # NO_COLOR: Textual alone would only turn colours to greys; native ANSI colours let its
         # NoColor filter drop them altogether (app.tcss marks the state by reverse video instead)
         super().__init__(ansi_color=True if "NO_COLOR" in os.environ else None)
         self.source = source
         self.on_hangup = on_hangup
         self.close_when_done = close_when_done  # --test: the smoke run's screen closes when it ends
+        self.back = back  # opened from the workspace: Esc goes back to it
+        self.went_back = False
         self._caps_shown = source.caps
         self._end_said = False
         self.run_state = RunView(source.title, read_only=not self.caps.control, run_dir=source.run_dir)
@@ -300,6 +303,13 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
                 self._say("settings: nothing changed")
 
         self.push_screen(SettingsScreen(self.source.settings()), send)
+
+    def action_back(self) -> None:
+        """Opened from the workspace: back to it (the run goes on; a viewer only closes)."""
+        if self.back and self.screen is self.monitor:
+            self.went_back = True
+            self.source.close() if not self.caps.control else self.source.detach()
+            self.exit(0)
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

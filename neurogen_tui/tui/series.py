@@ -37,7 +37,8 @@ class ReducedLine:
             bx, by = minmax_downsample(tail_x[:complete], tail_y[:complete], complete // BLOCK * PER_BLOCK)
             self.store_x = np.concatenate([self.store_x, bx])
             self.store_y = np.concatenate([self.store_y, by])
-            tail_x, tail_y = tail_x[complete:], tail_y[complete:]
+            # copies: a view would keep the whole concatenated block (every row read) alive
+            tail_x, tail_y = tail_x[complete:].copy(), tail_y[complete:].copy()
             if len(self.store_x) > STORE_LIMIT:
                 self.store_x, self.store_y = minmax_downsample(self.store_x, self.store_y, STORE_LIMIT // 2)
         self.tail_x, self.tail_y = tail_x, tail_y

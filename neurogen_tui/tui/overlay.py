@@ -1,0 +1,107 @@
+"""One metric of many runs in one plotext chart: each run its own colour (Okabe-Ito, then another
+marker for each round of seven), smoothed where the settings smooth, the raw line faint behind;
+or, grouped (runs that differ only in one key, a seed), each group's mean with its min-max band.
+Built off the UI thread: `overlay_text` is a plain function of arrays."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rich.text import Text
+from textual.color import Color
+from textual_plotext.plot import Plot
+
+from ..core.text import format_count
+from .charts import faint, plain, x_label
+
+MARKERS = ("braille", "hd", "dot", "sd")  # one a round of the palette: run 8 is drawn unlike run 1
+
+
+@dataclass
+class Trace:
+    """A run's (or a group's) line in one chart."""
+
+    label: str
+    rgb: tuple[int, int, int]
+    round: int
+    x: np.ndarray
+    y: np.ndarray
+    smooth: np.ndarray | None = None  # the EMA at the same x; None: not smoothed
+    low: np.ndarray | None = None  # a group's min and max at the same x (a band)
+    high: np.ndarray | None = None
+    pinned: bool = False
+
+
+def _ticks(lo: float, hi: float, n: int, log: bool) -> tuple[list[float], list[str]]:
+    if log and lo > 0:
+        values = np.geomspace(lo, hi, n) if hi > lo else np.array([lo])
+        return values.tolist(), [plain(v) for v in values]
+    values = np.linspace(lo, hi, n) if hi > lo else np.array([lo])
+    labels = [format_count(v) if max(abs(lo), abs(hi)) >= 10_000 else f"{v:.3g}" for v in values]
+    return values.tolist(), labels
+
+
+def overlay_text(traces: list[Trace], width: int, height: int, log_y: bool, x_axis: str, theme: str,
+                 background: Color) -> Text:
+    """The chart as text; a chart that cannot draw (plotext's corner cases) says so."""
+    if width < 4 or height < 2:
+        return Text("")
+    try:
+        return Text.from_ansi(_figure(traces, width, height, log_y, x_axis, theme, background).build())
+    except Exception as exc:
+        return Text(f"(chart unavailable: {type(exc).__name__})", style="dim")
+
+
+def _figure(traces, width, height, log_y, x_axis, theme, background) -> Plot:
+    plt = Plot()
+    framed = height >= 10 and width >= 40
+    plt.frame(framed)
+    if not framed:
+        plt.xticks([])
+    ys = []
+    for t in sorted(traces, key=lambda t: t.pinned):  # the pinned run drawn last: on top
+        x, y = t.x, t.y
+        keep = np.isfinite(y) & ((y > 0) if log_y else True)
+        if not keep.any():
+            continue
+        marker = MARKERS[t.round % len(MARKERS)]
+        if t.low is not None and t.high is not None:  # a group: the band's edges faint, the mean bold
+            for edge in (t.low, t.high):
+                plt.plot(x[keep].tolist(), edge[keep].tolist(), marker=marker, color=faint(t.rgb, background))
+            ys += [t.low[keep], t.high[keep]]
+        if t.smooth is not None:
+            plt.plot(x[keep].tolist(), y[keep].tolist(), marker=marker, color=faint(t.rgb, background))
+            plt.plot(x[keep].tolist(), t.smooth[keep].tolist(), marker="hd" if t.round == 0 else marker, color=t.rgb)
+            ys.append(t.smooth[keep])
+        else:
+            plt.plot(x[keep].tolist(), y[keep].tolist(), marker=marker, color=t.rgb)
+        ys.append(y[keep])
+    if log_y and ys:
+        plt.yscale("log")
+    if ys:
+        lo, hi = min(float(v.min()) for v in ys), max(float(v.max()) for v in ys)
+        values, labels = _ticks(lo, hi, max(2, min(5, (height + 1) // 2)), log_y)
+        plt.yticks(values, labels)
+        xs = [t.x for t in traces if len(t.x)]
+        if framed and xs:
+            x0, x1 = min(float(x.min()) for x in xs), max(float(x.max()) for x in xs)
+            ticks = np.unique(np.linspace(x0, x1, max(2, min(6, width // 14))).round())
+            plt.xticks(ticks.tolist(), [x_label(v, x_axis) for v in ticks])
+    plt.plotsize(width, height)
+    plt._set_size(width, height)
+    plt.theme(theme)
+    return plt
+
+
+def band(lines: list[tuple[np.ndarray, np.ndarray]], points: int) -> tuple[np.ndarray, ...] | None:
+    """The runs of a group on a common X grid: (x, mean, low, high), each run interpolated where it
+    has values (a grid of `points` over the steps all of them reached)."""
+    lines = [(x, y) for x, y in lines if len(x) > 1]
+    if not lines:
+        return None
+    lo, hi = max(float(x[0]) for x, _ in lines), min(float(x[-1]) for x, _ in lines)
+    if hi <= lo:
+        return None
+    grid = np.linspace(lo, hi, points)
+    stack = np.vstack([np.interp(grid, x, y) for x, y in lines])
+    return grid, stack.mean(axis=0), stack.min(axis=0), stack.max(axis=0)
