@@ -14,6 +14,11 @@ watch: `neurogen-tui watch` on an N-step run, the app headless at 120x40: second
     the process until the header shows the last step and every chart has drawn; with --old DIR
     (a checkout of the code before), the same for that code, in turns.
 export: `neurogen-tui export` of an N-step run to csv, parquet and tensorboard.
+nosidecar: a run of --steps (1M) steps whose sidecar is gone (an older version, another writer), in
+    turns: a naive row-by-row json.loads read of metrics.jsonl; `watch` until the header shows the
+    last step (its first screen is read from the file's tail); the naive dashboard (that read, then
+    the seed's panels with every point plotted) against `neurogen-tui render`, cold (no sidecar: it
+    builds one) and warm (the sidecar the cold one left).
 tensorboard: the trainer as `--headless` composes it with `--tensorboard`, in blocks of steps
     taking turns (A B B A) with the event writer's process stopped (SIGSTOP) or running: whatever it
     did not get to while stopped it does in the next running block, so its cost falls on those.
@@ -157,6 +162,65 @@ def cmd_watch(args) -> None:
             print(f"| {name} | **{statistics.median(times):.2f}** | {', '.join(f'{t:.2f}' for t in times)} |")
 
 
+NAIVE_PANELS = ("loss", "accuracy", "throughput", "learning_rate", "grad_norm", "val_loss", "rss_mb")
+
+
+def naive_dashboard(viz: Path, out: Path) -> None:
+    """The seed's dashboard drawn the naive way: every row json.loads-ed, every point plotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = old_load_history(viz)
+    steps = history.column("steps")
+    fig, axes = plt.subplots(2, 4, figsize=(20, 10))
+    for ax, name in zip(axes.flat, NAIVE_PANELS):
+        ys = history.column(name)
+        ax.plot(steps, ys, lw=0.5)
+        ax.set_title(name)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def cmd_nosidecar(args) -> None:
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        run = Path(tmp) / "run"
+        viz = write_run(run, args.steps)
+        side = viz / "metrics.arrows"
+        size = (viz / "metrics.jsonl").stat().st_size
+        rows: dict[str, list[float]] = {k: [] for k in ("naive read", "watch", "naive dashboard", "render cold",
+                                                         "render warm")}
+
+        def render() -> float:
+            t0 = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "neurogen_tui", "render", str(run), "-o",
+                                   str(Path(tmp) / "out.png")], capture_output=True, text=True, cwd=ROOT)
+            if done.returncode:
+                raise SystemExit(done.stderr)
+            return time.perf_counter() - t0
+
+        for r in range(args.rounds):
+            rows["naive read"].append(timed(lambda: old_load_history(viz))[0])
+            side.unlink(missing_ok=True)
+            rows["watch"].append(watch_time(ROOT, run, args.steps))
+            rows["naive dashboard"].append(timed(lambda: naive_dashboard(viz, Path(tmp) / "naive.png"))[0])
+            side.unlink(missing_ok=True)
+            rows["render cold"].append(render())
+            assert side.exists(), "render left no sidecar"
+            rows["render warm"].append(render())
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in rows.items()), flush=True)
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        print(f"\n{args.steps:,} steps, metrics.jsonl {size / 2**20:,.0f} MiB, no sidecar, {args.rounds} rounds in "
+              "turns (median seconds):\n")
+        print("| what | seconds | runs | against the naive way |")
+        print("|---|---:|---|---:|")
+        base = {"watch": "naive read", "render cold": "naive dashboard", "render warm": "naive dashboard"}
+        for k, v in rows.items():
+            ratio = f"{med[k] / med[base[k]]:.3f}" if k in base else "-"
+            print(f"| {k} | **{med[k]:.2f}** | {', '.join(f'{t:.2f}' for t in v)} | {ratio} |")
+
+
 def cmd_export(args) -> None:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         run = Path(tmp) / "run"
@@ -225,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--steps", type=int, default=1_000_000)
     w.add_argument("--old", metavar="DIR", help="a checkout of the code before, to time in turns")
     w.add_argument("--rounds", type=int, default=2)
+    ns = sub.add_parser("nosidecar")
+    ns.add_argument("--steps", type=int, default=1_000_000)
+    ns.add_argument("--rounds", type=int, default=2)
     e = sub.add_parser("export")
     e.add_argument("--steps", type=int, default=1_000_000)
     t = sub.add_parser("tensorboard")
@@ -232,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--block", type=int, default=25)
     t.add_argument("--blocks", type=int, default=24)
     args = p.parse_args(argv)
-    {"read": cmd_read, "watch": cmd_watch, "export": cmd_export, "tensorboard": cmd_tensorboard}[args.cmd](args)
+    {"read": cmd_read, "watch": cmd_watch, "nosidecar": cmd_nosidecar, "export": cmd_export, "tensorboard": cmd_tensorboard}[args.cmd](args)
     return 0
 
 

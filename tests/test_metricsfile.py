@@ -240,3 +240,54 @@ def test_any_numeric_key_is_a_column_and_a_late_key_widens_the_sidecar(tmp_path)
     with_side = read_sidecar(viz / "metrics.arrows")
     assert len(with_side) == 700 and with_side.extra == ("train/loss", "eval/acc")
     assert pa.ipc.open_stream((viz / "metrics.arrows").read_bytes()).read_all().column("eval/acc").null_count == 693
+
+
+def test_a_long_run_without_a_sidecar_shows_its_last_rows_first_and_gets_a_sidecar_once(tmp_path, monkeypatch):
+    """#29.5: the first screen comes from the file's tail, the whole history behind it (replacing
+    it), and an ended run read from its JSONL gets its sidecar where the directory is writable."""
+    import neurogen_tui.run.reader as reader
+    import neurogen_tui.tui.follow as follow
+
+    run = tmp_path / "run"
+    viz = run / "training_viz"
+    record(viz, range(1, 3001)).close()
+    (viz / "metrics.arrows").unlink()  # as an older version or another writer leaves it
+    monkeypatch.setattr(follow, "FIRST_FROM_TAIL", 1000)
+    monkeypatch.setattr(reader, "SIDECAR_WORTH", 100)
+    seen = []
+    FilesFollower(run, seen.append, report_state=False)._poll_metrics()
+    first, whole = [e for e in seen if isinstance(e, MetricsRows)]
+    assert first.columns["steps"][-1] == 3000 and len(first.columns["steps"]) == 500 and not first.replace
+    assert whole.replace and list(whole.columns["steps"]) == list(range(1, 3001))
+    assert (viz / "metrics.arrows").exists()
+    table = read_metrics(viz)
+    assert table.sidecar_rows == 3000  # the next open reads the columns, not the text
+    same_as_reference(table, python_rows(viz / "metrics.jsonl"))
+
+
+def test_no_sidecar_is_built_where_the_run_dir_is_read_only(tmp_path, monkeypatch):
+    """Read-only for everyone: a mode for a user, a read-only bind mount for root (CI runs as root)."""
+    import os
+    import shutil
+    import subprocess
+
+    import neurogen_tui.run.reader as reader
+
+    viz = tmp_path / "run" / "training_viz"
+    record(viz, range(1, 301)).close()
+    (viz / "metrics.arrows").unlink()
+    monkeypatch.setattr(reader, "SIDECAR_WORTH", 100)
+    root = os.geteuid() == 0
+    if root:
+        if not shutil.which("mount"):
+            pytest.skip("root without mount: nothing here is read-only")
+        done = subprocess.run(["mount", "--bind", "-o", "ro", str(viz), str(viz)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot bind-mount read-only here: {done.stderr.decode().strip()}")
+    else:
+        viz.chmod(0o555)
+    try:
+        table = reader.read_run_metrics(viz)
+    finally:
+        subprocess.run(["umount", "-l", str(viz)], capture_output=True) if root else viz.chmod(0o755)
+    assert len(table) == 300 and not (viz / "metrics.arrows").exists()

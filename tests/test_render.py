@@ -8,7 +8,7 @@ from PIL import Image
 
 from neurogen_tui.cli import entry as cli
 from neurogen_tui.cli.commands import unique_names
-from neurogen_tui.viz.figure import COMPARE_PANELS, compare_figure
+from neurogen_tui.viz.compare import COMPARE_PANELS, compare_figure
 from neurogen_tui.run.reader import load_history, load_run, load_samples
 
 
@@ -20,9 +20,9 @@ def trained_run(tmp_path_factory):
     return run_dir
 
 
-def has_content(path) -> bool:
+def has_content(path, size=(3000, 1800)) -> bool:
     with Image.open(path) as img:
-        return img.size == (3000, 1800) and np.asarray(img.convert("L")).std() > 10
+        return (size is None or img.size == size) and np.asarray(img.convert("L")).std() > 10
 
 
 def test_training_leaves_the_seed_files_behind(trained_run):
@@ -124,3 +124,84 @@ def test_compare_smooths_every_run_alike_however_short_with_tensorboards_ema():
     for line, cols in zip(solid, (short, long)):
         assert np.allclose(line.get_ydata(), debiased_ema(cols["loss"], 0.6)[0], rtol=1e-6)
     assert "EMA 0.6" in fig._suptitle.get_text()
+
+
+def api_run(path, config: dict, keys: dict, steps: int = 60) -> None:
+    """A run written by the logging API: a loop's own keys, with a config to filter and group by."""
+    import neurogen_tui as ngt
+
+    with ngt.init(run_dir=path, config=config) as run:
+        for step in range(1, steps + 1):
+            run.log({k: f(step, config) for k, f in keys.items()}, step=step)
+
+
+def test_render_draws_a_grid_of_the_keys_a_run_logged_where_the_seeds_are_missing(tmp_path, capsys):
+    run = tmp_path / "own-keys"
+    api_run(run, {"lr": 1e-3}, {"objective/nll": lambda s, c: 3.0 / s, "eval/acc": lambda s, c: s / 100,
+                                "grad/norm": lambda s, c: 1.0 + s % 3})
+    out = tmp_path / "grid.png"
+    assert cli.main(["render", str(run), "-o", str(out)]) == 0
+    assert has_content(out, (3000, 690)) and "60 steps, 3 metrics" in capsys.readouterr().out
+    assert cli.main(["render", str(run), "-o", str(out), "--metrics", "^eval/"]) == 0
+    assert "1 metrics" in capsys.readouterr().out
+    for bad, said in ((["--metrics", "("], "not a regular expression"), (["--metrics", "nothing"], "no logged metric")):
+        assert cli.main(["render", str(run), "-o", str(tmp_path / "bad.png"), *bad]) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.png").exists()
+    # --grid on a run of ours: its logged series (grad_norm, rss_mb...) a panel each, not the seed's panels
+    from neurogen_tui.viz.compare import grid_figure, logged_metrics
+    from neurogen_tui.run.reader import load_table
+
+    name, table = load_table(run)
+    fig = grid_figure(table.columns, name, logged_metrics(table.columns))
+    assert sorted(ax.get_title() for ax in fig.axes) == ["eval/acc", "grad/norm", "objective/nll"]
+
+
+def test_render_and_compare_read_a_tensorboard_logdir(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    for lr in (1, 2):
+        writer = SummaryWriter(str(tmp_path / "tb" / f"lr{lr}"))
+        for step in range(1, 41):
+            writer.add_scalar("train/loss", 4.0 / (step * lr), step)
+            writer.add_scalar("charts/sps", 100.0 + step, step)
+        writer.close()
+    out = tmp_path / "tb.png"
+    assert cli.main(["render", str(tmp_path / "tb" / "lr1"), "-o", str(out)]) == 0
+    assert has_content(out, None) and "40 steps, 2 metrics" in capsys.readouterr().out
+    assert cli.main(["compare", str(tmp_path / "tb"), "-o", str(out)]) == 0  # a logdir of runs: each a line
+    assert "2 runs" in capsys.readouterr().out
+
+
+def test_compare_takes_a_directory_of_runs_with_the_workspaces_filter_and_grouping(tmp_path, capsys):
+    from neurogen_tui.run.query import group_label, groups
+    from neurogen_tui.cli.commands import compare_runs
+
+    root = tmp_path / "sweep"
+    for lr in (1e-3, 1e-2):
+        for seed in (0, 1):
+            api_run(root / f"lr{lr:g}-s{seed}", {"lr": lr, "seed": seed},
+                    {"loss": lambda s, c: 4.0 - c["lr"] * 100 * s / 60 + c["seed"] * 0.05})
+    (root / "notes").mkdir()  # not a run: left out
+    out = tmp_path / "cmp.png"
+    assert cli.main(["compare", str(root), "-o", str(out), "--filter", "lr>=1e-2"]) == 0
+    assert "wrote" in capsys.readouterr().out and has_content(out)
+    assert sorted(r["name"] for r in compare_runs([str(root)], "lr>=1e-2")) == ["lr0.01-s0", "lr0.01-s1"]
+    assert cli.main(["compare", str(root), "-o", str(out), "--group", "seed"]) == 0
+    assert "4 runs in 2 groups by seed" in capsys.readouterr().out
+    chosen = compare_runs([str(root)], "")
+    for run in chosen:
+        run["columns"] = load_run(run["path"])[1].slice()
+    grouped = [(group_label(v), [r["columns"] for r in m]) for v, m in groups(chosen, "seed").items()]
+    fig = compare_figure([], groups=grouped)
+    labels = sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert labels == ["lr=0.001 (mean of 2)", "lr=0.01 (mean of 2)"]
+    edge = fig.axes[0].collections[0].get_paths()[0].vertices  # the band spans the seeds (0.05 apart) at every step
+    last = edge[np.isclose(edge[:, 0], edge[:, 0].max())][:, 1]
+    assert last.max() - last.min() == pytest.approx(0.05, abs=1e-4)
+    for bad, said in ((["--filter", "lr>>1"], "--filter"), (["--filter", "lr>5"], "no run matches")):
+        assert cli.main(["compare", str(root), "-o", str(tmp_path / "bad.png"), *bad]) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "bad.png").exists()

@@ -4,9 +4,12 @@ before any file is written."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from ..control.protocol import MAX_LINE, ControlClient, ControlError, encode
 from ..core.events import LogMessage, changes_text
@@ -15,13 +18,15 @@ from ..run.files import atomic_write, tail_jsonl
 from ..run.info import liveness, read_run_info
 from ..run.layout import EXIT_FAILED, EXIT_OK, EXIT_USAGE, LIVE_STATES, METRICS_FILE, RENDER_PNG, VIZ_DIR, RunState
 from ..run.listing import find_runs, format_table, is_our_run, newest_run, summarize
-from ..run.reader import RunDirError, find_viz_dir, load_run
+from ..run.query import QueryError, group_label, groups, select
+from ..run.reader import RunDirError, find_viz_dir, is_tensorboard_run, load_run, load_table, run_name
 from ..run.timeline import describe, digest, read_events
 from ..run.timeline import marks as timeline_marks
 from ..train.prompts import MAX_PROMPT
 from ..train.validate import tensorboard_missing
 from ..tui.rundir import RunDirSource
-from ..viz.figure import COMPARE_PANELS, DASHBOARD_COLUMNS, compare_figure, figure_png, render_png
+from ..viz.compare import COMPARE_PANELS, GRID_MAX, compare_figure, grid_figure, logged_metrics
+from ..viz.figure import DASHBOARD_COLUMNS, figure_png, render_png
 from ..viz.formats import default_output, export_once, follow
 from .parsers import attach_parser, compare_parser, ctl_parser, export_parser, ls_parser, render_parser, watch_parser
 
@@ -49,13 +54,51 @@ def _write_png(data: bytes, out: Path, what: str) -> int:
 def main_render(argv: list[str]) -> int:
     args = render_parser().parse_args(argv)
     try:
+        pattern = re.compile(args.metrics, re.IGNORECASE) if args.metrics else None
+    except re.error as exc:
+        return fail(f"render: --metrics {args.metrics!r} is not a regular expression: {exc}")
+    try:
+        if args.grid or pattern or is_tensorboard_run(args.run_dir):
+            return _render_grid(args, pattern)
         name, history, samples = load_run(args.run_dir)
     except RunDirError as exc:
         return fail(str(exc))
+    if not np.isfinite(history.column("loss")).any():  # a run logging its own keys: they are what it has
+        return _render_grid(args, pattern)
     out = Path(args.output) if args.output else find_viz_dir(args.run_dir) / RENDER_PNG
     png = render_png(history.slice(names=DASHBOARD_COLUMNS), samples, name, args.samples,
                      marks=timeline_marks(read_events(find_viz_dir(args.run_dir))))
     return _write_png(png, out, f"{len(history)} steps")
+
+
+def _render_grid(args, pattern) -> int:
+    """`render` as a grid of the run's logged metrics (those `pattern` matches), GRID_MAX at most."""
+    name, table = load_table(args.run_dir)
+    names = [n for n in logged_metrics(table.columns) if pattern is None or pattern.search(n)]
+    if not names:
+        return fail(f"render: no logged metric matches --metrics {args.metrics!r}" if pattern else
+                    f"render: {args.run_dir} has steps but no metric with a value")
+    left = names[GRID_MAX:]
+    out = Path(args.output) if args.output else find_viz_dir(args.run_dir) / RENDER_PNG
+    code = _write_png(figure_png(grid_figure(table.columns, name, names[:GRID_MAX])), out,
+                      f"{len(table)} steps, {min(len(names), GRID_MAX)} metrics")
+    if left and code == EXIT_OK:
+        print(f"neurogen-tui: {len(left)} more metrics not drawn ({sanitize(', '.join(left[:5]), 120)}...): "
+              "choose with --metrics REGEX")
+    return code
+
+
+def compare_runs(paths: list[str], query: str) -> list[dict]:
+    """The runs `compare` is given: each path a run, or a directory of runs standing for all of
+    them, as ls's summaries (name, config), those `query` keeps, in the order given."""
+    now, out = time.time(), []
+    for given in paths:
+        path = Path(given)
+        if is_workspace(path):
+            out += [summarize(p, path, now, events=False) for p in find_runs(path)]
+        else:
+            out.append({**summarize(path, path.parent, now, events=False), "name": run_name(path)})
+    return select(out, query) if query else out
 
 
 def unique_names(names: list[str]) -> list[str]:
@@ -69,15 +112,27 @@ def unique_names(names: list[str]) -> list[str]:
 
 def main_compare(argv: list[str]) -> int:
     args = compare_parser().parse_args(argv)
-    runs = []
     try:
-        for run_dir in args.run_dirs:
-            name, history, _ = load_run(run_dir)
-            runs.append((name, history.slice(names=("steps", "val_loss") + tuple(c for c, *_ in COMPARE_PANELS))))
+        chosen = compare_runs(args.run_dirs, args.filter)
+    except QueryError as exc:
+        return fail(f"compare: --filter: {exc}")
+    if not chosen:
+        return fail(f"compare: no run matches --filter {args.filter!r}" if args.filter else "compare: no runs found")
+    names = ("steps", "val_loss") + tuple(c for c, *_ in COMPARE_PANELS)
+    try:
+        for run in chosen:
+            run["columns"] = load_run(run["path"])[1].slice(names=names)
     except RunDirError as exc:
         return fail(str(exc))
-    runs = list(zip(unique_names([n for n, _ in runs]), [cols for _, cols in runs]))
-    return _write_png(figure_png(compare_figure(runs, smoothing=args.smoothing)), Path(args.output), f"{len(runs)} runs")
+    labels = unique_names([r["name"] for r in chosen])
+    runs = [(label, r["columns"]) for label, r in zip(labels, chosen)]
+    grouped = None
+    if args.group:
+        grouped = [(group_label(values), [r["columns"] for r in members])
+                   for values, members in groups(chosen, args.group).items()]
+    fig = compare_figure(runs, smoothing=args.smoothing, groups=grouped)
+    what = f"{len(runs)} runs" + (f" in {len(grouped)} groups by {args.group}" if grouped else "")
+    return _write_png(figure_png(fig), Path(args.output), what)
 
 
 # ---- watch, attach -----------------------------------------------------------------------------------

@@ -21,13 +21,22 @@ def render_parser() -> argparse.ArgumentParser:
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("-o", "--output", metavar="FILE", help=f"PNG to write (default: RUN_DIR/training_viz/{RENDER_PNG})")
     parser.add_argument("--samples", type=int, default=5, help="text samples in the table (default: 5)")
+    parser.add_argument("--grid", action="store_true",
+                        help="a grid of every logged metric instead of the seed's seven panels (the default for a "
+                             "run without the seed's loss: a logging-API run with its own keys, a TensorBoard logdir)")
+    parser.add_argument("--metrics", metavar="REGEX", help="the grid's metrics: those whose name matches (implies --grid)")
     return parser
 
 def compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurogen-tui compare",
                                      description="Overlay loss, accuracy, throughput and learning rate of "
-                                                 "several runs in one PNG, labelled by run name.")
+                                                 "several runs in one PNG, labelled by run name. A directory "
+                                                 "holding runs stands for all of them (the workspace's runs).")
     parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    parser.add_argument("--filter", metavar="QUERY", default="",
+                        help="only the runs this filter keeps, as the workspace's f: 'lr>=1e-3 model=small -name:debug'")
+    parser.add_argument("--group", metavar="KEY", default="",
+                        help="runs that differ only in this config key (a seed) as one mean line with a min-max band")
     parser.add_argument("-o", "--output", metavar="FILE", default="compare.png",
                         help="PNG to write (default: compare.png)")
     parser.add_argument("--smoothing", type=_weight, default=0.6, metavar="W",

@@ -230,3 +230,17 @@ def debiased_ema(y: np.ndarray, weight: float, last: float = 0.0, count: int = 0
         last, count = float(acc[-1]), count + len(block)
     out[finite] = smoothed
     return out, last, count
+
+
+def band(lines: list[tuple[np.ndarray, np.ndarray]], points: int) -> tuple[np.ndarray, ...] | None:
+    """The runs of a group on a common X grid: (x, mean, low, high), each run interpolated where it
+    has values (a grid of `points` over the steps all of them reached)."""
+    lines = [(x, y) for x, y in lines if len(x) > 1]
+    if not lines:
+        return None
+    lo, hi = max(float(x[0]) for x, _ in lines), min(float(x[-1]) for x, _ in lines)
+    if hi <= lo:
+        return None
+    grid = np.linspace(lo, hi, points)
+    stack = np.vstack([np.interp(grid, x, y) for x, y in lines])
+    return grid, stack.mean(axis=0), stack.min(axis=0), stack.max(axis=0)

@@ -73,6 +73,7 @@ class MetricsTable:
     columns: dict[str, np.ndarray] = field(default_factory=lambda: {name: np.empty(0) for name in FIELDS})
     ends: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     end: int = 0
+    sidecar_rows: int = 0  # how many of the rows came from a trusted sidecar (read_metrics)
 
     def __len__(self) -> int:
         return len(self.columns["step"])
@@ -274,9 +275,30 @@ def read_metrics(viz_dir: str | Path, max_step: int | None = None) -> MetricsTab
             side = MetricsTable()  # out of step with metrics.jsonl: not trusted
     rest = _parse_file(jsonl, side.end, size)
     table = _concat([side, rest], rest.end)
+    table.sidecar_rows = len(side)
     if max_step is not None and len(table):
         table = table.select(table.columns["step"] <= max_step)
     return table
+
+
+def sidecar_covers(viz_dir: Path, jsonl_size: int) -> bool:
+    """Whether a sidecar is there and reaches near the end of metrics.jsonl (a quick look at its
+    size against the record's: a full check is read_metrics')."""
+    try:
+        return (Path(viz_dir) / METRICS_SIDECAR).stat().st_size > 0.05 * jsonl_size
+    except OSError:
+        return False
+
+
+def build_sidecar(viz_dir: Path, table: MetricsTable) -> bool:
+    """Write a sidecar for rows read from metrics.jsonl (a run of an older version, another writer),
+    once, where the directory is writable; False where it cannot be (read-only: nothing lost)."""
+    try:
+        SidecarWriter(Path(viz_dir), table).close()
+    except OSError as exc:
+        log.info("no sidecar written for %s (%s): it is read from metrics.jsonl each time", viz_dir, exc)
+        return False
+    return True
 
 
 def arrow_table(columns: dict[str, np.ndarray]):

@@ -13,8 +13,10 @@ import numpy as np
 
 from .files import tail_jsonl
 from .history import COLUMNS, MetricsHistory, history_columns, number
-from .layout import METRICS_FILE, METRICS_JSON, SAMPLES_FILE, SAMPLES_JSON, VIZ_DIR
-from .metricsfile import read_metrics
+from .layout import LIVE_STATES, METRICS_FILE, METRICS_JSON, SAMPLES_FILE, SAMPLES_JSON, VIZ_DIR
+from .info import liveness, read_run_info
+from .metricsfile import MetricsTable, build_sidecar, read_metrics
+from .tensorboard import TensorBoardRun, is_tensorboard_dir, table_of, tensorboard_missing
 
 
 class RunDirError(ValueError):
@@ -51,12 +53,30 @@ def rows_from_jsonl(path: Path):
                 yield row
 
 
-def load_history(viz_dir: str | Path, max_step: int | None = None) -> MetricsHistory:
+SIDECAR_WORTH = 10_000  # rows past which a run read without a sidecar gets one built
+
+
+def read_run_metrics(viz_dir: str | Path) -> MetricsTable:
+    """A run's metrics as columns (read_metrics), and, where they came from the JSONL (a run of an
+    older version, another writer) and the run has ended, its sidecar built once where the
+    directory is writable, so the next open is instant."""
+    viz_dir = Path(viz_dir)
+    table = read_metrics(viz_dir)
+    if len(table) - table.sidecar_rows > SIDECAR_WORTH:
+        info = read_run_info(viz_dir.parent if viz_dir.name == VIZ_DIR else viz_dir)
+        if not info or liveness(info) not in LIVE_STATES:  # a live writer keeps its own
+            build_sidecar(viz_dir, table)
+    return table
+
+
+def load_history(viz_dir: str | Path, max_step: int | None = None, viewer: bool = False) -> MetricsHistory:
     """metrics.jsonl (the append-only record) or, failing that, metrics_history.json, as a
     MetricsHistory; rows after `max_step` are left out."""
     viz_dir = Path(viz_dir)
     history = MetricsHistory()
-    table = read_metrics(viz_dir, max_step)
+    table = read_run_metrics(viz_dir) if viewer else read_metrics(viz_dir)  # a run reading its own: no sidecar built
+    if max_step is not None and len(table):
+        table = table.select(table.columns["step"] <= max_step)
     if len(table):
         history.extend_columns(history_columns(table.columns))
         return history
@@ -94,11 +114,45 @@ def load_samples(viz_dir: str | Path, max_step: int | None = None, limit: int | 
     return good if limit is None else good[-limit:]
 
 
+def is_tensorboard_run(run_dir: str | Path) -> bool:
+    """A directory of TensorBoard event files, not one of ours (`render`, `compare` read both)."""
+    path = Path(run_dir)
+    return not (path / VIZ_DIR).is_dir() and is_tensorboard_dir(path)
+
+
+def load_table(run_dir: str | Path) -> tuple[str, MetricsTable]:
+    """(name, every logged column) of a run of ours, of the logging API or a TensorBoard logdir;
+    RunDirError when it cannot be read or holds no metrics."""
+    if is_tensorboard_run(run_dir):
+        missing = tensorboard_missing()
+        if missing:
+            raise RunDirError(f"{run_dir}: a TensorBoard logdir: {missing}")
+        try:
+            table = table_of(TensorBoardRun(run_dir).poll())
+        except OSError as exc:
+            raise RunDirError(f"{run_dir}: cannot read its event files: {exc.strerror or exc}") from None
+    else:
+        try:
+            table = read_run_metrics(find_viz_dir(run_dir))
+        except OSError as exc:
+            raise RunDirError(f"{run_dir}: cannot read its metrics: {exc.strerror or exc}") from None
+    if not len(table):
+        raise RunDirError(f"{run_dir}: no metrics found (expected {VIZ_DIR}/{METRICS_FILE} with at least one step, "
+                          "or TensorBoard event files with scalars)")
+    return run_name(run_dir), table
+
+
 def load_run(run_dir: str | Path) -> tuple[str, MetricsHistory, list[dict]]:
-    """(name, history, samples) of a run directory; RunDirError when it holds no metrics."""
+    """(name, history, samples) of a run directory (or a TensorBoard logdir); RunDirError when it
+    holds no metrics."""
+    if is_tensorboard_run(run_dir):
+        name, table = load_table(run_dir)
+        history = MetricsHistory()
+        history.extend_columns(history_columns(table.columns))
+        return name, history, []
     viz_dir = find_viz_dir(run_dir)
     try:
-        history = load_history(viz_dir)
+        history = load_history(viz_dir, viewer=True)
     except OSError as exc:
         raise RunDirError(f"{run_dir}: cannot read its metrics: {exc.strerror or exc}") from None
     if not len(history):

@@ -25,8 +25,8 @@ from ..run.files import TailedFile, tail_jsonl
 from ..run.history import columns_from_rows, history_columns
 from ..run.info import liveness, read_run_info
 from ..run.layout import CHECKPOINT_NAME, END_LOGGER, ENDED_STATES, METRICS_FILE, SAMPLES_JSON, RunLayout, RunState
-from ..run.metricsfile import read_metrics
-from ..run.reader import load_samples
+from ..run.metricsfile import sidecar_covers
+from ..run.reader import load_samples, read_run_metrics
 from ..run.timeline import describe
 from .source import HistoryReset, MetricsRows, RunInfo, trained_seconds
 
@@ -37,6 +37,7 @@ REPLAYED = {"started", "resumed", "checkpoint", "checkpoint skipped", "eval", "s
             "hangup", "viewer attached", "viewer detached", "storage", "run dir"}
 IDLE_AFTER = 30.0  # seconds without a new metrics line before a run without run.json is shown as idle
 LOG_TAIL = 256 * 1024  # bytes of an existing log read at start
+FIRST_FROM_TAIL = 8 << 20  # bytes of metrics.jsonl (~20k steps) past which a viewer shows the last rows first
 _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ (INFO|WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$")
 LOG_LEVELS = {"WARNING": "warning", "ERROR": "error", "CRITICAL": "error"}
 
@@ -90,17 +91,26 @@ class FilesFollower:
 
     def _bulk_metrics(self) -> bool:
         """The whole history at once (the sidecar, then the lines after it: run/metricsfile.py), where
-        the file is read from its start; later polls read what was appended since."""
+        the file is read from its start; later polls read what was appended since. A long file
+        without a trusted sidecar shows its last rows first (read from its end: the screen is up at
+        once) and the whole history behind them; then, where the run has ended and its directory is
+        writable, it gets its sidecar, so the next open is instant."""
         if not self.metrics.mark_start():
             return False
-        table = read_metrics(self.layout.viz)
+        size = self.layout.metrics.stat().st_size
+        if size > FIRST_FROM_TAIL and not sidecar_covers(self.layout.viz, size):
+            rows, _ = tail_jsonl(self.layout.metrics, 500)
+            rows = [r for r in rows if isinstance(r.get("step"), int)]
+            if rows:
+                self.put(MetricsRows(columns_from_rows(rows), rows[-100:], trained_seconds(rows)))
+        table = read_run_metrics(self.layout.viz)
         self.metrics.offset = table.end
         if len(table):
             self._last_growth = time.time()
             cols = table.columns
             started = float(cols["timestamp"][0] - np.nan_to_num(cols["step_time"][0]))
             self.put(MetricsRows(history_columns(cols), table.tail_rows(100), float(np.nansum(cols["step_time"])),
-                                 started if np.isfinite(started) and started > 0 else None))
+                                 started if np.isfinite(started) and started > 0 else None, replace=True))
         return True
 
     def _poll_events(self) -> None:

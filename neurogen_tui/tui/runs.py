@@ -25,7 +25,8 @@ from ..run.files import TailedFile, tail_jsonl
 from ..run.history import ALIASES, debiased_ema
 from ..run.layout import RunLayout
 from ..run.listing import find_runs, summarize
-from ..run.metricsfile import FIELDS, MetricsTable, fields_from_rows, parse_jsonl, read_metrics
+from ..run.metricsfile import FIELDS, MetricsTable, fields_from_rows, parse_jsonl
+from ..run.reader import read_run_metrics
 from ..run.query import QueryError, differing_keys, parse
 from ..run.tensorboard import TensorBoardRun, is_tensorboard_dir, table_of
 from .series import ReducedLine
@@ -89,7 +90,7 @@ class RunData:
             self._add(table_of(self._tb.poll()))
             return
         layout = RunLayout(self.path)
-        table = read_metrics(layout.viz)
+        table = read_run_metrics(layout.viz)
         self._tail = TailedFile(layout.metrics)
         self._tail.mark_start()
         self._tail.offset = table.end

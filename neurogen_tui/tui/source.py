@@ -63,6 +63,7 @@ class MetricsRows:
     tail: list[dict]
     trained: float = 0.0  # seconds the rows trained for (their step_time): what the screen's budget earns
     started: float | None = None  # when the first of them began (the run's start, where they are all of it)
+    replace: bool = False  # the whole history, read behind a first screen that showed only its last rows
 
 
 @dataclass

@@ -106,6 +106,7 @@ class RunView:
         self._cpu_share: deque[tuple[float, float]] = deque(maxlen=DATA_WINDOW)  # (cpu_util * wall seconds, wall seconds)
         self._prev_timestamp = 0.0
         self.started_at: float | None = None
+        self.run_started: float | None = None  # run.json's start, where a viewer has one
         self.ended_at: float | None = None
         self.last_timestamp = 0.0  # of the newest metrics row
         self.result: RunFinished | RunFailed | None = None
@@ -141,8 +142,10 @@ class RunView:
         if isinstance(event, TrainingMetrics):
             self._metrics(vars(event))
         elif isinstance(event, MetricsRows):
-            if self.started_at is None and event.started:
-                self.started_at = event.started
+            if event.replace:  # the whole history behind the tail shown first: the charts start over
+                self.history, self.trained = MetricsHistory(), 0.0
+            if event.started and (self.started_at is None or event.replace):
+                self.started_at = self.run_started or event.started
             self.history.extend_columns(event.columns)
             self.trained += event.trained
             for row in event.tail:
@@ -175,6 +178,7 @@ class RunView:
             self.device = event.device or self.device
             self.total = event.total if event.total else self.total
             self.started_at = event.started_at or self.started_at
+            self.run_started = event.started_at or self.run_started
             self.ended_at = event.ended_at or self.ended_at
         elif isinstance(event, HistoryReset):
             self._reset(event.samples_only)

@@ -29,10 +29,11 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from ..core.palette import hex_style
 from ..core.text import format_count, sanitize
+from ..run.history import band
 from ..run.listing import age
 from ..run.query import group_label, groups
 from .chartsettings import SMOOTHING_LEVELS
-from .overlay import Trace, band, overlay_text
+from .overlay import Trace, overlay_text
 from .runs import REDUCED, Workspace
 
 STATE_MARK = {"running": "▶", "watching": "▶", "paused": "‖", "stopping": "■", "starting": "…", "finished": "✓",

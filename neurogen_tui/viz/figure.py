@@ -17,8 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..core.text import sanitize, tail
-from ..core.palette import hex_style, run_colour
-from ..run.history import debiased_ema, minmax_downsample, moving_average
+from ..run.history import minmax_downsample, moving_average
 from ..run.layout import STEP_PNG
 
 MA_WINDOW = 50  # the seed's 50-step moving averages
@@ -30,9 +29,6 @@ HEADER_GREEN = "#4CAF50"
 PANEL_TITLES = ("Training Loss", "Training Accuracy", "Token Throughput", "Learning Rate Schedule",
                 "Loss vs Accuracy", f"Recent Performance (last {RECENT_STEPS} steps)", "Recent Text Samples")
 DASHBOARD_COLUMNS = ("steps", "loss", "accuracy", "throughput", "learning_rate", "val_loss", "mfu")
-COMPARE_PANELS = (("loss", "Training Loss", "loss", False), ("accuracy", "Training Accuracy", "accuracy (%)", False),
-                  ("throughput", "Token Throughput", "tokens/s", False),
-                  ("learning_rate", "Learning Rate Schedule", "learning rate", True))
 
 # sample text may hold any character; DejaVu lacks some (CJK...) and they draw as boxes, not errors
 warnings.filterwarnings("ignore", message=r"Glyph .* missing from", category=UserWarning)
@@ -287,51 +283,6 @@ def render_png(columns: Mapping[str, np.ndarray], samples: Sequence[Mapping], ru
                marks: Sequence[tuple[int, str]] = ()) -> bytes:
     """The dashboard as PNG bytes; `reuse` is a Dashboard to update instead of building a new one."""
     return figure_png((reuse or Dashboard()).update(columns, samples, run_name, display_samples, max_points, marks))
-
-
-COMPARE_SMOOTHING = 0.6  # TensorBoard's default weight, and the terminal charts' (chart key s)
-LINE_STYLES = ("-", "--", ":", "-.")  # a run's line past the palette's seven colours
-
-
-def compare_figure(runs: list[tuple[str, Mapping[str, np.ndarray]]], max_points: int = MAX_POINTS,
-                   smoothing: float = COMPARE_SMOOTHING):
-    """`neurogen-tui compare`: loss, accuracy, throughput and LR of several runs overlaid, one
-    Okabe-Ito colour and label per run. Every run is smoothed alike, whatever its length: the raw
-    series faint, TensorBoard's debiased EMA (`smoothing`, as the terminal charts) solid; validation
-    loss as points in the run's colour where the run has it."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    fig.suptitle(f"Comparing {len(runs)} training runs (EMA {smoothing:g})", fontsize=16, fontweight="bold")
-    axes = fig.subplots(2, 2, gridspec_kw=dict(hspace=0.25, wspace=0.15, left=0.05, right=0.98, top=0.92, bottom=0.06))
-    for ax, (column, title, ylabel, log_scale) in zip(axes.flat, COMPARE_PANELS):
-        ax.set_title(title, fontweight="bold", y=1.0)
-        step_axis(ax)
-        ax.set_ylabel(ylabel)
-        for index, (name, cols) in enumerate(runs):
-            rgb, round_ = run_colour(index)
-            colour, style = hex_style(rgb), LINE_STYLES[round_ % len(LINE_STYLES)]
-            x, y = cols["steps"], cols[column] * (100.0 if column == "accuracy" else 1.0)
-            label = sanitize(name, limit=40)
-            smooth = column in ("loss", "accuracy", "throughput") and smoothing > 0
-            ax.plot(*minmax_downsample(x, y, max_points), color=colour, lw=1, ls=style, alpha=0.25 if smooth else 1.0,
-                    label=None if smooth else label)
-            if smooth:
-                ax.plot(*minmax_downsample(x, debiased_ema(y, smoothing)[0], max_points), color=colour, lw=2,
-                        ls=style, label=label)
-            val = cols.get("val_loss") if column == "loss" else None
-            if val is not None and np.isfinite(val).any():
-                keep = np.isfinite(val)
-                ax.plot(x[keep], val[keep], "o", color=colour, ms=5, mec="black", mew=0.5,
-                        label=f"{label} (validation)")
-        if log_scale and any((cols[column][np.isfinite(cols[column])] > 0).any() for _, cols in runs):
-            ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
-        for text in ax.legend(fontsize=10).get_texts():
-            text.set_parse_math(False)
-    return fig
 
 
 # ---- dashboard files ---------------------------------------------------------------------------------
