@@ -182,3 +182,40 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+@pytest.fixture(scope="module")
+def lr_sweep(tmp_path_factory):
+    """Three real short runs of our trainer, learning rates 1e-3, 3e-3 and 1e-2, in one directory."""
+    from neurogen_tui.cli import entry as cli
+
+    root = tmp_path_factory.mktemp("sweep")
+    for lr in ("1e-3", "3e-3", "1e-2"):
+        assert cli.main(["--test", "--headless", "--max-chunks", "10", "--lr", lr, "--run-dir", str(root / f"lr{lr}")]) == 0
+    return root
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_the_workspace_overlays_a_real_lr_sweep_diffs_it_and_opens_a_run(tmux, lr_sweep, size):
+    """#29: `watch DIR` on three real runs: every run in the sidebar and the charts' legend, the
+    config diff shows lr (the only key that differs), Enter opens one run's screen, Esc comes back."""
+    t = tmux(*size)
+    t.start(f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m neurogen_tui watch "
+            f"{shlex.quote(str(lr_sweep))}; echo EXIT=$?; sleep 60")
+    screen = t.wait_for(r"■ lr1e-3\s+■ lr3e-3\s+■ lr1e-2|■ lr1e-2\s+■ lr3e-3\s+■ lr1e-3")  # the legend, every run drawn
+    assert "3 runs · 3 selected" in screen
+    for name in ("lr1e-3", "lr3e-3", "lr1e-2"):
+        assert re.search(rf"●\s+{name}\s+✓ finished\s+10\s", screen), screen
+    assert "Traceback" not in screen and all(len(line) <= size[0] for line in screen.splitlines())
+    t.keys("d")
+    screen = t.wait_for(r"final loss")
+    assert re.search(r"\blr\b", screen) and "0.01" in screen and "0.003" in screen, screen  # the key that differs
+    t.keys("Escape")
+    t.wait_for(r"space select")
+    t.keys("Enter")  # the run under the cursor, as its own screen
+    screen = t.wait_for(r"FINISHED")
+    assert "step 10" in screen or "10/10" in screen, screen
+    t.keys("Escape")
+    t.wait_for(r"3 runs · 3 selected")
+    t.keys("q")
+    assert "EXIT=0" in t.wait_for(r"EXIT=\d+")

@@ -12,7 +12,10 @@ from textual.color import Color
 from textual_plotext.plot import Plot
 
 from ..core.text import format_count
+from ..run.history import band
+from ..run.query import group_label, groups
 from .charts import faint, plain, x_label
+from .runs import REDUCED, Workspace
 
 MARKERS = ("braille", "hd", "dot", "sd")  # one a round of the palette: run 8 is drawn unlike run 1
 
@@ -91,3 +94,43 @@ def _figure(traces, width, height, log_y, x_axis, theme, background) -> Plot:
     plt._set_size(width, height)
     plt.theme(theme)
     return plt
+
+
+def traces(ws: Workspace, metric: str, points: int, x_axis: str) -> list[Trace]:
+    """The lines of `metric` for the workspace's selected runs (`points` each, at most): raw with
+    the EMA beside it, or, grouped by a key, each group's mean with its min-max band."""
+    runs = [e for e in ws.selected() if e.data is not None]
+    smooth = ws.weight > 0
+    if ws.group_key:
+        out = []
+        for values, members in groups([{**e.summary, "entry": e} for e in runs], ws.group_key).items():
+            lines = [r["entry"].data.line(metric, smooth, REDUCED) for r in members]
+            got = band([ln for ln in lines if ln is not None], points)
+            if got is not None:
+                rgb, round_ = members[0]["entry"].colour
+                x, mean, low, high = got
+                out.append(Trace(group_label(values), rgb, round_, x, mean, None, low, high))
+        return out
+    out = []
+    for e in runs:
+        raw = e.data.line(metric, False, points)
+        if raw is None:
+            continue
+        smoothed = e.data.line(metric, True, points) if smooth else None
+        y_smooth = None
+        if smoothed is not None and len(smoothed[0]):
+            y_smooth = np.interp(raw[0], smoothed[0], smoothed[1])
+        rgb, round_ = e.colour
+        out.append(Trace(e.name, rgb, round_, _x(e, raw[0], x_axis), raw[1], y_smooth, pinned=e.pinned))
+    return out
+
+
+def _x(entry, steps: np.ndarray, x_axis: str) -> np.ndarray:
+    """Steps, or seconds since the run's first step (from its timestamps)."""
+    if x_axis == "step":
+        return steps
+    stamps = entry.data.lines.get("timestamp")
+    line = stamps.raw.points(REDUCED) if stamps else None
+    if line is None or not len(line[0]):
+        return steps
+    return np.interp(steps, line[0], line[1]) - float(line[1][0])

@@ -284,15 +284,16 @@ class Workspace:
             entry.data = None
 
     def diff(self) -> tuple[list[str], list[list]]:
-        """The config diff of the selected runs: the keys in which they differ, beside each run's
-        steps, final and best loss, validation loss and tokens/s. (columns, rows)"""
+        """The config diff of the selected runs: the keys in which they differ (first: they are what a
+        narrow terminal must show), then each run's steps, final and best loss, validation loss,
+        tokens/s and state. (columns, rows)"""
         runs = self.selected()
         keys = differing_keys([e.summary.get("config") or {} for e in runs])
-        columns = ["run", "state", "steps", "final loss", "best loss", "val loss", "tok/s", *keys]
+        columns = ["run", *keys, "steps", "final loss", "best loss", "val loss", "tok/s", "state"]  # what differs first
         rows = []
         for e in runs:
             d, config = e.data, e.summary.get("config") or {}
-            row = [e.name, e.summary.get("state"), e.summary.get("step")]
+            row = [e.name, *(config.get(k) for k in keys), e.summary.get("step")]
             for chart, how in (("loss", "latest"), ("loss", "best"), ("val_loss", "latest"), ("throughput", "latest")):
                 key = d.key_for(chart) if d else None
                 lines = d.lines[key] if key else None
@@ -300,5 +301,5 @@ class Workspace:
                 if lines is not None:
                     value = lines.latest if how == "latest" else float(np.min(lines.raw.points(REDUCED)[1]))
                 row.append(value)
-            rows.append(row + [config.get(k) for k in keys])
+            rows.append(row + [e.summary.get("state")])
         return columns, rows

@@ -29,11 +29,10 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from ..core.palette import hex_style
 from ..core.text import format_count, sanitize
-from ..run.history import band
 from ..run.listing import age
-from ..run.query import group_label, groups
 from .chartsettings import SMOOTHING_LEVELS
-from .overlay import Trace, overlay_text
+from .overlay import Trace, overlay_text, traces
+from .wsactions import DiffTable, Steering
 from .runs import REDUCED, Workspace
 
 STATE_MARK = {"running": "▶", "watching": "▶", "paused": "‖", "stopping": "■", "starting": "…", "finished": "✓",
@@ -59,7 +58,7 @@ class OverlayPanel(Vertical):
         yield Static(classes="overlay-plot")
 
 
-class WorkspaceApp(App[object]):
+class WorkspaceApp(DiffTable, Steering, App[object]):
     CSS = """
     #sidebar { width: 40; border-right: solid $accent; }
     #sidebar.-hidden { display: none; }
@@ -204,47 +203,8 @@ class WorkspaceApp(App[object]):
         return results
 
     def traces(self, metric: str, points: int = REDUCED) -> list[Trace]:
-        """The lines of `metric` for the selected runs (`points` each, at most), or their groups' bands."""
-        runs = [e for e in self.ws.selected() if e.data is not None]
-        smooth = self.ws.weight > 0
-        if self.ws.group_key:
-            out = []
-            for n, (values, members) in enumerate(groups([{**e.summary, "entry": e} for e in runs],
-                                                          self.ws.group_key).items()):
-                lines = [r["entry"].data.line(metric, smooth, REDUCED) for r in members]
-                got = band([ln for ln in lines if ln is not None], points)
-                if got is not None:
-                    rgb, round_ = members[0]["entry"].colour
-                    x, mean, low, high = got
-                    out.append(Trace(group_label(values), rgb, round_, x, mean, None, low, high))
-            return out
-        out = []
-        for e in runs:
-            raw = e.data.line(metric, False, points)
-            if raw is None:
-                continue
-            smoothed = e.data.line(metric, True, points) if smooth else None
-            x = self._x(e, raw[0])
-            rgb, round_ = e.colour
-            y_smooth = None
-            if smoothed is not None and len(smoothed[0]):
-                import numpy as np
-
-                y_smooth = np.interp(raw[0], smoothed[0], smoothed[1])
-            out.append(Trace(e.name, rgb, round_, x, raw[1], y_smooth, pinned=e.pinned))
-        return out
-
-    def _x(self, entry, steps):
-        """Steps, or seconds since the run's first step (from its timestamps)."""
-        if self.x_axis == "step":
-            return steps
-        import numpy as np
-
-        stamps = entry.data.lines.get("timestamp")
-        line = stamps.raw.points(REDUCED) if stamps else None
-        if line is None or not len(line[0]):
-            return steps
-        return np.interp(steps, line[0], line[1]) - float(line[1][0])
+        """The lines of `metric` for the selected runs, or their groups' bands (overlay.traces)."""
+        return traces(self.ws, metric, points, self.x_axis)
 
     @on(Built)
     def _built(self, message: Built) -> None:
@@ -352,34 +312,6 @@ class WorkspaceApp(App[object]):
         self.query_one("#sidebar").toggle_class("-hidden")
         self.on_resize()
 
-    def action_diff(self) -> None:
-        grid, diff = self.query_one("#grid"), self.query_one("#diff")
-        grid.toggle_class("-hidden")
-        diff.set_class(grid.has_class("-hidden"), "-shown")
-        if diff.has_class("-shown"):
-            self.show_diff()
-        self._dirty = True
-
-    def show_diff(self) -> None:
-        with self.ws.lock:
-            columns, rows = self.ws.diff()
-        table = self.query_one("#diff", DataTable)
-        table.clear(columns=True)
-        for c in columns:
-            table.add_column(sanitize(c, 30), key=c)
-        key = columns[min(self.sort_column, len(columns) - 1)]
-        index = columns.index(key)
-        rows = sorted(rows, key=lambda r: (r[index] is None, r[index] if isinstance(r[index], (int, float)) else str(r[index])))
-        for row in rows:
-            table.add_row(*(_cell(v) for v in row))
-        self.say(f"diff: {len(columns) - 7} differing keys; sorted by {key} (o: next column)")
-
-    def action_sort(self) -> None:
-        self.sort_column += 1
-        columns, _ = self.ws.diff()
-        self.sort_column %= max(1, len(columns))
-        self.show_diff()
-
     def action_page(self, by: int) -> None:
         self.page = max(0, self.page + by)
         self.redraw(force=True)
@@ -457,52 +389,3 @@ class WorkspaceApp(App[object]):
     def action_quit_workspace(self) -> None:
         if not self.asking:
             self.exit(None)
-
-    # ---- steering the run under the cursor (attach) -----------------------------------------------------
-    def _live_current(self):
-        e = self.current()
-        if not self.control:
-            self.say("read-only (watch): attach DIR steers the run under the cursor")
-            return None
-        if e is None or not (Path(e.path) / "run.json").exists():
-            self.say("no run with a control channel under the cursor")
-            return None
-        return e
-
-    def action_steer(self, what: str) -> None:
-        if self._live_current():
-            self._request(what, "")
-
-    @work(thread=True, group="steer")
-    def _request(self, what: str, value: str) -> None:
-        from ..control.protocol import ControlClient, ControlError
-
-        e = self.current()
-        try:
-            client = ControlClient.for_run(e.path)
-            if what == "pause":
-                what = "resume" if e.summary.get("state") == "paused" else "pause"
-                reply = client.request(what)
-            elif what == "set":
-                settings = dict(part.split("=", 1) for part in value.split() if "=" in part)
-                reply = client.request("set", settings=settings)
-            elif what == "prompt":
-                reply = client.request("prompt", text=value)
-            else:
-                reply = client.request(what)
-        except (ControlError, OSError, ValueError) as exc:
-            self.call_from_thread(self.say, f"{e.name}: {exc}")
-            return
-        said = reply.get("error") or reply.get("message") or reply.get("path") or reply.get("state") or "done"
-        if reply.get("changes"):
-            said = "set " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in reply["changes"].items())
-        if reply.get("output"):
-            said = f"{reply.get('prompt')} → {reply['output']}"
-        step = f" at step {reply['step']}" if reply.get("step") is not None else ""
-        self.call_from_thread(self.say, f"{e.name}: {what}{step}: {said}")
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return sanitize("-" if value is None else str(value), 40)
