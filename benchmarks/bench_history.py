@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from neurogen_tui.run.history import MetricsHistory, columns_from_rows  # noqa: E402
-from neurogen_tui.run.metricsfile import SidecarWriter, read_metrics  # noqa: E402
+from neurogen_tui.run.metricsfile import read_metrics  # noqa: E402
+from neurogen_tui.run.sidecar import SidecarWriter  # noqa: E402
 from neurogen_tui.run.reader import load_history, rows_from_jsonl  # noqa: E402
 
 

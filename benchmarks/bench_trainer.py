@@ -421,8 +421,8 @@ class SteppedTrainer:
     def close(self) -> None:
         self.trainer.request_stop()
         self._thread.join()
+        self.parts.close()  # the run's last words (notices from their own thread) while the display is open
         self._stack.close()
-        self.parts.close()
 
 
 def cmd_interleaved(args) -> dict:

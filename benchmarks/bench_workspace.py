@@ -25,7 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neurogen_tui.run.metricsfile import MetricsTable, SidecarWriter, fields_from_rows  # noqa: E402
+from neurogen_tui.run.metricsfile import MetricsTable, fields_from_rows  # noqa: E402
+from neurogen_tui.run.sidecar import SidecarWriter  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -21,6 +21,8 @@ returns what it measured, and prints the Markdown at the end. The parts, in the 
 4. nccl: `--nproc-per-node 1`, DDP and FSDP2: start, step, checkpoint, resume on the GPU.
 5. tests: `pytest -m gpu` (tests/test_gpu.py: bf16 numerics, CUDA RNG in checkpoints, resume on
    the GPU, text samples on the GPU).
+6. api: the logging API's `run.log()` inside a real loop on the GPU (the bare loop reading its loss
+   every step, with and without the call, in turns), with what is left of the budget.
 
 On the device machine of this project (Python 3.12, no textual/plotext/zstandard there), carry the
 wheels in `.whl/` (see docs/distributed.md, "The GPU check") and run:
@@ -139,7 +141,7 @@ class BareLoop:
         self.step = 0
         self.model.train()
 
-    def run(self, n: int, sync: bool = False) -> None:
+    def run(self, n: int, sync: bool = False, log=None) -> None:
         cfg, accum = self.cfg, self.cfg.grad_accum_steps
         for _ in range(n):
             for group in self.optimizer.param_groups:
@@ -153,8 +155,12 @@ class BareLoop:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            if sync:
-                loss.item()  # what a loop that logs every step does
+            if sync or log is not None:
+                value = loss.item()  # what a loop that logs every step does
+                if log is not None:  # and the logging API's call, 8 scalars as bench_api.py logs them
+                    log({"train/loss": value, "train/lr": self.optimizer.param_groups[0]["lr"], "train/step": self.step,
+                         "train/tokens": self.step * cfg.tokens_per_chunk, "a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0},
+                        step=self.step)
             self.step += 1
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -215,6 +221,30 @@ def part_model(plan: Plan, work: Path, compiled: bool) -> dict:
             "warmup_s": warmup_s, "loops": rows, "trainer_mfu_reported": statistics.median(reported) if reported else None,
             "trainer_vs_bare": rows["bare"]["ms_per_step"] / rows["trainer"]["ms_per_step"],
             "item_cost": rows["bare"]["ms_per_step"] / rows["bare_item"]["ms_per_step"], **info}
+
+
+def part_api(plan: Plan, work: Path) -> dict:
+    """The logging API inside a real loop on the GPU: the bare loop reading its loss every step,
+    with and without `run.log()` of 8 scalars, blocks in turns (target: no measurable cost)."""
+    import neurogen_tui as ngt
+
+    total = (plan.blocks + 1) * plan.block * 2 + 1
+    bare = BareLoop(plan.config(work / "api-bare", total))
+    run = ngt.init(run_dir=work / "api-run", config={"lr": bare.cfg.lr})
+    bare.run(plan.block, sync=True)
+    bare.run(plan.block, log=run.log)  # warm-up of both
+    times: dict[str, list[float]] = {"item": [], "logged": []}
+    for b in range(plan.blocks):
+        for name in (("item", "logged") if b % 2 == 0 else ("logged", "item")):
+            t0 = time.perf_counter()
+            bare.run(plan.block, sync=True, log=run.log if name == "logged" else None)
+            times[name].append(time.perf_counter() - t0)
+    run.finish()
+    rows = len((work / "api-run" / "training_viz" / "metrics.jsonl").read_text().splitlines())
+    tokens = plan.block * bare.cfg.tokens_per_chunk
+    tps = {k: tokens * len(v) / sum(v) for k, v in times.items()}
+    return {"tokens_per_sec": tps, "logged_vs_item": tps["logged"] / tps["item"], "rows_written": rows,
+            "block": plan.block, "blocks": plan.blocks}
 
 
 # ---- 3. the app in a terminal ----------------------------------------------------------------------------
@@ -505,6 +535,12 @@ def markdown(results: dict) -> str:
                          f"{Path(str(re_.get('checkpoint'))).name}, CUDA RNG saved: {st.get('cuda_rng_saved')}"
                          f"{'; ' + (st.get('message') or '') + ' ' + (re_.get('message') or '') if not e['ok'] else ''}")
         lines.append("")
+    api = results.get("api")
+    if isinstance(api, dict) and "tokens_per_sec" in api:
+        tps = api["tokens_per_sec"]
+        lines += [f"- the logging API in a real loop: **with run.log() / without = {api['logged_vs_item']:.3f}** "
+                  f"({_f(tps['logged'])} vs {_f(tps['item'])} tokens/s, both reading the loss every step; "
+                  f"{api['blocks']} blocks of {api['block']} steps each in turns; {api['rows_written']} rows written)", ""]
     tests = results.get("tests")
     if isinstance(tests, dict) and "summary" in tests:
         lines += [f"- `pytest -m gpu`: {tests['summary']} (exit {tests['exit']})", *[f"  - {x}" for x in tests["failures"]], ""]
@@ -515,9 +551,9 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-PARTS = ("env", "model_eager", "model_compile", "app", "nccl", "tests")
+PARTS = ("env", "model_eager", "model_compile", "app", "nccl", "tests", "api")
 # what each part may take on the GPU (seconds): a part starts only when that much of --budget is left
-NEEDS = {"env": 5, "model_eager": 60, "model_compile": 150, "app": 200, "nccl": 90, "tests": 90}
+NEEDS = {"env": 5, "model_eager": 60, "model_compile": 150, "api": 40, "app": 200, "nccl": 90, "tests": 90}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -549,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results: dict = {"dry_run": args.dry_run, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "argv": sys.argv[1:]}
     runs = {"env": part_env, "model_eager": lambda pl, w: part_model(pl, w, False),
-            "model_compile": lambda pl, w: part_model(pl, w, True), "app": part_app, "nccl": part_nccl, "tests": part_tests}
+            "model_compile": lambda pl, w: part_model(pl, w, True), "api": part_api, "app": part_app, "nccl": part_nccl, "tests": part_tests}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         for name in parts:
             if name == "model_compile" and not plan.compile:

@@ -22,14 +22,21 @@ SUPPORTED = ("init", "log", "finish", "config", "summary", "Run", "log_text", "r
 _current = None  # the run init() made last, for the module-level log/finish/config
 
 
+NOTIFY_KEYS = ("notify", "notify_cmd", "notify_format", "notify_interval", "stall_after", "disk_low_mb")
+
+
 def init(run_dir=None, project=None, name=None, config=None, resume=None, total_steps=None, all_ranks=False,
-         **unsupported):
+         notify=None, notify_cmd=None, notify_format="auto", notify_interval=300.0, stall_after=None,
+         disk_low_mb=1024.0, **unsupported):
     """Start a run (see neurogen_tui.api.run.Run). Under torchrun only rank 0 writes one unless
-    `all_ranks` (then each rank writes `<name>-rank<N>`); the other ranks get a run that does nothing."""
+    `all_ranks` (then each rank writes `<name>-rank<N>`); the other ranks get a run that does nothing.
+    `notify` (a webhook URL or a list of them) and `notify_cmd` (shell commands) are told when the
+    run ends, fails, stalls (no log() for `stall_after` seconds) or calls run.alert(), as the
+    trainer's --notify flags are (docs/notifications.md)."""
     global _current
     if unsupported:
-        raise TypeError(f"neurogen_tui.init() takes run_dir, project, name, config, resume, total_steps, all_ranks; "
-                        f"not {', '.join(sorted(unsupported))}")
+        raise TypeError(f"neurogen_tui.init() takes run_dir, project, name, config, resume, total_steps, all_ranks, "
+                        f"{', '.join(NOTIFY_KEYS)}; not {', '.join(sorted(unsupported))}")
     import os
 
     from .api.run import NoRun, Run
@@ -41,8 +48,12 @@ def init(run_dir=None, project=None, name=None, config=None, resume=None, total_
     else:
         if rank:
             name = f"{name or 'run'}-rank{rank}"
+        listed = (lambda v: [v] if isinstance(v, str) else list(v or ()))
         _current = Run(run_dir, project, name, config, resume, total_steps,
-                       serve=lambda *a: RunService.serve(*a, writer="logging API"))
+                       serve=lambda *a: RunService.serve(*a, writer="logging API"),
+                       notify=dict(urls=listed(notify), commands=listed(notify_cmd), fmt=notify_format,
+                                   interval=float(notify_interval), stall_after=stall_after,
+                                   disk_low_mb=float(disk_low_mb)))
     return _current
 
 
@@ -67,8 +78,9 @@ def finish(exit_code=0):
 
 
 def alert(title, text="", level="INFO", wait_duration=None):
+    """`run.alert` on the current run: tell the researcher (its --notify channels, its timeline)."""
     if _current is not None and hasattr(_current, "alert"):
-        _current.alert(title, text, level)
+        _current.alert(title, text, level, wait_duration)
 
 
 def __getattr__(name):

@@ -231,6 +231,23 @@ def test_sigkill_loses_at_most_a_second_and_leaves_every_file_readable_and_the_r
     out = subprocess.run([sys.executable, "-m", "neurogen_tui", "ls", str(tmp_path)], capture_output=True,
                          text=True, env=ENV)
     assert " stale " in out.stdout
+    # and `watch` says so too (#30): the header's state, and a line in the log
+    import asyncio
+
+    from neurogen_tui.tui.app import MonitorApp
+    from neurogen_tui.tui.rundir import RunDirSource
+
+    async def watch():
+        app = MonitorApp(RunDirSource(tmp_path / "run", poll=0.1))
+        async with app.run_test(size=(100, 30)) as pilot:
+            for _ in range(200):
+                await pilot.pause(0.05)
+                if app.run_state.state == "stale":
+                    break
+            assert app.run_state.state == "stale"
+            assert app.run_state.header().state == "stale"
+
+    asyncio.run(watch())
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ def _dry_run(tmp_path_factory, parts: str):
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     """The quick parts, in the default suite: the environment, the model loops, `pytest -m gpu`."""
-    return _dry_run(tmp_path_factory, "env,model_eager,model_compile,tests")
+    return _dry_run(tmp_path_factory, "env,model_eager,model_compile,api,tests")
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,10 @@ def test_dry_run_measures_every_part_and_writes_its_tables(dry_run):
     assert model["params"] > 0 and model["samples"] >= 1  # the trainer ran as composed, samples included
     assert 0.2 < model["trainer_vs_bare"] < 5
     assert "skipped in the dry run" in results["model_compile"]["error"]
+    api = results["api"]  # the logging API inside the loop: every step's row written
+    assert api["rows_written"] == (api["blocks"] + 1) * api["block"] and api["logged_vs_item"] > 0
     report = (out / "results.md").read_text()
-    assert "trainer / bare =" in report and report in stdout + "\n"
+    assert "trainer / bare =" in report and "with run.log() / without =" in report and report in stdout + "\n"
 
 
 @pytest.mark.slow
@@ -87,3 +89,19 @@ def test_without_a_gpu_the_real_check_refuses_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "--dry-run" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_the_wheel_list_carries_every_requirement_the_device_image_lacks(capsys):
+    """#31: a wheel missing from docs/distributed.md's list must fail here, not on the GPU."""
+    import importlib.metadata
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_rehearsal
+
+    try:
+        importlib.metadata.distribution("neurogen-tui")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("neurogen-tui is not installed here (its requirements are read from its metadata)")
+    assert gpu_rehearsal.main(["--plan-only"]) == 0, capsys.readouterr().out
+    assert ", 0 nowhere" in capsys.readouterr().out
+    assert {"datasets", "dill", "multiprocess", "textual"} <= {p.split("==")[0] for p in gpu_rehearsal.wheel_list()}

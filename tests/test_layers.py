@@ -20,7 +20,7 @@ def lint(where: Path) -> subprocess.CompletedProcess:
 def test_every_module_keeps_to_its_floor_and_no_import_cycles():
     result = lint(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "9 kept, 0 broken" in result.stdout
+    assert "10 kept, 0 broken" in result.stdout
 
 
 @pytest.mark.parametrize("module, line", [
@@ -40,7 +40,8 @@ def test_an_upward_import_fails_the_check(tmp_path, module, line):
     path.write_text(text)
     result = lint(tmp_path)
     assert result.returncode != 0
-    assert "floors: processes > views > services > engine > run directory > core BROKEN" in result.stdout, result.stdout
+    said = " ".join(result.stdout.split())  # import-linter wraps long contract names
+    assert "floors: processes > views > services > engine > notifications > run directory > core BROKEN" in said, said
     assert f"neurogen_tui.{module[:-3].replace('/', '.')} ->" in result.stdout
 
 

@@ -7,7 +7,8 @@ import pytest
 import pyarrow as pa
 from neurogen_tui.core.events import TrainingMetrics
 from neurogen_tui.run.files import dumps
-from neurogen_tui.run.metricsfile import FIELDS, SidecarWriter, parse_jsonl, read_metrics, read_sidecar
+from neurogen_tui.run.metricsfile import FIELDS, parse_jsonl, read_metrics, read_sidecar
+from neurogen_tui.run.sidecar import SidecarWriter
 from neurogen_tui.run.recorder import MetricsRecorder
 from neurogen_tui.run.reader import load_history
 from neurogen_tui.tui.follow import FilesFollower
@@ -217,7 +218,7 @@ def test_a_file_read_in_blocks_reads_the_same_whatever_the_block(tmp_path, monke
 def test_any_numeric_key_is_a_column_and_a_late_key_widens_the_sidecar(tmp_path):
     """A loop that is not our trainer logs its own names; one appears only at its evaluations."""
     from neurogen_tui.run.files import JsonlWriter
-    from neurogen_tui.run.metricsfile import SidecarWriter
+    from neurogen_tui.run.sidecar import SidecarWriter
 
     viz = tmp_path / "training_viz"
     viz.mkdir()

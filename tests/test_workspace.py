@@ -191,7 +191,7 @@ def test_a_tensorboard_logdir_is_a_run_shown_live_as_it_grows(tmp_path):
 def test_memory_per_run_stays_bounded_by_reduction(tmp_path):
     """A run of 200k steps is held as ~REDUCED points a key, not every row."""
     from neurogen_tui.run.files import JsonlWriter
-    from neurogen_tui.run.metricsfile import SidecarWriter
+    from neurogen_tui.run.sidecar import SidecarWriter
 
     viz = tmp_path / "runs" / "long" / "training_viz"
     viz.mkdir(parents=True)

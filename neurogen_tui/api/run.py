@@ -30,6 +30,7 @@ from typing import Callable
 
 from ..core.events import EventBus, RunFailed, RunFinished, RunStarted, TextSample
 from ..core.parse import ConfigError
+from ..notify.setup import Notifications
 from ..run.info import Config as ConfigFile
 from ..run.layout import RUNS_HOME, EndReason, RunLayout, RunState
 from ..run.lock import RunLock
@@ -88,7 +89,7 @@ class Run:
 
     def __init__(self, run_dir: str | os.PathLike | None = None, project: str | None = None, name: str | None = None,
                  config: dict | None = None, resume: bool | str | None = None, total_steps: int | None = None,
-                 serve: Callable | None = None) -> None:
+                 serve: Callable | None = None, notify: dict | None = None) -> None:
         self.dir = Path(run_dir) if run_dir else _new_dir(project, name)
         layout = RunLayout(self.dir)
         resuming = bool(resume) and layout.metrics.exists()
@@ -121,6 +122,9 @@ class Run:
         self.service = serve(self.dir, self.name, total_steps, file, self.control, self.bus) if serve else None
         record = self.service.record if self.service is not None else None
         self._writer = RunWriter(self._queue, recorder, record)
+        self.notifications = Notifications(self.bus, self.name, self.dir, step=lambda: self._next,
+                                           paused=lambda: self.control.state == RunState.PAUSED,
+                                           last_loss=lambda: self._writer.last_loss, **(notify or {}))
         if last is not None:
             self._next = last + 1
         self.bus.publish(RunStarted("", "your loop", 0, self._next, total_steps,
@@ -206,6 +210,16 @@ class Run:
         self.on_set("lr", set_lr, groups[0].get("lr") if groups else None)
         self.on_set("weight_decay", set_wd, groups[0].get("weight_decay") if groups else None)
 
+    def alert(self, title: str, text: str = "", level="INFO", wait_duration=None) -> None:
+        """Tell the researcher (wandb's and trackio's alert): sent to the run's --notify channels
+        (init's `notify`), written in its timeline, rung in a watching app. Never raises."""
+        try:
+            wait = getattr(wait_duration, "total_seconds", lambda: wait_duration)()  # seconds or a timedelta
+            self.notifications.alert(str(title), str(text), level, self._writer.last_step,
+                                     None if wait is None else float(wait))
+        except Exception as exc:
+            self._warn_once(f"alert() could not take this call ({type(exc).__name__}: {exc})")
+
     # ---- the end ------------------------------------------------------------------------------------
     def finish(self, exit_code: int = 0, error: str | None = None) -> None:
         """Write what is queued, mark the run finished (or failed, with a non-zero exit code or an
@@ -228,6 +242,7 @@ class Run:
             if self.service is not None:
                 self.service.record.info["summary"] = dict(self.summary)
             self.bus.publish(result)
+            self.notifications.close()  # the last notices in the timeline, then it closes
             self._writer.recorder.close()
             self.timeline.close()
             if self.service is not None:

@@ -68,6 +68,7 @@ class RunWriter:
         self.refused: set[str] = set()  # keys warned of (once each)
         self.rows = 0
         self.last_step: int | None = None
+        self.last_loss: float | None = None  # the newest row's loss, under any of its names
         self._wake, self._stop = threading.Event(), threading.Event()
         self._lock = threading.Lock()  # one drain at a time (the thread, and finish)
         self._thread = threading.Thread(target=self._run, name="neurogen-tui-writer", daemon=True)
@@ -126,8 +127,9 @@ class RunWriter:
         self.rows += len(rows)
         last = rows[-1]
         self.last_step = last["step"]
+        loss = row_value(last, "loss")
+        self.last_loss = float(loss) if isinstance(loss, (int, float)) else self.last_loss
         if self.record is not None:
-            loss = row_value(last, "loss")
             self.record.progress(last["step"], loss if isinstance(loss, (int, float)) else None)
 
     def flush(self) -> None:

@@ -7,7 +7,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from ..core.events import CheckpointSaved, LogMessage, RunFailed, RunFinished, RunStarted, TextSample, TrainingMetrics
+from ..core.events import (CheckpointSaved, LogMessage, Notified, RunFailed, RunFinished, RunStarted, TextSample,
+                           TrainingMetrics)
 from ..core.text import format_count, sanitize
 from ..run.layout import EndReason
 from ..train.config import TrainingConfig
@@ -47,7 +48,10 @@ class HeadlessDisplay:
 
     def line(self, text: str, style: str = "") -> None:
         # into a pipe or a log file (nohup, CI) a record stays one line; a terminal wraps it to fit
-        self.progress.console.print(Text(text, style=style), soft_wrap=not self.console.is_terminal)
+        try:
+            self.progress.console.print(Text(text, style=style), soft_wrap=not self.console.is_terminal)
+        except (OSError, ValueError):  # the output closed under us (a notice from another thread at the end)
+            pass
 
     def __call__(self, event) -> None:
         if isinstance(event, RunStarted):
@@ -73,6 +77,9 @@ class HeadlessDisplay:
             self.line(f"checkpoint: {event.path}", "dim")
         elif isinstance(event, LogMessage):
             self.line(f"{event.level}: {sanitize(event.text)}", "yellow" if event.level == "warning" else "")
+        elif isinstance(event, Notified) and event.notice.get("held") != -1:  # told where you are: said here too
+            self.line(f"notified: {sanitize(str(event.notice.get('title', '')), 200)}",
+                      "yellow" if event.notice.get("level") != "info" else "dim")
         elif isinstance(event, RunFinished) and event.reason == EndReason.DATA_EXHAUSTED and self.cfg.max_chunks:
             self.line(f"data exhausted at step {event.step} of {self.cfg.max_chunks}, {format_count(event.tokens_seen)} "
                       f"tokens (--epochs {self.cfg.epochs}; --epochs 0 goes round the data)", "yellow")

@@ -11,6 +11,7 @@ plotext (benchmarks/results/ui.md).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -22,7 +23,7 @@ import threading
 from ..control.protocol import ControlClient, ControlError
 from ..run.info import read_run_info
 from ..run.layout import EXIT_FAILED, EXIT_FORCED, EXIT_OK
-from ..train.env import LOCK_HELD_ENV
+from ..train.env import LOCK_HELD_ENV, NOTIFY_ENV
 from ..tui.rundir import RunDirSource
 from .session import ended_line, setup_logging
 from .signals import hangup_message, install_stop_signals
@@ -119,9 +120,32 @@ def launch(argv: list[str], cfg, headless: bool = True) -> int:
     return EXIT_FAILED
 
 
+SECRET_FLAGS = ("--notify", "--notify-cmd")
+
+
+def without_secrets(argv: list[str]) -> tuple[list[str], dict]:
+    """argv less its --notify URLs and --notify-cmd commands (a webhook's URL is its secret: a
+    child's command line is anyone's to read with ps), and those as {"notify": [...], ...}."""
+    out, taken, i = [], {"notify": [], "notify_cmd": []}, 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in SECRET_FLAGS:
+            if not eq and i + 1 < len(argv):
+                i, value = i + 1, argv[i + 1]
+            taken[name[2:].replace("-", "_")].append(value)
+        else:
+            out.append(arg)
+        i += 1
+    return out, taken
+
+
 def _spawn(cfg, argv: list[str], headless: bool) -> subprocess.Popen:
     nproc = cfg.nproc_per_node
     env = {**os.environ, LOCK_HELD_ENV: "1"}
+    argv, secrets = without_secrets(argv)
+    if any(secrets.values()):
+        env[NOTIFY_ENV] = json.dumps(secrets)
     if nproc > 1:
         command = torchrun_command(nproc, argv)
         if "OMP_NUM_THREADS" not in env:  # torchrun would set 1 (and warn); share this machine's cores

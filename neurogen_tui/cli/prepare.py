@@ -3,6 +3,7 @@ default) and locked, and what is worth saying about it before it starts."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -13,7 +14,7 @@ from ..run.listing import newest_run
 from ..run.lock import NoLock, RunLock
 from ..train.checkpoint import CheckpointError, check_world_size, list_checkpoints, resolve_resume
 from ..train.config import TrainingConfig, apply_flags, warmup_note
-from ..train.env import holds_run_dir, job_world_size, under_launcher
+from ..train.env import NOTIFY_ENV, holds_run_dir, job_world_size, under_launcher
 from ..train.flags import ConfigError
 from ..train.validate import validate
 
@@ -33,6 +34,17 @@ def say_before_the_run(text: str, now: bool = False) -> None:
         print(f"neurogen-tui: {text}")
 
 
+def take_handed_notify(cfg: TrainingConfig) -> TrainingConfig:
+    """A launcher's --notify URLs and --notify-cmd commands, handed over in the environment (kept
+    off this child's command line, where `ps` shows it: launch.without_secrets)."""
+    handed = os.environ.pop(NOTIFY_ENV, "")
+    if handed:
+        secrets = json.loads(handed)
+        cfg.notify = cfg.notify or tuple(secrets.get("notify", ()))
+        cfg.notify_cmd = cfg.notify_cmd or tuple(secrets.get("notify_cmd", ()))
+    return cfg
+
+
 def prepare_run(args: argparse.Namespace) -> tuple[TrainingConfig, tuple[str, dict] | None, RunLock | NoLock]:
     """Validated config, with --resume the checkpoint (path, state), and the run dir's lock.
     Raises ConfigError before touching the run dir when a flag is wrong."""
@@ -49,7 +61,7 @@ def prepare_run(args: argparse.Namespace) -> tuple[TrainingConfig, tuple[str, di
             print(f"neurogen-tui: warning: {w}")
         base = TrainingConfig.from_checkpoint(state.get("config", {}))
         resume = (str(path), state)
-    cfg = apply_flags(vars(args), base)
+    cfg = take_handed_notify(apply_flags(vars(args), base))
     cfg.run_dir = str(layout.root) if args.run_dir or resume else new_run_dir(cfg)
     if base is not None and cfg.min_lr > cfg.lr and args.min_lr is None and args.lr is None:
         # saved by a version that let two live changes cross: the run's own config never stops a resume

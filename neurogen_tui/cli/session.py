@@ -17,6 +17,7 @@ from pathlib import Path
 from ..control.server import RunService
 from ..core.events import EventBus, LogMessage, RunFailed, RunNote
 from ..core.text import sanitize
+from ..notify.setup import Notifications
 from ..run.info import RunDirWatch
 from ..run.layout import EXIT_FAILED, EXIT_FORCED, EXIT_OK, RunState
 from ..run.recorder import MetricsRecorder
@@ -101,6 +102,7 @@ class RunParts:
     timeline: Timeline | None = None  # events.jsonl
     watch: RunDirWatch | None = None  # the run dir deleted under the run
     lock: RunLock | None = None  # the run dir taken again after it was deleted
+    notifications: Notifications | None = None  # notices to webhooks, commands and a watching app
 
     def run_dir_lost(self) -> None:
         """The run directory was deleted or replaced: stop at the next step boundary, with a final
@@ -135,6 +137,8 @@ class RunParts:
         the control socket goes."""
         if self.watch is not None:
             self.watch.close()
+        if self.notifications is not None:  # before the timeline closes: the last notices are in it
+            self.notifications.close()
         if self.viz is not None:
             self.viz.close()
         self.recorder.close()
@@ -170,6 +174,10 @@ def build_run(cfg: TrainingConfig, resume: tuple[str, dict] | None, control: boo
     service = RunService.start(cfg, trainer, bus, viz) if control else None
     parts = RunParts(trainer, bus, recorder, viz, service, tensorboard, timeline)
     parts.watch = RunDirWatch(cfg.run_dir, parts.run_dir_lost)
+    parts.notifications = Notifications(
+        bus, cfg.display_name, cfg.run_dir, step=lambda: trainer.step, paused=lambda: trainer.state == RunState.PAUSED,
+        urls=cfg.notify, fmt=cfg.notify_format, commands=cfg.notify_cmd, interval=cfg.notify_interval,
+        best_val=cfg.notify_best, stall_after=cfg.stall_after, disk_low_mb=cfg.disk_low_mb)
     return parts
 
 

@@ -165,6 +165,15 @@ class RunNote:
     details: dict = field(default_factory=dict)
 
 
+@dataclass
+class Notified:
+    """A notice was made (notify/notice.py's Notice as a dict: kind, title, text, level, step,
+    held): the timeline records it, a watching app rings the terminal's bell and shows it."""
+
+    notice: dict
+    replayed: bool = False  # read back from the timeline of a run opened later: shown, not rung
+
+
 Event = Any
 Subscriber = Callable[[Event], None]
 

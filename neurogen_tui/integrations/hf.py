@@ -21,8 +21,9 @@ from .. import init
 
 
 class NeurogenCallback(TrainerCallback):
-    def __init__(self, run_dir=None, project=None, name=None, config: dict | None = None, prompt_tokens: int = 48):
-        self.kwargs = {"run_dir": run_dir, "project": project, "name": name}
+    def __init__(self, run_dir=None, project=None, name=None, config: dict | None = None, prompt_tokens: int = 48,
+                 **init_kwargs):
+        self.kwargs = {"run_dir": run_dir, "project": project, "name": name, **init_kwargs}  # notify=..., stall_after=...
         self.extra_config = config or {}
         self.prompt_tokens = prompt_tokens
         self.run = None

@@ -22,9 +22,9 @@ from .. import init
 
 
 class NeurogenLogger(Logger):
-    def __init__(self, run_dir=None, project=None, name=None, config: dict | None = None):
+    def __init__(self, run_dir=None, project=None, name=None, config: dict | None = None, **init_kwargs):
         super().__init__()
-        self.kwargs = {"run_dir": run_dir, "project": project, "name": name}
+        self.kwargs = {"run_dir": run_dir, "project": project, "name": name, **init_kwargs}  # notify=..., stall_after=...
         self._config = dict(config or {})
         self._run = None
 

@@ -15,7 +15,8 @@ from .files import tail_jsonl
 from .history import COLUMNS, MetricsHistory, history_columns, number
 from .layout import LIVE_STATES, METRICS_FILE, METRICS_JSON, SAMPLES_FILE, SAMPLES_JSON, VIZ_DIR
 from .info import liveness, read_run_info
-from .metricsfile import MetricsTable, build_sidecar, read_metrics
+from .metricsfile import MetricsTable, read_metrics
+from .sidecar import build_sidecar
 from .tensorboard import TensorBoardRun, is_tensorboard_dir, table_of, tensorboard_missing
 
 

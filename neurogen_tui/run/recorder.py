@@ -14,7 +14,8 @@ from typing import Callable
 from ..core.events import TextSample, TrainingMetrics
 from .files import JsonlWriter, cut_jsonl_after
 from .layout import METRICS_FILE, METRICS_SIDECAR, SAMPLES_FILE
-from .metricsfile import MetricsTable, SidecarWriter, trim_metrics
+from .metricsfile import MetricsTable
+from .sidecar import SidecarWriter, trim_metrics
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..core.events import (CheckpointSaved, CheckpointSkipped, EvalResult, GuardFired, RunFailed, RunFinished, RunNote,
+from ..core.events import (CheckpointSaved, CheckpointSkipped, EvalResult, GuardFired, Notified, RunFailed, RunFinished, RunNote,
                            RunStarted, SettingChanged, StateChanged, TrainingMetrics, changes_text)
 from ..core.text import format_count, format_duration
 from .files import JsonlWriter, read_jsonl
@@ -71,6 +71,10 @@ class Timeline:
             self._state = event.state
         elif isinstance(event, RunNote):
             self.write(event.kind, **event.details)
+        elif isinstance(event, Notified):
+            n = event.notice
+            self.write("notice", n.get("step"), what=n.get("kind"), title=n.get("title"), text=n.get("text"),
+                       level=n.get("level"), held=n.get("held", 0))
         elif isinstance(event, RunFinished):
             self.write("ended", event.step, reason=str(event.reason), checkpoint=event.checkpoint)
         elif isinstance(event, RunFailed):
@@ -132,7 +136,13 @@ def _describe(event: dict) -> str:
         return f"step {step}: checkpoint {Path(str(event.get('path', ''))).name}"
     if kind in ("ended", "failed"):
         return f"step {step}: {kind}: {event.get('reason') or event.get('error') or ''}"
-    if kind in ("storage", "checkpoint skipped", "run dir"):
+    if kind == "notice":
+        held = event.get("held") or 0
+        return f"{'held back: ' if held == -1 else 'notified: '}{event.get('title', '')}" + (
+            f" ({held} of its kind at once)" if isinstance(held, int) and held > 1 else "")
+    if kind == "checkpoint failed":
+        return f"step {step}: checkpoint write failed: {event.get('text', '')}"
+    if kind in ("storage", "checkpoint skipped", "run dir", "notify failing"):
         return f"step {step}: {event.get('text') or event.get('reason') or kind}"
     return f"step {step}: {kind}"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.events import CheckpointSaved, CheckpointSkipped
+from ..core.events import CheckpointSaved, CheckpointSkipped, RunNote
 from ..core.text import first_line
 from ..run.files import atomic_write
 from ..run.layout import CHECKPOINT_NAME, SHARDED_META, checkpoint_name
@@ -104,6 +104,7 @@ class Checkpointer:
                                       f"last good checkpoint: {self.last or 'none'}")
             if par.is_main:
                 t._say(f"checkpoint write failed ({error}); retrying in {self.retry_delay:.0f}s", "warning")
+                t.bus.publish(RunNote("checkpoint failed", {"text": error, "step": t.step}))
             time.sleep(self.retry_delay) if par.world_size > 1 else t._stop.wait(self.retry_delay)
         self.last = str(par.finish_checkpoint(t, written))
         if verdict == "trusted":

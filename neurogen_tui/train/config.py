@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ..run.layout import RunLayout
 from .flags import (TYPES, ConfigError, Flag, at_least, device_spec, flag, fraction, guard_actions_check, keep_count,
-                    non_negative, one_of, option, positive, share)
+                    non_negative, one_of, option, positive, share, webhook_urls)
 
 # Model presets. "base" is GPT-2-124M-shaped; "small" follows nanoGPT's CPU recipe
 # (4 layers, 4 heads, 128 wide) and is the default so a laptop CPU sees the loss fall in minutes.
@@ -27,6 +27,7 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "base": {"n_layer": 12, "n_head": 12, "n_embd": 768, "seq_len": 1024, "batch_size": 4},
 }
 SAMPLE_DATASET = "sample"
+NOTIFY_FORMATS = ("auto", "slack", "discord", "ntfy", "json")  # notify/channels.py FORMATS
 TOKENIZER_NAMES = ("byte",)  # what --tokenizer takes by name (tokenizer.NAMES builds them)
 DEFAULT_DATASET = "cerebras/SlimPajama-627B"
 # Fields that fix the shape of the saved weights: a resumed run must agree on all of them.
@@ -148,6 +149,25 @@ class TrainingConfig:
     tensorboard: bool = flag(False, MONITOR, "also write TensorBoard event files to <run-dir>/tensorboard as the run "
                                              "goes (a separate process follows metrics.jsonl; needs the tensorboard "
                                              "package: pip install 'neurogen-tui[tensorboard]')", saved=False)
+    # ---- notifications (notify/): process flags, never kept in a checkpoint (a webhook's URL is a secret)
+    notify: tuple = flag((), MONITOR, "post a JSON message to this webhook when something matters: the run finished "
+                                      "or failed, the guard acted, a non-finite step, a stall, a checkpoint not "
+                                      "written, the disk filling (Slack, Discord and ntfy bodies told from the URL; "
+                                      "repeatable; shown masked)", metavar="URL", default_text="", saved=False,
+                         check=webhook_urls)
+    notify_format: str = flag("auto", MONITOR, "the webhook's body: auto (from the URL), slack, discord, ntfy or json "
+                                               "(the notice as it is)", check=one_of(*NOTIFY_FORMATS), saved=False)
+    notify_cmd: tuple = flag((), MONITOR, "run this shell command with each notice as JSON on its standard input "
+                                          "(repeatable)", metavar="CMD", default_text="", saved=False)
+    notify_interval: float = flag(300.0, MONITOR, "at most one message of a kind per this many seconds; what is held "
+                                                  "back is summed up after it", check=positive, metavar="S",
+                                  saved=False)
+    notify_best: bool = flag(False, MONITOR, "also notify each new best validation loss", saved=False)
+    stall_after: float | None = flag(None, MONITOR, "notify when no step has come for this long (not while paused)",
+                                     check=positive, metavar="S", saved=False,
+                                     default_text="20 median steps, at least 300")
+    disk_low_mb: float = flag(1024.0, MONITOR, "notify when the run directory's disk has less free space (MB)",
+                              check=non_negative, metavar="MB", saved=False)
     ui_budget: float = flag(0.01, MONITOR, "the app's screen (charts, samples, header) uses at most this share of "
                                            "training time while that costs training: with the trainer in the "
                                            "app's process, or every core busy; keys never wait (0: full rate "

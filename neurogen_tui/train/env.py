@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 LOCK_HELD_ENV = "NEUROGEN_TUI_LOCK_HELD"  # set by the launcher, which holds the run dir's lock
+NOTIFY_ENV = "NEUROGEN_TUI_NOTIFY"  # a launcher's --notify URLs and commands, handed to its child out of sight of `ps`
 
 
 def env_rank() -> int:

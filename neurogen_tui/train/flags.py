@@ -95,6 +95,23 @@ def one_of(*choices: str) -> Callable[[str, Any], str | None]:
     return check
 
 
+def webhook_urls(name: str, value) -> str | None:
+    """--notify: http(s) URLs with a host; said masked (a webhook's URL is its secret)."""
+    from urllib.parse import urlsplit
+
+    from ..notify.notice import mask_url
+
+    for url in value:
+        try:
+            parts = urlsplit(url)
+            good = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            good = False
+        if not good:
+            return f"{option(name)} takes an http(s) URL (got {mask_url(url) if '://' in url else 'something else'})"
+    return None
+
+
 @dataclass(frozen=True)
 class Flag:
     group: str

@@ -23,6 +23,7 @@ from textual.message import Message
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
+from ..notify.notice import terminal_alert
 from ..run.layout import EXIT_FAILED, EXIT_FORCED, RunState
 from . import chartsettings
 from .budget import ScreenBudget
@@ -81,6 +82,7 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
     CHART_DUTY = 0.03  # longest share of the UI thread the charts may take on long runs
     CHART_MAX_WAIT = 5.0  # seconds: even a slow machine sees its charts move
     FORCE_AFTER = 5.0  # seconds after a stop request before q can abandon a stop that hangs
+    RING_EVERY = 10.0  # seconds: the terminal is told of a notice at most this often
     UI_BUDGET = 0.01  # share of training time the screen may use while it costs training (--ui-budget)
     BUSY_HEADER_INTERVAL = 1.0  # seconds between header updates while the budget applies
     BUSY_CHART_MAX_WAIT = 30.0  # seconds: the longest the budget holds back the charts and samples
@@ -102,6 +104,8 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
         self.went_back = False
         self._caps_shown = source.caps
         self._end_said = False
+        self._rung_at = -float("inf")
+        self.rung: list[dict] = []  # the notices this screen told the terminal of
         self.run_state = RunView(source.title, read_only=not self.caps.control, run_dir=source.run_dir)
         self.monitor = MonitorScreen()
         self._started = False
@@ -178,6 +182,8 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
             gc.collect()  # what is garbage now must not be frozen with the rest
             gc.freeze()
             self.budget.forget()  # a one-off for the whole process, not the screen's work
+        for notice in rs.take_alerts():
+            self.ring(notice)
         logs = rs.take_logs()
         if not self.terminal_lost and hasattr(screen, "header"):  # nobody sees a lost terminal's screen
             for line in logs:
@@ -274,6 +280,18 @@ class MonitorApp(ChartKeys, TerminalSignals, App[int]):
         if action in self.CHART_ACTIONS:
             return self.screen is self.monitor  # not under the help or a sample in full
         return True
+
+    def ring(self, notice: dict) -> None:
+        """A notice made while this screen is open: the terminal's bell and a desktop notification
+        (notify.notice.terminal_alert), at most one every RING_EVERY seconds."""
+        now = time.monotonic()
+        if self.terminal_lost or now - self._rung_at < self.RING_EVERY:
+            return
+        self._rung_at = now
+        self.rung.append(notice)
+        if not self.is_headless and self._driver is not None:
+            self._driver.write(terminal_alert(str(notice.get("title", "")), str(notice.get("text", "")),
+                                              tmux=bool(os.environ.get("TMUX"))))
 
     def _say(self, text: str, level: str = "info") -> None:
         self.run_state.log(level, text)

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.events import (CheckpointSaved, GuardFired, LogMessage, RunFailed, RunFinished, SettingChanged,
+from ..core.events import (CheckpointSaved, GuardFired, LogMessage, Notified, RunFailed, RunFinished, SettingChanged,
                            StateChanged, TextSample)
 from ..run.files import TailedFile, tail_jsonl
 from ..run.history import columns_from_rows, history_columns
@@ -34,7 +34,9 @@ SAMPLE_FIELDS = ("step", "input", "target", "output", "accuracy")
 # the timeline's kinds a viewer shows in its log pane (a guard action is in the log's own error
 # line; dashboards and the run's end are said otherwise)
 REPLAYED = {"started", "resumed", "checkpoint", "checkpoint skipped", "eval", "setting", "paused", "unpaused",
-            "hangup", "viewer attached", "viewer detached", "storage", "run dir"}
+            "hangup", "viewer attached", "viewer detached", "storage", "run dir", "checkpoint failed",
+            "notify failing"}
+WARNINGS = {"checkpoint skipped", "storage", "run dir", "checkpoint failed", "notify failing"}
 IDLE_AFTER = 30.0  # seconds without a new metrics line before a run without run.json is shown as idle
 LOG_TAIL = 256 * 1024  # bytes of an existing log read at start
 FIRST_FROM_TAIL = 8 << 20  # bytes of metrics.jsonl (~20k steps) past which a viewer shows the last rows first
@@ -53,6 +55,7 @@ class FilesFollower:
         self.metrics = TailedFile(self.layout.metrics)
         self.samples = TailedFile(self.layout.samples)
         self.events = TailedFile(self.layout.events)
+        self._events_read = False  # the timeline's first read: the past, replayed
         self._text_samples_mtime = 0.0
         self._checkpoints: set[str] = set()
         self._run_info: RunInfo | None = None
@@ -120,9 +123,15 @@ class FilesFollower:
         if not self.events.path.exists() and self.events.ident is None:
             return
         rows, _ = self.events.read()
+        replayed, self._events_read = not self._events_read, True  # what was there when the viewer opened
         for row in rows:
             step, kind = row.get("step"), row.get("kind")
             if not isinstance(step, int):
+                continue
+            if kind == "notice":
+                self.put(Notified({"kind": str(row.get("what") or ""), "title": str(row.get("title") or ""),
+                                   "text": str(row.get("text") or ""), "level": str(row.get("level") or "info"),
+                                   "step": step, "time": row.get("time"), "held": row.get("held") or 0}, replayed))
                 continue
             if kind == "setting" and isinstance(row.get("changes"), dict):
                 self.put(SettingChanged(step, row["changes"], str(row.get("source") or "")))
@@ -131,7 +140,7 @@ class FilesFollower:
                                     str(row.get("action") or ""), str(row.get("outcome") or "")))
             if kind in REPLAYED:
                 when = row.get("time")
-                self.put(LogMessage("warning" if kind in ("checkpoint skipped", "storage", "run dir") else "info",
+                self.put(LogMessage("warning" if kind in WARNINGS else "info",
                                     describe(row), when if isinstance(when, (int, float)) and when > 0 else None))
 
     def _poll_samples(self) -> None:

@@ -8,8 +8,8 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..core.events import (CheckpointSaved, EvalResult, GuardFired, LogMessage, RunFailed, RunFinished, RunStarted,
-                           SettingChanged, StateChanged, TextSample, TrainingMetrics)
+from ..core.events import (CheckpointSaved, EvalResult, GuardFired, LogMessage, Notified, RunFailed, RunFinished,
+                           RunStarted, SettingChanged, StateChanged, TextSample, TrainingMetrics)
 from ..run.history import MetricsHistory, columns_from_rows
 from ..run.layout import EndReason, RunState
 from .source import HistoryReset, MetricsRows, RunInfo, SourceDone, trained_seconds
@@ -106,7 +106,8 @@ class RunView:
         self._cpu_share: deque[tuple[float, float]] = deque(maxlen=DATA_WINDOW)  # (cpu_util * wall seconds, wall seconds)
         self._prev_timestamp = 0.0
         self.started_at: float | None = None
-        self.run_started: float | None = None  # run.json's start, where a viewer has one
+        self.run_started: float | None = None
+        self.alerts: list[dict] = []  # notices for the terminal (the app rings it: app.py)  # run.json's start, where a viewer has one
         self.ended_at: float | None = None
         self.last_timestamp = 0.0  # of the newest metrics row
         self.result: RunFinished | RunFailed | None = None
@@ -167,6 +168,8 @@ class RunView:
             self.log("info", f"checkpoint @ step {event.step}: {event.path}")
         elif isinstance(event, LogMessage):
             self.log(event.level, event.text, event.time)
+        elif isinstance(event, Notified):
+            self._notified(event)
         elif isinstance(event, RunFinished):
             self._finished(event)
         elif isinstance(event, RunFailed):
@@ -263,6 +266,21 @@ class RunView:
         for frame in last_frames(event.traceback):
             self.log("error", "  " + frame)
         self.log("error", "full traceback in neurogen-tui.log; the last good checkpoint and JSON are on disk")
+
+    def _notified(self, event: Notified) -> None:
+        """A notice: a line in the log (as it happened, for one read back), and, made while this
+        screen is open and not held back by the rate limit, one for the terminal (bell, OSC 9)."""
+        n = event.notice
+        held = n.get("held") or 0
+        when = n.get("time") if event.replayed and isinstance(n.get("time"), (int, float)) else None
+        level = n.get("level") if n.get("level") in ("info", "warning", "error") else "info"
+        self.log(level, f"{'held back' if held == -1 else 'notified'}: {n.get('title', '')}", when)
+        if not event.replayed and held != -1:
+            self.alerts.append(n)
+
+    def take_alerts(self) -> list[dict]:
+        out, self.alerts = self.alerts, []
+        return out
 
     def set_state(self, state: str) -> None:
         # a requested stop shows at once; the trainer's own "running" must not undo it

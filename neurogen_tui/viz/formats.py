@@ -27,7 +27,8 @@ from ..run.files import TailedFile
 from ..run.history import number
 from ..run.info import liveness, read_run_info
 from ..run.layout import ENDED_STATES, SAMPLES_FILE, TENSORBOARD_DIR, RunLayout
-from ..run.metricsfile import arrow_table, extra_keys, parse_jsonl, read_metrics
+from ..run.metricsfile import extra_keys, parse_jsonl, read_metrics
+from ..run.sidecar import arrow_table
 from ..run.reader import load_samples
 
 FORMATS = ("tensorboard", "csv", "parquet")
