@@ -262,6 +262,7 @@ def test_a_guard_set_to_pause_waits_for_a_human_with_the_reason_on_screen(tmp_pa
         wait_until(lambda: run.trainer.step > paused_at, "training again after resume")
 
 
+@pytest.mark.slow  # test_wrecked_state.py's lr=50 tests (a harmful set, then more) keep this path in the default suite
 def test_the_guard_undoes_a_destructive_learning_rate_set_from_ctl(tmp_path):
     """End to end, as a user does it: a run in one process, `neurogen-tui ctl RUN set lr=50` from
     another; the guard rolls back, lowers the learning rate, and training goes on with finite loss.

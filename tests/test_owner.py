@@ -94,6 +94,7 @@ def test_the_app_drives_a_child_trainer_charts_samples_pause_checkpoint_and_q(tm
     assert (run_dir / "training_viz" / "training_latest.png").is_file()  # the final dashboard
 
 
+@pytest.mark.slow  # the child mode itself stays in the default suite
 def test_a_trainer_failing_in_the_child_shows_failed_with_its_last_frames(tmp_path):
     run_dir = tmp_path / "run"
     prelude = ("from neurogen_tui.train.trainer import Trainer\n"

@@ -48,7 +48,7 @@ WRITER = textwrap.dedent("""
                "rss_mb": 400.0}
         line = json.dumps(row) + "\\n"
         if step == 20:  # torn: half a line on disk for a while
-            metrics.write(line[:25]); metrics.flush(); time.sleep(0.8); line = line[25:]
+            metrics.write(line[:25]); metrics.flush(); time.sleep(3.0); line = line[25:]  # (a loaded machine sees 19 late)
         metrics.write(line); metrics.flush()
         if step % 5 == 0:
             samples.write(json.dumps({"step": step, "input": "in [b]put", "target": "target", "output": "out\\x1b[2J",

@@ -188,6 +188,7 @@ def test_a_tensorboard_logdir_is_a_run_shown_live_as_it_grows(tmp_path):
     assert "exp1" in out.stdout and "TensorBoard logdir" in out.stdout
 
 
+@pytest.mark.slow  # the bound is the benchmark's too (bench_workspace.py: 100 runs)
 def test_memory_per_run_stays_bounded_by_reduction(tmp_path):
     """A run of 200k steps is held as ~REDUCED points a key, not every row."""
     from neurogen_tui.run.files import JsonlWriter

@@ -330,6 +330,7 @@ def test_a_deleted_run_dir_stops_the_run_with_a_final_checkpoint_in_a_dir_of_its
     assert json.loads((run_dir / "run.json").read_text())["state"] == "stopped"
 
 
+@pytest.mark.slow  # the deleted-dir path itself stays in the default suite
 def test_a_deleted_run_dir_taken_by_another_trainer_gets_nothing_from_the_first(tmp_path):
     from neurogen_tui.run.lock import RunLock
 

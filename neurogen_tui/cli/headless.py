@@ -10,6 +10,7 @@ from rich.text import Text
 from ..core.events import (CheckpointSaved, LogMessage, Notified, RunFailed, RunFinished, RunStarted, TextSample,
                            TrainingMetrics)
 from ..core.text import format_count, sanitize
+from ..notify.notice import NEWS
 from ..run.layout import EndReason
 from ..train.config import TrainingConfig
 
@@ -77,9 +78,10 @@ class HeadlessDisplay:
             self.line(f"checkpoint: {event.path}", "dim")
         elif isinstance(event, LogMessage):
             self.line(f"{event.level}: {sanitize(event.text)}", "yellow" if event.level == "warning" else "")
-        elif isinstance(event, Notified) and event.notice.get("held") != -1:  # told where you are: said here too
-            self.line(f"notified: {sanitize(str(event.notice.get('title', '')), 200)}",
-                      "yellow" if event.notice.get("level") != "info" else "dim")
+        elif isinstance(event, Notified) and event.notice.get("held") != -1 and event.notice.get("kind") in NEWS:
+            n = event.notice  # a stall, the disk, a loop's alert: said here too (the rest have their own lines)
+            self.line(f"notice: {sanitize(str(n.get('title', '')), 200)}: {sanitize(str(n.get('text', '')), 300)}",
+                      "yellow" if n.get("level") != "info" else "dim")
         elif isinstance(event, RunFinished) and event.reason == EndReason.DATA_EXHAUSTED and self.cfg.max_chunks:
             self.line(f"data exhausted at step {event.step} of {self.cfg.max_chunks}, {format_count(event.tokens_seen)} "
                       f"tokens (--epochs {self.cfg.epochs}; --epochs 0 goes round the data)", "yellow")

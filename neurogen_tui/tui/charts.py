@@ -254,7 +254,10 @@ class ChartPanel(Vertical, can_focus=True):
         return build
 
     def show(self, caption: Text, plot: Text) -> None:
-        self.query_one(ChartCaption).text = caption
+        captions = self.query(ChartCaption)
+        if not captions:  # a build that ends as the app closes: the panel's children are gone
+            return
+        captions.first().text = caption
         self.chart.show(plot)
 
     def action_move(self, by: int) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ..core.events import (CheckpointSaved, EvalResult, GuardFired, LogMessage, Notified, RunFailed, RunFinished,
                            RunStarted, SettingChanged, StateChanged, TextSample, TrainingMetrics)
+from ..notify.notice import NEWS
 from ..run.history import MetricsHistory, columns_from_rows
 from ..run.layout import EndReason, RunState
 from .source import HistoryReset, MetricsRows, RunInfo, SourceDone, trained_seconds
@@ -272,9 +273,11 @@ class RunView:
         screen is open and not held back by the rate limit, one for the terminal (bell, OSC 9)."""
         n = event.notice
         held = n.get("held") or 0
-        when = n.get("time") if event.replayed and isinstance(n.get("time"), (int, float)) else None
-        level = n.get("level") if n.get("level") in ("info", "warning", "error") else "info"
-        self.log(level, f"{'held back' if held == -1 else 'notified'}: {n.get('title', '')}", when)
+        if n.get("kind") in NEWS:  # the others (the end, the guard, a checkpoint) have their own lines already
+            when = n.get("time") if event.replayed and isinstance(n.get("time"), (int, float)) else None
+            level = n.get("level") if n.get("level") in ("info", "warning", "error") else "info"
+            self.log(level, f"{'held back' if held == -1 else 'notice'}: {n.get('title', '')}"
+                            + (f": {n['text']}" if n.get("text") else ""), when)
         if not event.replayed and held != -1:
             self.alerts.append(n)
 

@@ -15,6 +15,7 @@ class DiffTable:
     """The config diff: only the keys in which the selected runs differ, beside their results."""
 
     def action_diff(self) -> None:
+        self._diff_shown = None
         grid, diff = self.query_one("#grid"), self.query_one("#diff")
         grid.toggle_class("-hidden")
         diff.set_class(grid.has_class("-hidden"), "-shown")
@@ -25,6 +26,10 @@ class DiffTable:
     def show_diff(self) -> None:
         with self.ws.lock:
             columns, rows = self.ws.diff()
+        shown = (tuple(columns), repr(rows), self.sort_column)
+        if shown == getattr(self, "_diff_shown", None):  # unchanged: not rebuilt (a rebuild flickers)
+            return
+        self._diff_shown = shown
         table = self.query_one("#diff", DataTable)
         table.clear(columns=True)
         for c in columns:
