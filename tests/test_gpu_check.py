@@ -22,16 +22,17 @@ def _dry_run(tmp_path_factory, parts: str):
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
-    """The quick parts, in the default suite: the environment, the model loops, `pytest -m gpu`."""
-    return _dry_run(tmp_path_factory, "env,model_eager,model_compile,tests")
+    """The quick parts, in the default suite: the environment and the model loops."""
+    return _dry_run(tmp_path_factory, "env,model_eager,model_compile")
 
 
 @pytest.fixture(scope="module")
 def dry_run_slow(tmp_path_factory):
-    """The parts that start whole runs (the app in a terminal three ways, one-rank DDP and FSDP):
+    """The parts that start whole runs or processes (the app in a terminal three ways, one-rank DDP and
+    FSDP, the logging API in a loop, `pytest -m gpu`):
     ~40 s on a 2-core CPU, so in the slow suite; run it (`pytest -m slow tests/test_gpu_check.py`)
     before spending a GPU session."""
-    return _dry_run(tmp_path_factory, "app,nccl,api")
+    return _dry_run(tmp_path_factory, "app,nccl,api,tests")
 
 
 def test_dry_run_measures_every_part_and_writes_its_tables(dry_run):
@@ -82,8 +83,9 @@ def test_dry_run_starts_steps_checkpoints_and_resumes_one_rank_ddp_and_fsdp(dry_
         assert e["resume"]["checkpoint"].endswith("checkpoint_step_000009" + suffix)
 
 
-def test_dry_run_collects_the_gpu_tests_which_skip_without_cuda(dry_run):
-    _, results, _ = dry_run
+@pytest.mark.slow  # a pytest in a subprocess; benchmarks/gpu_rehearsal.py runs it too
+def test_dry_run_collects_the_gpu_tests_which_skip_without_cuda(dry_run_slow):
+    _, results, _ = dry_run_slow
     assert results["tests"]["exit"] == 0
     assert "skipped" in results["tests"]["summary"] and "passed" not in results["tests"]["summary"]
 
