@@ -41,6 +41,7 @@ class Steering:
         self._observed: int | None = None  # the step the guard has looked at and the job not yet settled
         self.eval_now = False
         self._warned: dict[str, int] = {}  # trouble kind -> the step it was last warned of
+        self._judging = False  # acting on a checkpoint's look at the state (state_verdict), not on a step
 
     # ---- from any thread ----------------------------------------------------------------------
     def request(self, changes: dict, source: str = "ctl") -> int:
@@ -189,9 +190,11 @@ class Steering:
         verdict = t.par.share(g.judge_state(loss) if loss is not None else False)
         if verdict is None or verdict is False:
             return "trusted" if verdict is None else "unjudged"
-        self.trouble = verdict
-        done = self._act(verdict.action)
-        self.trouble = None
+        self.trouble, self._judging = verdict, True
+        try:
+            done = self._act(verdict.action)
+        finally:
+            self.trouble, self._judging = None, False
         return "trusted" if done == "rollback" else "diverged"
 
     def _act(self, action: str) -> str:
@@ -217,7 +220,8 @@ class Steering:
                 t.pause()
         elif action == "warn":
             outcome = outcome or "going on (warn)"
-            last = self._warned.get(trouble.kind)
+            # a checkpoint's look at a state already warned of (as any kind) is the same trouble
+            last = max(self._warned.values(), default=None) if self._judging else self._warned.get(trouble.kind)
             if last is not None and t.step - last < cfg.guard_window:
                 return action  # a trouble that goes on is said once a window, not at every step
             self._warned[trouble.kind] = t.step
