@@ -165,7 +165,7 @@ def test_the_bus_records_every_notice_for_the_timeline_and_the_app(tmp_path):
     bus.subscribe(lambda e: seen.append(e) if isinstance(e, Notified) else None)
     timeline = Timeline(tmp_path)
     bus.subscribe(timeline)
-    notes = Notifications(bus, "r", tmp_path, step=lambda: 0, paused=lambda: False, interval=60)
+    notes = Notifications(bus, "r", tmp_path, step=lambda: 0, paused=lambda: False, interval=60, disk_low_mb=0)
     bus.publish(GuardFired(4, "spike", "loss 9.1", "rollback", "rolled back"))
     bus.publish(GuardFired(5, "spike", "loss 9.3", "rollback", "rolled back"))  # within the interval: held
     notes.close()
@@ -247,7 +247,7 @@ def test_a_training_run_notifies_its_end_and_writes_no_secret_anywhere(endpoint,
     run_dir = tmp_path / "run"
     url = f"{server.url}/services/{SECRET}"
     assert cli.main(["--test", "--headless", "--run-dir", str(run_dir), "--notify", url, "--notify-cmd",
-                     command_to(received)]) == 0
+                     command_to(received), "--disk-low-mb", "0"]) == 0  # (a nearly full disk here is not the test's)
     posts = [b for p, b in server.posts if p == f"/services/{SECRET}"]
     assert [b["kind"] for b in posts] == ["finished"] and "final loss" in posts[0]["text"]
     assert [n["kind"] for n in lines(received)] == ["finished"]
@@ -284,7 +284,7 @@ def test_a_stall_is_notified_while_the_training_thread_is_blocked_and_again_when
     server = endpoint()
     tiny_cfg.max_chunks, tiny_cfg.stall_after = 6, 3.0
     tiny_cfg.notify = (f"{server.url}/hook",)
-    tiny_cfg.notify_format = "json"
+    tiny_cfg.notify_format, tiny_cfg.disk_low_mb = "json", 0.0
     parts = build_run(tiny_cfg, None, control=False)
     blocked, release = [], threading.Event()
 
@@ -317,7 +317,8 @@ def test_a_stall_is_notified_while_the_training_thread_is_blocked_and_again_when
 
 def test_a_paused_run_is_not_a_stall(tmp_path):
     got = []
-    notes = Notifications(EventBus(), "r", tmp_path, step=lambda: 1, paused=lambda: True, stall_after=0.2)
+    notes = Notifications(EventBus(), "r", tmp_path, step=lambda: 1, paused=lambda: True, stall_after=0.2,
+                          disk_low_mb=0)
     notes.notifier.notify = got.append
     notes.watchdog.notify = got.append
     time.sleep(1.5)
@@ -330,7 +331,8 @@ def test_the_logging_apis_alert_and_a_crash_reach_the_channels(endpoint, tmp_pat
     import neurogen_tui as ngt
 
     server = endpoint()
-    run = ngt.init(run_dir=tmp_path / "api", notify=f"{server.url}/hook", notify_format="json", stall_after=0.5)
+    run = ngt.init(run_dir=tmp_path / "api", notify=f"{server.url}/hook", notify_format="json", stall_after=0.5,
+                   disk_low_mb=0)
     run.log({"loss": 2.0})
     run.alert("val acc dropped", "from 61% to 40%", level="ERROR")
     time.sleep(2.0)  # the loop stops calling log(): a stall
@@ -354,7 +356,7 @@ def test_a_watching_app_rings_for_a_new_notice_and_only_shows_the_past_ones(tmp_
     from neurogen_tui.tui.rundir import RunDirSource
     import neurogen_tui as ngt
 
-    run = ngt.init(run_dir=tmp_path / "r")
+    run = ngt.init(run_dir=tmp_path / "r", disk_low_mb=0)
     for step in range(3):
         run.log({"loss": 3.0 - step})
     run.alert("an old one", "before the viewer opened")
