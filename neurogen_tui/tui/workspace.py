@@ -135,6 +135,8 @@ class WorkspaceApp(DiffTable, Steering, App[object]):
         wide = self.size.width >= 150 or (self.size.width >= 110 and self.query_one("#sidebar").has_class("-hidden"))
         self.query_one("#grid").set_class(wide, "-wide")
         self._dirty = True
+        if self.query_one("#runs-table", DataTable).columns:
+            self.show_runs()  # the state column's words come and go with the width
 
     @property
     def per_page(self) -> int:
@@ -221,7 +223,7 @@ class WorkspaceApp(DiffTable, Steering, App[object]):
         visible = self.ws.visible()
         cursor = table.cursor_row
         table.clear()
-        now = time.time()
+        now, narrow = time.time(), self.size.width < 100
         for e in visible:
             rgb, _ = e.colour
             mark = Text("●" if e.selected else "○", style=hex_style(rgb))
@@ -230,7 +232,8 @@ class WorkspaceApp(DiffTable, Steering, App[object]):
             s = e.summary
             state = str(s.get("state") or "")
             loss = s.get("loss")
-            table.add_row(mark, Text(sanitize(e.name, 24)), f"{STATE_MARK.get(state, ' ')} {state}",
+            shown = STATE_MARK.get(state, " ") + ("" if narrow else f" {state}")  # 80 columns: the mark says it
+            table.add_row(mark, Text(sanitize(e.name, 24)), shown,
                           format_count(s["step"]) if isinstance(s.get("step"), int) else "-",
                           f"{loss:.4f}" if isinstance(loss, float) else "-",
                           age(now - s["updated"]).replace(" ago", "") if s.get("updated") else "-", key=str(e.path))
