@@ -104,7 +104,8 @@ class Watchdog:
                  disk_low_mb: float = 1024.0, poll: float = 1.0) -> None:
         self.notify, self.run, self.run_dir = notify, run, str(run_dir)
         self.step, self.paused = step, paused
-        self.stall_after, self.disk_low_mb, self.poll = stall_after, disk_low_mb, poll
+        self.stall_after, self.disk_low_mb = stall_after, disk_low_mb
+        self.poll = min(poll, stall_after / 4) if stall_after else poll  # a short limit is looked at often enough
         self._times: deque[float] = deque(maxlen=50)  # recent seconds per step
         self._stop = threading.Event()
         self.stalled_since: float | None = None

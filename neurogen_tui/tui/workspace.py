@@ -160,6 +160,8 @@ class WorkspaceApp(DiffTable, Steering, App[object]):
 
     @on(Scanned)
     def _scanned(self) -> None:
+        if not self.query("#runs-table"):  # a scan that ends as the app closes
+            return
         self.show_runs()
         self._dirty = True
         self.redraw()
@@ -264,7 +266,8 @@ class WorkspaceApp(DiffTable, Steering, App[object]):
         line = Text(" " + " · ".join(parts), no_wrap=True, overflow="ellipsis")
         if self.status_text:
             line.append("  " + self.status_text, "bold")
-        self.query_one("#status", Static).update(line)
+        for status in self.query("#status"):  # none while the app closes
+            status.update(line)
 
     def say(self, text: str) -> None:
         self.status_text = sanitize(text, 200)
