@@ -279,7 +279,7 @@ def test_on_hangup_stop_keeps_the_old_behaviour(tmp_path):
 def test_app_in_a_tmux_pane_survives_sighup_and_stays_attachable(tmp_path):
     run_dir = tmp_path / "run"
     session = f"ngt-attach-{os.getpid()}"
-    socket_name = f"ngt-{os.getpid()}"
+    socket_name = f"ngt-{os.getpid()}-{os.urandom(4).hex()}"  # never the one a test before just killed
     tmux = ["tmux", "-L", socket_name]
     command = " ".join(TRAIN + ["--run-dir", str(run_dir)])
     subprocess.run(tmux + ["new-session", "-d", "-s", session, "-x", "120", "-y", "40",

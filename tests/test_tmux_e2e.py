@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ class Tmux:
     """One session on a private tmux server (its own socket), so tests never touch the user's."""
 
     def __init__(self, name: str, width: int, height: int):
-        self.socket = f"ngt-test-{os.getpid()}-{name}"
+        self.socket = f"ngt-test-{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}"  # never the one a test before just killed
         self.target = name
         self.size = (width, height)
 
