@@ -73,7 +73,8 @@ def test_a_run_directory_from_the_previous_main_opens_in_watch(tmp_path):
 
     async def scenario():
         async with app.run_test(size=(100, 30)) as pilot:
-            while app.state != "finished" or app.step < 5:
+            # the metrics, the samples table and the end come in their own polls: wait for all of them
+            while app.state != "finished" or app.step < 5 or app.query_one(SamplesTable).row_count < 5:
                 await pilot.pause(0.05)
             history = app.run_state.history
             assert history.column("steps").tolist() == [1, 2, 3, 4, 5]
