@@ -255,13 +255,8 @@ def cmd_tensorboard(args) -> None:
         proc = trainer.parts.tensorboard.proc
         trainer.run(args.block)  # warm-up: the writer's process has started and caught up
         time.sleep(3)
-        times: dict[str, list[float]] = {"on": [], "off": []}
-        order = [v for r in range(args.blocks // 2) for v in (("on", "off", "off", "on")[2 * (r % 2):][:2])]
-        for variant in order:
-            os.kill(proc.pid, signal.SIGCONT if variant == "on" else signal.SIGSTOP)
-            t0 = time.perf_counter()
-            trainer.run(args.block)
-            times[variant].append(time.perf_counter() - t0)
+        times = trainer.blocks_in_turns("on", "off", args.blocks, args.block,
+                                        lambda v: os.kill(proc.pid, signal.SIGCONT if v == "on" else signal.SIGSTOP))
         os.kill(proc.pid, signal.SIGCONT)
         trainer.close()
         events = list((Path(run_dir) / "t" / "tensorboard").glob("events.out.tfevents.*"))

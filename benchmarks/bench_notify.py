@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,13 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
         trainer.parts.bus.subscribe(every_step)
         trainer.run(args.block)  # warm-up
-        times: dict[str, list[float]] = {"dead": [], "none": []}
-        order = [v for r in range(args.blocks // 2) for v in (("dead", "none", "none", "dead")[2 * (r % 2):][:2])]
-        for variant in order:
-            notifier.workers = dead if variant == "dead" else []
-            t0 = time.perf_counter()
-            trainer.run(args.block)
-            times[variant].append(time.perf_counter() - t0)
+        times = trainer.blocks_in_turns("dead", "none", args.blocks, args.block,
+                                        lambda v: setattr(notifier, "workers", dead if v == "dead" else []))
         notifier.workers = dead
         queued = sum(len(w.queue) for w in dead)
         trainer.close()

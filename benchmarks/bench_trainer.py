@@ -424,6 +424,23 @@ class SteppedTrainer:
         self.parts.close()  # the run's last words (notices from their own thread) while the display is open
         self._stack.close()
 
+    def blocks_in_turns(self, a: str, b: str, blocks: int, block: int, switch) -> dict[str, list[float]]:
+        """`blocks` blocks of `block` steps, variants `a` and `b` in turns (in_turns); `switch(variant)`
+        sets one up before its block. Seconds per block, by variant."""
+        times: dict[str, list[float]] = {a: [], b: []}
+        for variant in in_turns(a, b, blocks):
+            switch(variant)
+            t0 = time.perf_counter()
+            self.run(block)
+            times[variant].append(time.perf_counter() - t0)
+        return times
+
+
+def in_turns(a: str, b: str, blocks: int) -> list[str]:
+    """A B B A A B B A ...: two variants taking turns, each first as often as the other (a drift of
+    the machine over the run falls on both alike)."""
+    return [v for r in range(blocks // 2) for v in ((a, b, b, a)[2 * (r % 2):][:2])]
+
 
 def cmd_interleaved(args) -> dict:
     """Blocks of `--block` steps, A B B A: the trainer's block then the bare loop's, and so on. A
@@ -442,8 +459,7 @@ def cmd_interleaved(args) -> dict:
         times = {"trainer": [], "bare": []}
         viz_cpu = {"trainer": 0.0, "bare": 0.0}
         load = OtherLoad()
-        order = [v for r in range(args.blocks // 2) for v in (("trainer", "bare", "bare", "trainer")[2 * (r % 2):][:2])]
-        for variant in order:
+        for variant in in_turns("trainer", "bare", args.blocks):
             viz0 = _cpu_seconds(trainer.viz_pid) if trainer.viz_pid else 0.0
             t0 = time.perf_counter()
             (trainer if variant == "trainer" else bare).run(args.block)

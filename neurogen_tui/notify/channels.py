@@ -12,7 +12,6 @@ from urllib.parse import urlsplit, urlunsplit
 from ..core.text import sanitize
 from .notice import Notice, mask_in, mask_url
 
-FORMATS = ("auto", "slack", "discord", "ntfy", "json")
 TIMEOUT = 10.0  # seconds a webhook or a command may take before it counts as failed
 NTFY_PRIORITY = {"info": 3, "warning": 4, "error": 5}
 ICON = {"info": "ℹ️", "warning": "⚠️", "error": "🛑"}

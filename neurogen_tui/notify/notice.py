@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 # the rate limit held back of one kind, said when its interval is over.
 KINDS = ("finished", "failed", "guard", "nonfinite", "stall", "checkpoint", "disk", "best_val", "alert")
 LEVELS = ("info", "warning", "error")
+WEBHOOK_FORMATS = ("auto", "slack", "discord", "ntfy", "json")  # a webhook's body (channels.format_for; --notify-format)
 NEWS = ("stall", "disk", "alert", "best_val")  # kinds a screen or log has no other line for (the rest: the end, the guard...)
 NEVER_HELD = ("finished", "failed", "stall")  # once a run, or spaced by --stall-after: never rate-limited
 

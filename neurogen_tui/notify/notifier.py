@@ -32,8 +32,7 @@ class _Worker:
         self.channel, self.say, self.backoff = channel, say, backoff
         self.queue: deque[Notice] = deque()
         self.cond = threading.Condition()
-        self.closing = False
-        self.ending = threading.Event()  # set with closing: a wait between tries ends at once
+        self.ending = threading.Event()  # the run's end: the queue is drained, a wait between tries cut short
         self.busy = False
         self.sent = self.failed = self.dropped = 0
         self.reported = False
@@ -51,7 +50,7 @@ class _Worker:
     def _run(self) -> None:
         while True:
             with self.cond:
-                while not self.queue and not self.closing:
+                while not self.queue and not self.ending.is_set():
                     self.cond.wait()
                 if not self.queue:
                     return
@@ -176,9 +175,8 @@ class Notifier:
         self.thread.join(max(0.0, deadline - time.monotonic()))
         left = []
         for worker in self.workers:
-            worker.ending.set()
             with worker.cond:
-                worker.closing = True
+                worker.ending.set()
                 worker.cond.notify_all()
                 while not worker.idle() and time.monotonic() < deadline:
                     worker.cond.wait(max(0.01, deadline - time.monotonic()))

@@ -57,7 +57,7 @@ def rows_from_jsonl(path: Path):
 SIDECAR_WORTH = 10_000  # rows past which a run read without a sidecar gets one built
 
 
-def read_run_metrics(viz_dir: str | Path) -> MetricsTable:
+def read_run_metrics(viz_dir: str | Path, max_step: int | None = None) -> MetricsTable:
     """A run's metrics as columns (read_metrics), and, where they came from the JSONL (a run of an
     older version, another writer) and the run has ended, its sidecar built once where the
     directory is writable, so the next open is instant."""
@@ -67,7 +67,16 @@ def read_run_metrics(viz_dir: str | Path) -> MetricsTable:
         info = read_run_info(viz_dir.parent if viz_dir.name == VIZ_DIR else viz_dir)
         if not info or liveness(info) not in LIVE_STATES:  # a live writer keeps its own
             build_sidecar(viz_dir, table)
+    if max_step is not None and len(table):
+        table = table.select(table.columns["step"] <= max_step)
     return table
+
+
+def history_of(table: MetricsTable) -> MetricsHistory:
+    """A table's columns (under any of their names) as the history the charts and dashboards read."""
+    history = MetricsHistory()
+    history.extend_columns(history_columns(table.columns))
+    return history
 
 
 def load_history(viz_dir: str | Path, max_step: int | None = None, viewer: bool = False) -> MetricsHistory:
@@ -75,12 +84,9 @@ def load_history(viz_dir: str | Path, max_step: int | None = None, viewer: bool 
     MetricsHistory; rows after `max_step` are left out."""
     viz_dir = Path(viz_dir)
     history = MetricsHistory()
-    table = read_run_metrics(viz_dir) if viewer else read_metrics(viz_dir)  # a run reading its own: no sidecar built
-    if max_step is not None and len(table):
-        table = table.select(table.columns["step"] <= max_step)
+    table = (read_run_metrics if viewer else read_metrics)(viz_dir, max_step)  # a run reading its own: no sidecar built
     if len(table):
-        history.extend_columns(history_columns(table.columns))
-        return history
+        return history_of(table)
     exported = viz_dir / METRICS_JSON
     if exported.is_file():
         try:
@@ -148,9 +154,7 @@ def load_run(run_dir: str | Path) -> tuple[str, MetricsHistory, list[dict]]:
     holds no metrics."""
     if is_tensorboard_run(run_dir):
         name, table = load_table(run_dir)
-        history = MetricsHistory()
-        history.extend_columns(history_columns(table.columns))
-        return name, history, []
+        return name, history_of(table), []
     viz_dir = find_viz_dir(run_dir)
     try:
         history = load_history(viz_dir, viewer=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..notify.notice import WEBHOOK_FORMATS
 from ..run.layout import RunLayout
 from .flags import (TYPES, ConfigError, Flag, at_least, device_spec, flag, fraction, guard_actions_check, keep_count,
                     non_negative, one_of, option, positive, share, webhook_urls)
@@ -27,7 +28,6 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "base": {"n_layer": 12, "n_head": 12, "n_embd": 768, "seq_len": 1024, "batch_size": 4},
 }
 SAMPLE_DATASET = "sample"
-NOTIFY_FORMATS = ("auto", "slack", "discord", "ntfy", "json")  # notify/channels.py FORMATS
 TOKENIZER_NAMES = ("byte",)  # what --tokenizer takes by name (tokenizer.NAMES builds them)
 DEFAULT_DATASET = "cerebras/SlimPajama-627B"
 # Fields that fix the shape of the saved weights: a resumed run must agree on all of them.
@@ -156,7 +156,7 @@ class TrainingConfig:
                                       "repeatable; shown masked)", metavar="URL", default_text="", saved=False,
                          check=webhook_urls)
     notify_format: str = flag("auto", MONITOR, "the webhook's body: auto (from the URL), slack, discord, ntfy or json "
-                                               "(the notice as it is)", check=one_of(*NOTIFY_FORMATS), saved=False)
+                                               "(the notice as it is)", check=one_of(*WEBHOOK_FORMATS), saved=False)
     notify_cmd: tuple = flag((), MONITOR, "run this shell command with each notice as JSON on its standard input "
                                           "(repeatable)", metavar="CMD", default_text="", saved=False)
     notify_interval: float = flag(300.0, MONITOR, "at most one message of a kind per this many seconds; what is held "

@@ -9,8 +9,10 @@ import argparse
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from ..core.parse import ConfigError, strict_float, strict_int
+from ..notify.notice import mask_url
 
 __all__ = ["ConfigError"]  # where train/ and cli/ take it from
 
@@ -97,10 +99,6 @@ def one_of(*choices: str) -> Callable[[str, Any], str | None]:
 
 def webhook_urls(name: str, value) -> str | None:
     """--notify: http(s) URLs with a host; said masked (a webhook's URL is its secret)."""
-    from urllib.parse import urlsplit
-
-    from ..notify.notice import mask_url
-
     for url in value:
         try:
             parts = urlsplit(url)

@@ -107,8 +107,8 @@ class RunView:
         self._cpu_share: deque[tuple[float, float]] = deque(maxlen=DATA_WINDOW)  # (cpu_util * wall seconds, wall seconds)
         self._prev_timestamp = 0.0
         self.started_at: float | None = None
-        self.run_started: float | None = None
-        self.alerts: list[dict] = []  # notices for the terminal (the app rings it: app.py)  # run.json's start, where a viewer has one
+        self.run_started: float | None = None  # run.json's start, where a viewer has one
+        self.alerts: list[dict] = []  # notices for the terminal (the app rings it: app.py)
         self.ended_at: float | None = None
         self.last_timestamp = 0.0  # of the newest metrics row
         self.result: RunFinished | RunFailed | None = None

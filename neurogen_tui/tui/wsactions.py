@@ -14,6 +14,8 @@ from ..core.text import format_count, sanitize
 class DiffTable:
     """The config diff: only the keys in which the selected runs differ, beside their results."""
 
+    _diff_shown: tuple | None = None  # (columns, rows, sort) on screen now
+
     def action_diff(self) -> None:
         self._diff_shown = None
         grid, diff = self.query_one("#grid"), self.query_one("#diff")
@@ -27,7 +29,7 @@ class DiffTable:
         with self.ws.lock:
             columns, rows = self.ws.diff()
         shown = (tuple(columns), repr(rows), self.sort_column)
-        if shown == getattr(self, "_diff_shown", None):  # unchanged: not rebuilt (a rebuild flickers)
+        if shown == self._diff_shown:  # unchanged: not rebuilt (a rebuild flickers)
             return
         self._diff_shown = shown
         table = self.query_one("#diff", DataTable)
